@@ -1,0 +1,147 @@
+"""The Transport protocol: what the engine needs from a broker, and nothing about sagas.
+
+A transport moves opaque bytes between named destinations (a Kafka topic, a NATS
+subject, a RabbitMQ routing key). The engine calls, in this order:
+
+1. :meth:`Transport.start` — connect (raise :class:`TransportError` if unreachable);
+2. :meth:`Transport.declare` — create topics/streams/queues/bindings idempotently;
+3. :meth:`Transport.consume` — an async iterator of *batches* of deliveries;
+4. :meth:`Transport.publish` — send messages, returning once the broker confirmed them;
+5. :meth:`Transport.ack` — only after the store committed what the deliveries caused;
+   :meth:`Transport.nack` — give a delivery back for redelivery (optionally delayed);
+   :meth:`Transport.dead_letter` — copy a delivery's original bytes to
+   :data:`DEADLETTER` with the reason in headers (the caller acks afterwards);
+6. :meth:`Transport.close`.
+
+Delivery is at-least-once: anything not acked is delivered again, after a
+reconnect or a restart. The engine makes the *effect* exactly-once with its inbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "DEADLETTER",
+    "HEADER_CONTENT_TYPE",
+    "HEADER_MESSAGE_ID",
+    "HEADER_ORIGIN",
+    "HEADER_REASON",
+    "Delivery",
+    "OutgoingMessage",
+    "Readiness",
+    "Topology",
+    "Transport",
+    "dead_letter_message",
+]
+
+DEADLETTER = "sagawire.deadletter"
+"""Destination of messages that can never be handled."""
+
+HEADER_REASON = "sagawire-reason"
+HEADER_ORIGIN = "sagawire-original-destination"
+HEADER_MESSAGE_ID = "sagawire-message-id"
+HEADER_CONTENT_TYPE = "content-type"
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to publish. ``key`` keeps one saga instance's messages in order
+    where the broker partitions (Kafka record key); ``message_id`` lets brokers that
+    de-duplicate (JetStream ``Nats-Msg-Id``) do so."""
+
+    destination: str
+    body: bytes
+    message_id: str
+    key: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One received message. ``handle`` is the adapter's private ack token."""
+
+    destination: str
+    body: bytes
+    headers: Mapping[str, str]
+    key: str | None = None
+    delivery_count: int = 1
+    handle: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What the sidecar needs on the broker: the destinations it consumes (as consumer
+    ``group``) and the ones it publishes to. :data:`DEADLETTER` is always declared."""
+
+    consumes: tuple[str, ...]
+    produces: tuple[str, ...] = ()
+    group: str = "sagawire"
+
+    @property
+    def all_destinations(self) -> tuple[str, ...]:
+        seen = dict.fromkeys((*self.consumes, *self.produces, DEADLETTER))
+        return tuple(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """Whether the transport can move messages now; ``reason`` says why not."""
+
+    ready: bool
+    reason: str = ""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A broker connection. Implementations: memory, kafka, nats, rabbitmq."""
+
+    async def start(self) -> None:
+        """Connect. Raises :class:`~schemas.errors.TransportError` when unreachable."""
+
+    async def close(self) -> None:
+        """Stop consuming, give back unacked deliveries, disconnect."""
+
+    async def declare(self, topology: Topology) -> None:
+        """Create what ``topology`` needs, idempotently; DeclarationError on a mismatch."""
+
+    def consume(self, topology: Topology, *, max_batch: int = 256) -> AsyncIterator[list[Delivery]]:
+        """Batches of deliveries for ``topology.consumes`` as ``topology.group``.
+
+        Ends when the transport closes. Survives reconnects without ending."""
+        ...
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish in order; return once the broker has confirmed every message."""
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Settle deliveries; they will not be delivered again."""
+
+    async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        """Give deliveries back to be delivered again after ``delay`` seconds."""
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Publish the delivery's original bytes to :data:`DEADLETTER`. Does not ack."""
+
+    @property
+    def readiness(self) -> Readiness:
+        """Current connection state, for ``/readyz``."""
+        ...
+
+
+def dead_letter_message(delivery: Delivery, reason: str) -> OutgoingMessage:
+    """The message every transport publishes for a dead letter: same bytes, same
+    headers, plus the reason and the original destination."""
+    headers = dict(delivery.headers)
+    headers[HEADER_REASON] = reason[:2000]
+    headers[HEADER_ORIGIN] = delivery.destination
+    message_id = headers.get(HEADER_MESSAGE_ID, "")
+    return OutgoingMessage(
+        destination=DEADLETTER,
+        body=delivery.body,
+        message_id=message_id,
+        key=delivery.key,
+        headers=headers,
+    )

@@ -1,0 +1,199 @@
+"""In-memory broker and transport: a real, small implementation of the Transport protocol.
+
+Used by ``sagawire demo``, by ``orchestrator.testing`` and by users' unit tests.
+It behaves like a broker with durable queues (RabbitMQ-like): :meth:`declare`
+creates a queue per consumer group bound to the consumed destinations, publishes
+fan out to every bound queue, a group's consumers share its queue, and deliveries
+not acked when a transport closes go back to the queue with a higher
+``delivery_count``. Messages live only as long as the process, by nature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from adapters.base import (
+    Delivery,
+    OutgoingMessage,
+    Readiness,
+    Topology,
+    dead_letter_message,
+)
+from schemas.errors import TransportError
+
+__all__ = ["MemoryBroker", "MemoryTransport"]
+
+@dataclass(eq=False)
+class _Queue:
+    bindings: set[str] = field(default_factory=set)
+    ready: deque[Delivery] = field(default_factory=deque)
+    unacked: dict[int, tuple[Delivery, "MemoryTransport"]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+class MemoryBroker:
+    """A process-local broker. Transports opened on the same name share one broker."""
+
+    _named: ClassVar[dict[str, MemoryBroker]] = {}
+
+    def __init__(self, *, record: bool = False) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._ids = itertools.count(1)
+        self.record = record
+        self.log: list[OutgoingMessage] = []
+        """Every published message, in order, when ``record`` is on (tests, demo)."""
+
+    @classmethod
+    def named(cls, name: str) -> MemoryBroker:
+        """The broker for ``memory://name`` (``memory://`` is the name ``""``)."""
+        broker = cls._named.get(name)
+        if broker is None:
+            broker = cls._named[name] = cls()
+        return broker
+
+    @classmethod
+    def forget(cls, name: str) -> None:
+        cls._named.pop(name, None)
+
+    def queue(self, group: str) -> _Queue:
+        q = self._queues.get(group)
+        if q is None:
+            q = self._queues[group] = _Queue()
+        return q
+
+    def bind(self, group: str, destinations: Sequence[str]) -> None:
+        self.queue(group).bindings.update(destinations)
+
+    def publish(self, message: OutgoingMessage) -> None:
+        if self.record:
+            self.log.append(message)
+        for q in self._queues.values():
+            if message.destination in q.bindings:
+                q.ready.append(
+                    Delivery(
+                        destination=message.destination,
+                        body=message.body,
+                        headers=dict(message.headers),
+                        key=message.key,
+                        delivery_count=1,
+                        handle=next(self._ids),
+                    )
+                )
+                q.changed.set()
+
+    def depth(self, group: str) -> int:
+        """Messages waiting or unacked in ``group``'s queue."""
+        q = self._queues.get(group)
+        return 0 if q is None else len(q.ready) + len(q.unacked)
+
+    def published(self, destination: str | None = None) -> list[OutgoingMessage]:
+        """Recorded messages, optionally only those sent to ``destination``."""
+        if destination is None:
+            return list(self.log)
+        return [m for m in self.log if m.destination == destination]
+
+    def requeue(self, q: _Queue, delivery: Delivery) -> None:
+        delivery.delivery_count += 1
+        delivery.handle = next(self._ids)
+        q.ready.appendleft(delivery)
+        q.changed.set()
+
+class MemoryTransport:
+    """Transport over a :class:`MemoryBroker`. URL: ``memory://`` or ``memory://name``."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker or MemoryBroker()
+        self._started = False
+        self._closed = asyncio.Event()
+        self._groups: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryTransport:
+        parts = urlsplit(url)
+        return cls(MemoryBroker.named(parts.netloc + parts.path))
+
+    async def start(self) -> None:
+        self._started = True
+        self._closed.clear()
+
+    async def close(self) -> None:
+        """Give every delivery this transport holds unacked back to its queue."""
+        self._started = False
+        self._closed.set()
+        for group in self._groups:
+            q = self.broker.queue(group)
+            mine = [
+                (handle, d) for handle, (d, owner) in q.unacked.items() if owner is self
+            ]
+            for handle, d in reversed(mine):
+                del q.unacked[handle]
+                self.broker.requeue(q, d)
+            q.changed.set()
+
+    async def declare(self, topology: Topology) -> None:
+        self.broker.bind(topology.group, topology.consumes)
+
+    async def consume(
+        self, topology: Topology, *, max_batch: int = 256
+    ) -> AsyncIterator[list[Delivery]]:
+        self._require_started()
+        self.broker.bind(topology.group, topology.consumes)
+        self._groups.add(topology.group)
+        q = self.broker.queue(topology.group)
+        while not self._closed.is_set():
+            if not q.ready:
+                q.changed.clear()
+                waiter = asyncio.ensure_future(q.changed.wait())
+                closer = asyncio.ensure_future(self._closed.wait())
+                try:
+                    await asyncio.wait({waiter, closer}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    closer.cancel()
+                continue
+            batch: list[Delivery] = []
+            while q.ready and len(batch) < max_batch:
+                d = q.ready.popleft()
+                q.unacked[d.handle] = (d, self)  # type: ignore[index]
+                batch.append(d)
+            yield batch
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        self._require_started()
+        for m in messages:
+            self.broker.publish(m)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        for group in self._groups:
+            q = self.broker.queue(group)
+            for d in deliveries:
+                q.unacked.pop(d.handle, None)  # type: ignore[arg-type]
+
+    async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        for group in self._groups:
+            q = self.broker.queue(group)
+            for d in deliveries:
+                if q.unacked.pop(d.handle, None) is None:  # type: ignore[arg-type]
+                    continue
+                if delay > 0:
+                    asyncio.get_running_loop().call_later(delay, self.broker.requeue, q, d)
+                else:
+                    self.broker.requeue(q, d)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self.broker.publish(dead_letter_message(delivery, reason))
+
+    @property
+    def readiness(self) -> Readiness:
+        if not self._started:
+            return Readiness(False, "memory transport not started")
+        return Readiness(True)
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise TransportError("memory transport is not started; call start() first")

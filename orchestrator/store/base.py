@@ -1,0 +1,223 @@
+"""The Store protocol and the plain records it stores.
+
+Stores hold bytes and scalars, never pydantic models: the engine serialises, the
+store persists. Everything one incoming message causes — the new instance state
+with its version, the inbox mark, the history entry, the outbox rows, timers set
+and cancelled, events parked and un-parked — is one :class:`UnitOfWork`, and
+:meth:`Store.commit` writes *many* units in one transaction (group commit). A
+unit whose expected version no longer matches, or whose inbox mark already
+exists, is skipped and reported; the others commit. This maps directly onto
+SQLite and PostgreSQL transactions.
+
+Times are UNIX seconds as floats, from the engine's clock: stores never read a
+clock themselves, so virtual time in tests works for them too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "InstanceKey",
+    "InstanceRecord",
+    "HistoryRecord",
+    "OutboxRecord",
+    "Outcome",
+    "ParkedRecord",
+    "Store",
+    "TimerRecord",
+    "UnitOfWork",
+]
+
+InstanceKey = tuple[str, str]
+"""``(saga name, correlation id)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One saga instance as stored. ``version`` starts at 1 and grows by one per commit.
+
+    ``data`` is the JSON of the saga's state model; ``meta`` is JSON the engine owns
+    (attempt counters, completed steps, failure reason)."""
+
+    saga: str
+    correlation_id: str
+    state: str
+    status: str
+    version: int
+    data: bytes
+    meta: bytes
+    created_at: float
+    updated_at: float
+
+    @property
+    def key(self) -> InstanceKey:
+        return (self.saga, self.correlation_id)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One transition, appended for every message an instance handled."""
+
+    saga: str
+    correlation_id: str
+    seq: int  # equals the instance version the transition produced
+    message_id: str
+    message_type: str
+    from_state: str
+    to_state: str
+    commands: tuple[str, ...]  # "type:id" of each message sent
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A message to publish after commit. ``id`` is the message id: kept on re-publish."""
+
+    id: str
+    destination: str
+    key: str | None
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRecord:
+    """A timer of an instance; ``(saga, correlation_id, name)`` is unique (setting it
+    again moves it)."""
+
+    saga: str
+    correlation_id: str
+    name: str
+    due: float
+    payload: bytes = b"{}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.saga, self.correlation_id, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """A message that arrived before it could be applied (no instance yet, or not
+    accepted in the current state). Retried after each change of its instance;
+    dead-lettered once ``expires`` passes."""
+
+    saga: str
+    correlation_id: str
+    message_id: str
+    destination: str
+    body: bytes
+    parked_at: float
+    expires: float
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class UnitOfWork:
+    """Everything one message caused, committed atomically with the rest of its batch.
+
+    ``expected_version`` is the version the engine loaded (0 for a new instance).
+    ``inbox`` is the ``(saga, message_id)`` mark that makes redelivery a no-op.
+    """
+
+    instance: InstanceRecord | None = None
+    expected_version: int = 0
+    inbox: tuple[str, str] | None = None
+    history: tuple[HistoryRecord, ...] = ()
+    outbox: tuple[OutboxRecord, ...] = ()
+    timers_set: tuple[TimerRecord, ...] = ()
+    timers_cancelled: tuple[tuple[str, str, str], ...] = ()
+    parked: tuple[ParkedRecord, ...] = ()
+    unparked: tuple[tuple[str, str], ...] = ()  # (saga, message_id)
+
+
+class Outcome(enum.Enum):
+    """What :meth:`Store.commit` did with each unit."""
+
+    COMMITTED = "committed"
+    DUPLICATE = "duplicate"  # inbox mark existed: another delivery already did this
+    CONFLICT = "conflict"  # version moved: reload and decide again
+
+
+@dataclass(frozen=True, slots=True)
+class StoreInfo:
+    """For ``/readyz`` and logs: what the store is, with no secrets."""
+
+    kind: str
+    location: str
+    schema_version: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable saga state. Implementations: memory, sqlite, postgresql."""
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema; refuse a newer schema."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
+        """The instances that exist among ``keys``."""
+        ...
+
+    async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """The ``(saga, message_id)`` inbox marks that already exist among ``marks``."""
+        ...
+
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
+        """Write all units in one transaction; one outcome per unit, in order.
+
+        ``published`` are outbox ids already sent; they are removed in the same
+        transaction (so relaying costs no extra commit)."""
+        ...
+
+    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
+        """Outbox rows not yet marked published, oldest first."""
+        ...
+
+    async def mark_published(self, ids: Sequence[str]) -> None:
+        """Remove these outbox rows."""
+
+    async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
+        """Timers with ``due <= now``, earliest first."""
+        ...
+
+    async def next_timer_due(self) -> float | None:
+        """The earliest due time of any timer, or None."""
+        ...
+
+    async def parked(self, keys: Sequence[InstanceKey]) -> list[ParkedRecord]:
+        """Parked messages for these instances, oldest first."""
+        ...
+
+    async def parked_keys(self) -> set[InstanceKey]:
+        """Every instance key that has parked messages (read at start-up)."""
+        ...
+
+    async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:
+        """Parked messages whose ``expires <= now``."""
+        ...
+
+    async def history(self, key: InstanceKey) -> list[HistoryRecord]:
+        """The transitions of one instance, in order."""
+        ...
+
+    async def instances(
+        self, saga: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InstanceRecord]:
+        """Instances for admin views and tests, most recently updated first."""
+        ...
+
+    async def counts(self) -> dict[str, int]:
+        """Number of instances per status."""
+        ...

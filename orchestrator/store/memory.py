@@ -1,0 +1,170 @@
+"""In-memory store: the Store protocol in plain dicts, for tests and the demo.
+
+Honest about the semantics the durable stores give (versions, inbox, outbox,
+timers, parking, all-or-nothing per unit) so a saga tested against it behaves
+the same on SQLite or PostgreSQL. It forgets everything when the process ends.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Sequence
+
+from orchestrator.store.base import (
+    HistoryRecord,
+    InstanceKey,
+    InstanceRecord,
+    OutboxRecord,
+    Outcome,
+    ParkedRecord,
+    TimerRecord,
+    UnitOfWork,
+)
+from schemas.errors import StoreError
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """URL: ``memory://``."""
+
+    def __init__(self) -> None:
+        self._open = False
+        self._instances: dict[InstanceKey, InstanceRecord] = {}
+        self._inbox: set[tuple[str, str]] = set()
+        self._history: dict[InstanceKey, list[HistoryRecord]] = defaultdict(list)
+        self._outbox: dict[str, OutboxRecord] = {}
+        self._timers: dict[tuple[str, str, str], TimerRecord] = {}
+        self._timer_heap: list[tuple[float, tuple[str, str, str]]] = []
+        self._parked: dict[tuple[str, str], ParkedRecord] = {}
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        return cls()
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    def _check(self) -> None:
+        if not self._open:
+            raise StoreError("memory store is not open; call open() first", retryable=False)
+
+    async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
+        self._check()
+        return {k: self._instances[k] for k in keys if k in self._instances}
+
+    async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        self._check()
+        return {m for m in marks if m in self._inbox}
+
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
+        self._check()
+        outcomes: list[Outcome] = []
+        for unit in units:
+            if unit.inbox is not None and unit.inbox in self._inbox:
+                outcomes.append(Outcome.DUPLICATE)
+                continue
+            if unit.instance is not None:
+                current = self._instances.get(unit.instance.key)
+                current_version = 0 if current is None else current.version
+                if current_version != unit.expected_version:
+                    outcomes.append(Outcome.CONFLICT)
+                    continue
+            self._apply(unit)
+            outcomes.append(Outcome.COMMITTED)
+        for mid in published:
+            self._outbox.pop(mid, None)
+        return outcomes
+
+    def _apply(self, unit: UnitOfWork) -> None:
+        if unit.inbox is not None:
+            self._inbox.add(unit.inbox)
+        if unit.instance is not None:
+            self._instances[unit.instance.key] = unit.instance
+        for h in unit.history:
+            self._history[(h.saga, h.correlation_id)].append(h)
+        for o in unit.outbox:
+            self._outbox[o.id] = o
+        for key in unit.timers_cancelled:
+            self._timers.pop(key, None)
+        for t in unit.timers_set:
+            self._timers[t.key] = t
+            heapq.heappush(self._timer_heap, (t.due, t.key))
+        for p in unit.parked:
+            self._parked.setdefault((p.saga, p.message_id), p)
+        for mark in unit.unparked:
+            self._parked.pop(mark, None)
+
+    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
+        self._check()
+        return list(self._outbox.values())[:limit]
+
+    async def mark_published(self, ids: Sequence[str]) -> None:
+        self._check()
+        for mid in ids:
+            self._outbox.pop(mid, None)
+
+    def _drop_stale_heads(self) -> None:
+        heap = self._timer_heap
+        while heap:
+            due, key = heap[0]
+            timer = self._timers.get(key)
+            if timer is not None and timer.due == due:
+                return
+            heapq.heappop(heap)
+
+    async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
+        self._check()
+        self._drop_stale_heads()
+        due = [t for t in self._timers.values() if t.due <= now]
+        due.sort(key=lambda t: (t.due, t.key))
+        return due[:limit]
+
+    async def next_timer_due(self) -> float | None:
+        self._check()
+        self._drop_stale_heads()
+        return self._timer_heap[0][0] if self._timer_heap else None
+
+    async def parked(self, keys: Sequence[InstanceKey]) -> list[ParkedRecord]:
+        self._check()
+        wanted = set(keys)
+        rows = [p for p in self._parked.values() if (p.saga, p.correlation_id) in wanted]
+        return sorted(rows, key=lambda p: p.parked_at)
+
+    async def parked_keys(self) -> set[InstanceKey]:
+        self._check()
+        return {(p.saga, p.correlation_id) for p in self._parked.values()}
+
+    async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:
+        self._check()
+        rows = sorted((p for p in self._parked.values() if p.expires <= now), key=lambda p: p.expires)
+        return rows[:limit]
+
+    async def history(self, key: InstanceKey) -> list[HistoryRecord]:
+        self._check()
+        return list(self._history.get(key, ()))
+
+    async def instances(
+        self, saga: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InstanceRecord]:
+        self._check()
+        rows = [
+            r
+            for r in self._instances.values()
+            if (saga is None or r.saga == saga) and (status is None or r.status == status)
+        ]
+        rows.sort(key=lambda r: r.updated_at, reverse=True)
+        return rows[:limit]
+
+    async def counts(self) -> dict[str, int]:
+        self._check()
+        out: dict[str, int] = defaultdict(int)
+        for r in self._instances.values():
+            out[r.status] += 1
+        return dict(out)

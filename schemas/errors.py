@@ -1,0 +1,108 @@
+"""The one exception tree of sagawire.
+
+It lives in ``schemas`` because ``schemas`` is the contract every other package
+imports and imports nothing itself; ``orchestrator.errors`` re-exports it.
+
+    SagawireError                  root; ``retryable`` says whether trying again may help
+    ├── ConfigError                a bad URL, unknown scheme, missing setting (exit code 2)
+    ├── DefinitionError            a saga module failed to load or its load-time checks
+    ├── MessageError               bad input: dead-lettered with ``reason``, never retried
+    │   ├── DecodeError            the bytes are not JSON
+    │   ├── EnvelopeError          JSON that is not a valid CloudEvent 1.0
+    │   ├── PayloadError           ``data`` fails the model the saga declared for it
+    │   └── RoutingError           unknown type, no correlation id, finished instance...
+    ├── TransportError             broker unreachable, publish not confirmed (retryable)
+    │   └── DeclarationError       existing topic/stream/queue conflicts with ours (not retryable)
+    └── StoreError                 database failure (retryable unless said otherwise)
+        ├── ConcurrencyError       optimistic version conflict: reload and decide again
+        └── SchemaVersionError     the database was written by a newer sagawire
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigError",
+    "DecodeError",
+    "DeclarationError",
+    "DefinitionError",
+    "EnvelopeError",
+    "MessageError",
+    "PayloadError",
+    "RoutingError",
+    "SagawireError",
+    "SchemaVersionError",
+    "StoreError",
+    "TransportError",
+]
+
+
+class SagawireError(Exception):
+    """Root of every error sagawire raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(SagawireError):
+    """Configuration the process cannot start with."""
+
+
+class DefinitionError(SagawireError):
+    """A saga definition that failed to import or failed its load-time checks."""
+
+
+class MessageError(SagawireError):
+    """An input message that can never be handled; it goes to the dead-letter destination."""
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class DecodeError(MessageError):
+    """The message body is not JSON."""
+
+
+class EnvelopeError(MessageError):
+    """The body is JSON but not a valid CloudEvents 1.0 structured event."""
+
+
+class PayloadError(MessageError):
+    """The event's ``data`` does not match the model the saga declared for it."""
+
+
+class RoutingError(MessageError):
+    """A valid event that no saga can take (unknown type, no correlation, finished instance)."""
+
+
+class TransportError(SagawireError):
+    """A broker operation failed; usually transient (connection lost, publish not confirmed)."""
+
+    retryable = True
+
+
+class DeclarationError(TransportError):
+    """Broker topology exists with settings incompatible with ours; fix it by hand."""
+
+    retryable = False
+
+
+class StoreError(SagawireError):
+    """The store failed to read or commit."""
+
+    retryable = True
+
+
+class ConcurrencyError(StoreError):
+    """Another writer changed the instance first; reload it and decide again."""
+
+
+class SchemaVersionError(StoreError):
+    """The database schema is newer than this sagawire understands."""
+
+    retryable = False
