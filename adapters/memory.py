@@ -163,6 +163,20 @@ class MemoryTransport:
                 batch.append(d)
             yield batch
 
+    def poll(self, topology: Topology, *, max_batch: int = 256) -> list[Delivery]:
+        """Take what is queued for ``topology.group`` now, without waiting (for the
+        test harness, which drives the engine step by step)."""
+        self._require_started()
+        self.broker.bind(topology.group, topology.consumes)
+        self._groups.add(topology.group)
+        q = self.broker.queue(topology.group)
+        batch: list[Delivery] = []
+        while q.ready and len(batch) < max_batch:
+            d = q.ready.popleft()
+            q.unacked[d.handle] = (d, self)  # type: ignore[index]
+            batch.append(d)
+        return batch
+
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._require_started()
         for m in messages:

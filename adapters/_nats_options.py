@@ -1,0 +1,183 @@
+"""Settings of a NATS transport, read once from its URL and the environment.
+
+Everything the URL can say lives here, so :mod:`adapters.nats` only moves
+messages. Secrets (password, token, creds path) are kept out of the server URL
+handed to nats-py and out of :attr:`NatsOptions.display`, the only form of the
+URL that may appear in logs and errors.
+
+URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
+``tls://`` for TLS. Options (all optional):
+
+==================  =========  ==================================================
+``stream``          SAGAWIRE   JetStream stream holding every destination
+``max_age``         604800     seconds a message is kept, for a stream we create
+``max_deliver``     10         deliveries of one message before JetStream gives up
+``ack_wait``        30         seconds before an unacked delivery is redelivered
+``max_ack_pending`` 1024       unacked deliveries per consumer (the in-flight window)
+``fetch_timeout``   5          seconds one pull request lingers when idle
+``publish_timeout`` 10         seconds to wait for a window of publish acks
+``connect_timeout`` 10         seconds :meth:`start` tries before giving up
+``ping_interval``   3          seconds between pings; 2 unanswered = disconnected
+``reconnect_wait``  1          seconds between reconnect attempts
+``double_ack``      false      ``true``: wait for the server to confirm every ack
+``token``, ``creds``           auth token / path of a ``.creds`` file
+``tls_ca``, ``tls_cert``,      CA bundle / client certificate and key (``tls://``)
+``tls_key``
+==================  =========  ==================================================
+
+Environment (used when the URL does not say): ``SAGAWIRE_NATS_USER``,
+``SAGAWIRE_NATS_PASSWORD``, ``SAGAWIRE_NATS_TOKEN``, ``SAGAWIRE_NATS_CREDS``.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from adapters._util import query_params, redact_url
+from schemas.errors import ConfigError
+
+__all__ = ["NatsOptions"]
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """Parsed, validated settings. Build with :meth:`from_url`."""
+
+    server: str
+    display: str
+    stream: str = "SAGAWIRE"
+    max_age: float = 604800.0
+    max_deliver: int = 10
+    ack_wait: float = 30.0
+    max_ack_pending: int = 1024
+    fetch_timeout: float = 5.0
+    publish_timeout: float = 10.0
+    connect_timeout: float = 10.0
+    ping_interval: float = 3.0
+    reconnect_wait: float = 1.0
+    double_ack: bool = False
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+    tls: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> NatsOptions:
+        """Parse ``url``; a :class:`ConfigError` (without secrets) when it is malformed."""
+        env = os.environ if env is None else env
+        parts = urlsplit(url)
+        display = redact_url(urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")))
+        if parts.scheme not in ("nats", "tls"):
+            raise ConfigError(f"not a NATS URL: {display} (use nats:// or tls://)")
+        try:
+            host, port = parts.hostname, parts.port or 4222
+        except ValueError as exc:
+            raise ConfigError(f"bad port in NATS URL {display}") from exc
+        if not host:
+            raise ConfigError(f"no host in NATS URL {display}")
+        q = query_params(url)
+        stream = q.get("stream", "SAGAWIRE")
+        if not stream or any(c in stream for c in ".*> \t/\\"):
+            raise ConfigError(f"bad stream name {stream!r} in {display}: no '.', '*', '>' or spaces")
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        token = q.get("token")
+        if user is not None and password is None:  # nats://TOKEN@host is the NATS convention
+            token, user = token or user, None
+        user = user or env.get("SAGAWIRE_NATS_USER") or None
+        password = password or env.get("SAGAWIRE_NATS_PASSWORD") or None
+
+        return cls(
+            server=f"{parts.scheme}://{host}:{port}",
+            display=f"{display} (stream {stream})",
+            stream=stream,
+            max_age=_positive(q, "max_age", 604800.0, display),
+            max_deliver=int(_positive(q, "max_deliver", 10, display, whole=True)),
+            ack_wait=_positive(q, "ack_wait", 30.0, display),
+            max_ack_pending=int(_positive(q, "max_ack_pending", 1024, display, whole=True)),
+            fetch_timeout=_positive(q, "fetch_timeout", 5.0, display),
+            publish_timeout=_positive(q, "publish_timeout", 10.0, display),
+            connect_timeout=_positive(q, "connect_timeout", 10.0, display),
+            ping_interval=_positive(q, "ping_interval", 3.0, display),
+            reconnect_wait=_positive(q, "reconnect_wait", 1.0, display),
+            double_ack=q.get("double_ack", "").lower() in _TRUE,
+            user=user,
+            password=password,
+            token=token or env.get("SAGAWIRE_NATS_TOKEN") or None,
+            creds=q.get("creds") or env.get("SAGAWIRE_NATS_CREDS") or None,
+            tls=parts.scheme == "tls" or "tls_ca" in q,
+            tls_ca=q.get("tls_ca"),
+            tls_cert=q.get("tls_cert"),
+            tls_key=q.get("tls_key"),
+        )
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never be printed, for scrubbing driver error texts."""
+        return tuple(s for s in (self.password, self.token) if s)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret replaced by ``***``."""
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` except the callbacks."""
+        kwargs: dict[str, Any] = {
+            "servers": [self.server],
+            "connect_timeout": self.connect_timeout,
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": self.reconnect_wait,
+            "ping_interval": self.ping_interval,
+            "max_outstanding_pings": 2,
+            "dont_randomize": True,
+        }
+        if self.user is not None:
+            kwargs["user"] = self.user
+            kwargs["password"] = self.password or ""
+        if self.token is not None:
+            kwargs["token"] = self.token
+        if self.creds is not None:
+            kwargs["user_credentials"] = self.creds
+        if self.tls:
+            kwargs["tls"] = self._ssl_context()
+        return kwargs
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            ctx = ssl.create_default_context(cafile=self.tls_ca)
+            if self.tls_cert:
+                ctx.load_cert_chain(self.tls_cert, self.tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot load TLS files for {self.display}: {exc}") from exc
+        return ctx
+
+
+def _positive(
+    q: Mapping[str, str], name: str, default: float, display: str, *, whole: bool = False
+) -> float:
+    """The query option ``name`` as a number > 0 (a whole one if ``whole``)."""
+    raw = q.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0 or (whole and not value.is_integer()):
+        kind = "a whole number" if whole else "a number"
+        raise ConfigError(f"bad {name}={raw!r} in {display}: want {kind} > 0")
+    return value

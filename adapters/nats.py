@@ -1,0 +1,457 @@
+"""NATS JetStream transport (nats-py): destinations are subjects of one stream.
+
+URL: ``nats://host:4222?stream=SAGAWIRE`` or ``tls://...``; every option and the
+credential sources are listed in :mod:`adapters._nats_options`, and what
+:meth:`NatsTransport.declare` creates in :mod:`adapters._nats_topology`.
+
+How messages move, and why:
+
+* **publish** writes every message of a window to the connection in list order,
+  then awaits all JetStream publish acks together (one round trip per window, not
+  per message). One connection feeding one stream keeps that order in the stream,
+  so per-key order holds. If some acks fail the call raises and the caller
+  retries the whole list; ``Nats-Msg-Id`` (``<subject>/<message_id>``) makes
+  JetStream drop the copies that had landed, so a retried message may land after
+  later ones of the same call — the only case where order can bend.
+* **consume** pulls batches of at most ``max_batch`` from a durable consumer per
+  group; a background pump per consumer fetches the next batch while the caller
+  handles the current one. Memory stays bounded: one batch queued per consumer,
+  and JetStream stops handing out messages at ``max_ack_pending`` unacked ones.
+* **ack/nack** publish one small ack message per delivery (no round trip each),
+  then flush once per call; ``?double_ack=true`` waits for the server to confirm
+  each ack instead. A lost ack only means a redelivery, which the engine's inbox
+  absorbs. Calling ack again after an error is safe: settled deliveries are skipped.
+* **Connection loss**: nats-py reconnects forever; readiness is false meanwhile,
+  the pumps wait and then keep fetching, and anything unacked comes back after
+  ``ack_wait``. :meth:`close` naks whatever it still holds so a restart gets it now.
+* **Attempts**: JetStream stops redelivering after ``max_deliver`` deliveries, so
+  the engine must dead-letter a delivery for which :meth:`is_last_attempt` holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from adapters._nats_errors import declaration_error, is_not_found, translate
+from adapters._nats_options import NatsOptions
+from adapters._nats_topology import (
+    ConsumerPlan,
+    check_stream,
+    consumer_plans,
+    missing_subjects,
+    new_stream_config,
+)
+from adapters._util import Backoff
+from adapters.base import (
+    DEADLETTER,
+    Delivery,
+    OutgoingMessage,
+    Readiness,
+    Topology,
+    dead_letter_message,
+)
+from schemas.errors import TransportError
+
+__all__ = ["HEADER_KEY", "NatsTransport"]
+
+HEADER_KEY = "sagawire-key"
+"""NATS has no record key: the key travels in this header and comes back as ``Delivery.key``."""
+
+_PUBLISH_WINDOW = 1000
+_DECLARE_ATTEMPTS = 5
+_log = logging.getLogger(__name__)
+
+
+class NatsTransport:
+    """Transport over one NATS connection and one JetStream stream."""
+
+    def __init__(self, options: NatsOptions) -> None:
+        self.options = options
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._closed = asyncio.Event()
+        self._connected = asyncio.Event()
+        self._down_since: float | None = None
+        self._declared: set[Topology] = set()
+        self._unsettled: dict[str, Msg] = {}
+        self._pumps: set[asyncio.Task[None]] = set()
+        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._send_lock = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> NatsTransport:
+        return cls(NatsOptions.from_url(url))
+
+    @property
+    def max_deliver(self) -> int:
+        """Deliveries of one message after which JetStream gives up on it."""
+        return self.options.max_deliver
+
+    def is_last_attempt(self, delivery: Delivery) -> bool:
+        """True when JetStream will not deliver ``delivery`` again: dead-letter it
+        instead of nacking, or it stays in the stream unhandled."""
+        return delivery.delivery_count >= self.options.max_deliver
+
+    # -- connection ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        nc = NATS()
+        try:
+            await asyncio.wait_for(
+                nc.connect(
+                    **self.options.connect_kwargs(),
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                ),
+                timeout=self.options.connect_timeout,
+            )
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            # ``from None``: the driver's own exception is not guaranteed secret-free.
+            raise self._error(exc, "connect") from None
+        self._nc, self._js = nc, nc.jetstream(timeout=self.options.publish_timeout)
+        self._closed.clear()
+        self._connected.set()
+        self._down_since = None
+
+    async def close(self) -> None:
+        """Stop the pumps, stop listening, nak what we hold, then disconnect."""
+        nc, self._nc = self._nc, None
+        self._closed.set()
+        for task in self._pumps:
+            task.cancel()
+        await asyncio.gather(*self._pumps, return_exceptions=True)
+        if nc is None:
+            return
+        # Unsubscribe first: a pull request left lingering on the server must not
+        # catch the redelivery of what we nak below and strand it until ack_wait.
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        held, self._unsettled = list(self._unsettled.values()), {}
+        with contextlib.suppress(Exception):
+            for msg in held:
+                if not msg.is_acked:
+                    await msg.nak()
+            await nc.flush(timeout=min(self.options.publish_timeout, 5.0))
+        with contextlib.suppress(Exception):
+            await nc.close()
+        self._subs.clear()
+
+    @property
+    def readiness(self) -> Readiness:
+        nc = self._nc
+        if nc is None:
+            return Readiness(False, f"NATS transport to {self.options.display} is not started")
+        if not nc.is_connected:
+            since = self._down_since or asyncio.get_running_loop().time()
+            down = asyncio.get_running_loop().time() - since
+            return Readiness(
+                False, f"disconnected from {self.options.display} {down:.1f}s ago; reconnecting"
+            )
+        return Readiness(True)
+
+    async def _on_disconnected(self) -> None:
+        self._connected.clear()
+        if self._closed.is_set():
+            return
+        self._down_since = asyncio.get_running_loop().time()
+        _log.warning("NATS connection to %s lost; reconnecting", self.options.display)
+
+    async def _on_reconnected(self) -> None:
+        self._connected.set()
+        self._down_since = None
+        _log.info("NATS connection to %s restored", self.options.display)
+
+    async def _on_error(self, exc: Exception) -> None:
+        _log.warning(
+            "NATS client error on %s: %s",
+            self.options.display,
+            self.options.scrub(str(exc) or type(exc).__name__),
+        )
+
+    # -- topology -----------------------------------------------------------------
+
+    async def declare(self, topology: Topology) -> None:
+        js = self._require_js()
+        await self._ensure_stream(js, topology.all_destinations)
+        for plan in self._plans(topology):
+            config = plan.config(
+                ack_wait=self.options.ack_wait,
+                max_deliver=self.options.max_deliver,
+                max_ack_pending=self.options.max_ack_pending,
+            )
+            try:
+                await js.add_consumer(self.options.stream, config)
+            except nats.errors.Error as exc:
+                raise self._declaration_error(exc, f"declare consumer {plan.name!r}") from exc
+        self._declared.add(topology)
+
+    async def _ensure_stream(self, js: JetStreamContext, subjects: Sequence[str]) -> None:
+        """Create the stream, or add the subjects it lacks. Re-reads after an update
+        and tries again, because a concurrent update by another sidecar (JetStream
+        has no compare-and-set for stream config) may have replaced our list."""
+        name = self.options.stream
+        last: TransportError | None = None
+        for _ in range(_DECLARE_ATTEMPTS):
+            try:
+                try:
+                    info = await js.stream_info(name)
+                except nats.errors.Error as exc:
+                    if not is_not_found(exc):
+                        raise
+                    config = new_stream_config(name, subjects, max_age=self.options.max_age)
+                    await js.add_stream(config)
+                    continue  # re-read: a concurrent creator may have won with other subjects
+                check_stream(info.config, self.options.display)
+                existing = info.config.subjects or []
+                missing = missing_subjects(existing, subjects)
+                if not missing:
+                    return
+                await js.update_stream(info.config.evolve(subjects=[*existing, *missing]))
+            except nats.errors.Error as exc:
+                last = self._declaration_error(exc, f"declare stream {name!r}")
+                # "already in use" is a concurrent creator winning: re-read and merge.
+                if not last.retryable and "already in use" not in str(exc):
+                    raise last from exc
+        raise last or TransportError(
+            f"could not add subjects {list(subjects)} to stream {name!r} on "
+            f"{self.options.display} after {_DECLARE_ATTEMPTS} attempts (concurrent updates?)",
+            retryable=True,
+        )
+
+    def _plans(self, topology: Topology) -> list[ConsumerPlan]:
+        version = self._require_nc().connected_server_version
+        multi = (version.major, version.minor) >= (2, 10)
+        return consumer_plans(topology, multi_filter=multi)
+
+    # -- consuming ----------------------------------------------------------------
+
+    async def consume(
+        self, topology: Topology, *, max_batch: int = 256
+    ) -> AsyncIterator[list[Delivery]]:
+        js = self._require_js()
+        if topology not in self._declared:
+            await self.declare(topology)
+        subs = []
+        for plan in self._plans(topology):
+            try:
+                sub = await js.pull_subscribe_bind(durable=plan.name, stream=self.options.stream)
+            except nats.errors.Error as exc:
+                raise self._error(exc, f"subscribe to consumer {plan.name!r}") from exc
+            subs.append(sub)
+        self._subs.extend(subs)
+        queue: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=len(subs))
+        pumps = {asyncio.ensure_future(self._pump(topology, s, queue, max_batch)) for s in subs}
+        self._pumps |= pumps
+        try:
+            while (batch := await self._next(queue)) is not None:
+                yield [self._delivery(m) for m in batch]
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            self._pumps -= pumps
+            await self._give_back(queue)
+
+    async def _pump(
+        self,
+        topology: Topology,
+        sub: JetStreamContext.PullSubscription,
+        queue: asyncio.Queue[list[Msg]],
+        max_batch: int,
+    ) -> None:
+        """Fetch batches into ``queue`` until closed, surviving reconnects."""
+        backoff = Backoff()
+        while not self._closed.is_set():
+            if not self._connected.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._connected.wait(), self.options.fetch_timeout)
+                continue
+            try:
+                msgs = await sub.fetch(batch=max_batch, timeout=self.options.fetch_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue  # idle: nothing to fetch within fetch_timeout
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                _log.warning("%s", self._error(exc, "fetch"))
+                await asyncio.sleep(backoff.next_delay())
+                if is_not_found(exc):  # consumer deleted under us: declare it again
+                    with contextlib.suppress(Exception):
+                        await self.declare(topology)
+                continue
+            backoff.reset()
+            for m in msgs:
+                self._unsettled[m.reply] = m
+            await queue.put(msgs)
+
+    async def _next(self, queue: asyncio.Queue[list[Msg]]) -> list[Msg] | None:
+        """The next fetched batch, or None once the transport is closed."""
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        closer = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closer.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
+
+    async def _give_back(self, queue: asyncio.Queue[list[Msg]]) -> None:
+        """Nak batches fetched but never handed to the caller."""
+        with contextlib.suppress(Exception):
+            while not queue.empty():
+                for m in queue.get_nowait():
+                    self._unsettled.pop(m.reply, None)
+                    await m.nak()
+
+    def _delivery(self, msg: Msg) -> Delivery:
+        # ``Nats-*`` headers are JetStream's (``Nats-Msg-Id``...): hidden from the
+        # engine, or a dead letter copying them would be de-duplicated away.
+        headers = {k: v for k, v in (msg.headers or {}).items() if not k.lower().startswith("nats-")}
+        key = headers.pop(HEADER_KEY, None)
+        try:
+            count = msg.metadata.num_delivered
+        except nats.errors.NotJSMessageError:
+            count = 1
+        return Delivery(
+            destination=msg.subject,
+            body=msg.data,
+            headers=headers,
+            key=key,
+            delivery_count=count,
+            handle=msg,
+        )
+
+    # -- settling -----------------------------------------------------------------
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        msgs = self._held(deliveries)
+        try:
+            if self.options.double_ack:
+                timeout = self.options.publish_timeout
+                await asyncio.gather(*(m.ack_sync(timeout=timeout) for m in msgs))
+            else:
+                for m in msgs:
+                    await m.ack()
+                await self._flush()
+        except nats.errors.Error as exc:
+            raise self._error(exc, f"ack of {len(msgs)} deliveries") from exc
+        finally:
+            self._forget(msgs)
+
+    async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        msgs = self._held(deliveries)
+        try:
+            for m in msgs:
+                await m.nak(delay=delay if delay > 0 else None)
+            await self._flush()
+        except nats.errors.Error as exc:
+            raise self._error(exc, f"nack of {len(msgs)} deliveries") from exc
+        finally:
+            self._forget(msgs)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        message = dead_letter_message(delivery, reason)
+        msg = delivery.handle
+        if isinstance(msg, Msg):
+            # The original's stream position: stable across redeliveries, so a
+            # dead letter repeated after a crash is de-duplicated, yet never equal to
+            # another message's id.
+            meta = msg.metadata
+            dedup = f"{DEADLETTER}/{meta.stream}/{meta.sequence.stream}"
+        else:
+            dedup = f"{DEADLETTER}/{delivery.destination}/{message.message_id}"
+        await self._publish([(message, dedup)])
+
+    def _held(self, deliveries: Sequence[Delivery]) -> list[Msg]:
+        return [
+            d.handle for d in deliveries if isinstance(d.handle, Msg) and not d.handle.is_acked
+        ]
+
+    def _forget(self, msgs: Sequence[Msg]) -> None:
+        for m in msgs:
+            if m.is_acked:
+                self._unsettled.pop(m.reply, None)
+
+    async def _flush(self) -> None:
+        await self._require_nc().flush(timeout=max(1, int(self.options.publish_timeout)))
+
+    # -- publishing ---------------------------------------------------------------
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await self._publish(
+            [(m, f"{m.destination}/{m.message_id}" if m.message_id else "") for m in messages]
+        )
+
+    async def _publish(self, messages: Sequence[tuple[OutgoingMessage, str]]) -> None:
+        js = self._require_js()
+        for start in range(0, len(messages), _PUBLISH_WINDOW):
+            window = messages[start : start + _PUBLISH_WINDOW]
+            acks: list[asyncio.Future[Any]] = []
+            try:
+                async with self._send_lock:  # the lock fixes the order on the wire
+                    for message, dedup in window:
+                        acks.append(
+                            await js.publish_async(
+                                message.destination,
+                                message.body,
+                                headers=_headers(message, dedup),
+                                stream=self.options.stream,
+                            )
+                        )
+                await asyncio.wait_for(asyncio.gather(*acks), self.options.publish_timeout)
+            except (nats.errors.Error, TimeoutError) as exc:
+                where = window[0][0].destination
+                raise self._error(exc, f"publish of {len(window)} messages to {where!r}") from exc
+            finally:
+                for fut in acks:
+                    fut.cancel()
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _require_nc(self) -> NATS:
+        if self._nc is None:
+            raise TransportError(
+                f"NATS transport to {self.options.display} is not started; call start() first"
+            )
+        return self._nc
+
+    def _require_js(self) -> JetStreamContext:
+        self._require_nc()
+        assert self._js is not None
+        return self._js
+
+    def _error(self, exc: BaseException, doing: str) -> TransportError:
+        return translate(exc, doing, self.options.display, self.options.scrub)
+
+    def _declaration_error(self, exc: BaseException, doing: str) -> TransportError:
+        return declaration_error(exc, doing, self.options.display, self.options.scrub)
+
+
+def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:
+    """NATS headers for ``message``. Caller ``Nats-*`` headers are dropped: JetStream
+    acts on them (``Nats-Rollup`` can purge a subject), and only we decide those."""
+    headers = {k: v for k, v in message.headers.items() if not k.lower().startswith("nats-")}
+    if message.key is not None:
+        headers[HEADER_KEY] = message.key
+    if dedup:
+        headers["Nats-Msg-Id"] = dedup
+    return headers

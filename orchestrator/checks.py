@@ -1,0 +1,161 @@
+"""Load-time checks of a saga definition.
+
+A saga that would misbehave at run time should fail when its module is
+imported, with every problem listed, each naming the saga, the state or step,
+and what to change. (python-statemachine checks reachability at class creation;
+Temporal validates workflow decorators at import. Same idea.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from orchestrator.definition import (
+    INITIAL,
+    TIMER_PREFIX,
+    SagaDefinition,
+    SendSpec,
+    SetTimer,
+)
+from orchestrator.model import Status
+from schemas.errors import DefinitionError
+
+__all__ = ["check", "raise_problems"]
+
+PAYLOAD_EXTRAS = frozenset({"reason", "correlation_id"})
+
+
+def raise_problems(name: str, problems: Iterable[str]) -> None:
+    found = list(dict.fromkeys(problems))
+    if not found:
+        return
+    if len(found) == 1:
+        raise DefinitionError(f"saga {name!r}: {found[0]}")
+    body = "\n".join(f"  - {p}" for p in found)
+    raise DefinitionError(f"saga {name!r} has {len(found)} problems:\n{body}")
+
+
+def _required(model: type[BaseModel]) -> list[str]:
+    return [n for n, f in model.model_fields.items() if f.is_required()]
+
+
+def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
+    """Raise :class:`DefinitionError` listing every problem of ``defn``."""
+    problems: list[str] = []
+    finals = dict(defn.final)
+    starts = set(declared_starts) or set(defn.start_events)
+
+    for s in starts:
+        if s not in defn.events:
+            problems.append(f"start event {s!r} is not declared in events=[Event({s!r}, ...)]")
+    if not defn.transitions.get(INITIAL):
+        problems.append(
+            f"nothing starts it: add a row When({INITIAL!r}, <start event>) or a start event"
+        )
+
+    timers_set: set[str] = set()
+    for rows in defn.transitions.values():
+        for t in rows:
+            timers_set.update(a.name for a in t.actions if isinstance(a, SetTimer))
+
+    for state, rows in defn.transitions.items():
+        if state in finals:
+            problems.append(
+                f"state {state!r} is final ({finals[state].value}) but has transitions out of it"
+                f" (on {', '.join(sorted({t.event for t in rows}))}); remove them or make it"
+                " non-final"
+            )
+        for t in rows:
+            if t.event.startswith(TIMER_PREFIX):
+                timer = t.event[len(TIMER_PREFIX) :]
+                if timer not in timers_set:
+                    problems.append(
+                        f"state {state!r} handles Timeout({timer!r}) but no row sets timer"
+                        f" {timer!r}; add .timer({timer!r}, seconds) where the wait begins"
+                    )
+                if state == INITIAL:
+                    problems.append(f"{INITIAL!r} cannot wait for Timeout({timer!r})")
+                continue
+            if t.event not in defn.events:
+                problems.append(
+                    f"state {state!r} accepts event {t.event!r}, which has no correlation:"
+                    f" declare it in events=[Event({t.event!r}, Model, correlate=...)]"
+                )
+            elif state == INITIAL and t.event not in starts:
+                problems.append(
+                    f"event {t.event!r} is accepted in {INITIAL!r} but is not a start event;"
+                    " list it in start=..."
+                )
+            if t.target not in finals and t.target not in defn.transitions:
+                problems.append(
+                    f"state {t.target!r} (entered from {state!r} on {t.event!r}) has no way"
+                    " out and is not final: add rows leaving it, or list it in final={...}"
+                )
+        for t in rows:
+            problems.extend(_check_sends(defn, t.actions, f"state {state!r} on {t.event!r}"))
+
+    for state, status in finals.items():
+        if status is Status.RUNNING:
+            problems.append(f"final state {state!r} cannot have status 'running'")
+
+    reachable = {INITIAL}
+    frontier = [INITIAL]
+    while frontier:
+        s = frontier.pop()
+        for t in defn.transitions.get(s, ()):
+            if t.target not in reachable:
+                reachable.add(t.target)
+                frontier.append(t.target)
+    for s in defn.states:
+        if s not in reachable:
+            problems.append(
+                f"state {s!r} is unreachable from {INITIAL!r}: add a row that goes .to({s!r})"
+                " or remove it"
+            )
+
+    for state, rows in defn.transitions.items():
+        if state == INITIAL or state in finals:
+            continue
+        if not any(t.event.startswith(TIMER_PREFIX) for t in rows):
+            problems.append(
+                f"state {state!r} waits for {', '.join(sorted({t.event for t in rows}))}"
+                " with no timeout: add When(state, Timeout(name)) and set the timer on entry"
+            )
+
+    for s in starts:
+        spec = defn.events.get(s)
+        if spec is None or spec.model is None:
+            continue
+        missing = [
+            n
+            for n in _required(defn.state_model)
+            if n not in spec.model.model_fields
+        ]
+        if missing:
+            problems.append(
+                f"state model {defn.state_model.__name__} requires {', '.join(missing)}, which"
+                f" start event {s!r} ({spec.model.__name__}) does not carry: give them defaults"
+            )
+
+    raise_problems(defn.name, problems)
+
+
+def _check_sends(defn: SagaDefinition, actions: Iterable[object], where: str) -> list[str]:
+    out: list[str] = []
+    state_fields = set(defn.state_model.model_fields)
+    for a in actions:
+        if isinstance(a, SendSpec) and a.from_state and a.model is not None:
+            missing = [
+                n
+                for n in _required(a.model)
+                if n not in state_fields and n not in PAYLOAD_EXTRAS
+            ]
+            if missing:
+                out.append(
+                    f"{where}: command {a.type!r} ({a.model.__name__}) needs"
+                    f" {', '.join(missing)}, not found in state model"
+                    f" {defn.state_model.__name__}; add the fields or pass build=..."
+                )
+    return out

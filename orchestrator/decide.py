@@ -1,0 +1,159 @@
+"""Step 3: the pure transition. ``decide(saga, instance, event, now) -> Decision``.
+
+No I/O, no clock, no randomness: the ids of the messages it emits are derived
+from the id of the message that caused them (uuid5), so replaying the same
+input yields the same output, byte for byte, and a command re-published after
+a crash keeps its id. Exceptions raised by user code (guards, updates, payload
+builders) become a ``reject`` decision naming the saga, state and event:
+nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.correlate import Routed
+from orchestrator.definition import (
+    INITIAL,
+    TIMER_PREFIX,
+    CancelTimer,
+    Context,
+    SagaDefinition,
+    SendSpec,
+    SetFailure,
+    SetTimer,
+    Transition,
+)
+from orchestrator.model import Decision, Instance, Meta, Status, TimerChange
+from schemas.codec import describe_validation_error
+from schemas.envelope import Envelope
+
+__all__ = ["decide", "message_id"]
+
+_NAMESPACE = uuid.UUID("6f1c3a9e-3b7d-4f7e-9a55-5a6177697265")
+
+
+def message_id(cause: str, saga: str, index: int) -> str:
+    """Deterministic id of the ``index``-th message caused by message ``cause``."""
+    return str(uuid.uuid5(_NAMESPACE, f"{cause}/{saga}/{index}"))
+
+
+def _fields(payload: Any) -> dict[str, Any]:
+    if isinstance(payload, BaseModel):
+        return {k: getattr(payload, k) for k in type(payload).model_fields}
+    if isinstance(payload, dict):
+        return payload
+    return {}
+
+
+def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> BaseModel:
+    incoming = {k: v for k, v in _fields(payload).items() if k in model.model_fields}
+    if state is not None and not incoming:
+        return state
+    base = state.model_dump() if state is not None else {}
+    for k, v in incoming.items():
+        base[k] = v.model_dump() if isinstance(v, BaseModel) else (
+            [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
+            if isinstance(v, list) else v)
+    return model.model_validate(base)
+
+
+def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: float) -> Decision:
+    """Apply ``event`` to ``instance`` (None when none exists yet)."""
+    env = event.envelope
+    is_timer = env.type.startswith(TIMER_PREFIX)
+    if instance is None:
+        if is_timer:
+            return Decision("ignore", reason="timer for an instance that does not exist")
+        if event.spec is None or not event.spec.starts:
+            return Decision("park", reason=f"no {saga.name!r} instance {event.correlation_id!r} yet")
+        try:
+            data = _merge(saga.state_model, None, event.payload)
+        except ValidationError as exc:
+            return Decision("reject", reason=f"saga {saga.name!r}: cannot build state from"
+                            f" {env.type} {env.id}: " + describe_validation_error(exc, "state"))
+        instance = Instance(saga.name, event.correlation_id, INITIAL, Status.RUNNING, 0, data,
+                            Meta(), now, now)
+    elif instance.status.final:
+        if is_timer:
+            return Decision("ignore", reason="timer for a finished instance")
+        return Decision("reject", reason=f"saga {saga.name!r} instance {instance.correlation_id!r}"
+                        f" is already {instance.status.value}; {env.type} {env.id} arrived after"
+                        " it finished")
+    rows = saga.candidates(instance.state, env.type)
+    if not rows:
+        if is_timer:
+            return Decision("ignore", reason=f"timer not handled in state {instance.state!r}")
+        if event.spec is not None and event.spec.starts:
+            return Decision("reject", reason=f"saga {saga.name!r} instance"
+                            f" {instance.correlation_id!r} already exists (state"
+                            f" {instance.state!r}); duplicate start {env.type} {env.id}")
+        return Decision("park", reason=f"{env.type} is not accepted in state {instance.state!r}")
+    try:
+        return _apply(saga, instance, event, rows, now)
+    except Exception as exc:  # user code failed: reject the event, keep the instance as it was
+        detail = describe_validation_error(exc, "field") if isinstance(exc, ValidationError) \
+            else f"{type(exc).__name__}: {exc}"
+        return Decision("reject", reason=f"saga {saga.name!r} failed in state {instance.state!r}"
+                        f" on {env.type} {env.id}: {detail}")
+
+
+def _apply(saga: SagaDefinition, instance: Instance, event: Routed,
+           rows: tuple[Transition, ...], now: float) -> Decision:
+    env = event.envelope
+    data = instance.data
+    if event.spec is not None and event.spec.merge and instance.version > 0:
+        data = _merge(saga.state_model, data, event.payload)
+    when = datetime.fromtimestamp(now, UTC)
+    ctx = Context(data, event.payload, env, instance.correlation_id, instance.meta, when)
+    row = next((r for r in rows if r.guard is None or r.guard(ctx)), None)
+    if row is None:
+        return Decision("reject", reason=f"no guard held for {env.type} in state {instance.state!r}")
+    if row.update is not None:
+        ctx = replace(ctx, state=row.update(ctx))
+    messages: list[Envelope] = []
+    timers: list[TimerChange] = []
+    for action in row.actions:
+        if isinstance(action, SendSpec):
+            attempts = dict(ctx.meta.attempts)
+            attempt = None
+            if action.attempt_key is not None:
+                attempt = attempts.get(action.attempt_key, 0) + 1
+                attempts[action.attempt_key] = attempt
+                ctx = replace(ctx, meta=replace(ctx.meta, attempts=attempts))
+            payload = action.build(ctx)
+            if action.model is not None and not isinstance(payload, BaseModel):
+                payload = action.model.model_validate(payload)
+            if isinstance(payload, BaseModel):
+                payload = payload.model_dump(mode="json")
+            messages.append(Envelope.new(
+                action.type, payload,
+                id=message_id(env.id, saga.name, len(messages)),
+                source=f"sagawire/{saga.name}", time=when,
+                correlationid=instance.correlation_id, causationid=env.id, attempt=attempt))
+        elif isinstance(action, SetTimer):
+            after = action.after(ctx) if callable(action.after) else action.after
+            timers.append(TimerChange(action.name, now + float(after)))
+        elif isinstance(action, CancelTimer):
+            timers.append(TimerChange(action.name, None))
+        elif isinstance(action, SetFailure):
+            ctx = replace(ctx, meta=replace(ctx.meta, failure=action.reason(ctx)))
+    status = saga.final.get(row.target, Status.RUNNING)
+    if status.final:
+        live = {t.name for t in timers if t.due is not None}
+        timers = [t for t in timers if t.due is None]
+        timers += [TimerChange(name, None) for name in sorted(live | _all_timers(saga))]
+    new = replace(instance, state=row.target, status=status, data=ctx.state, meta=ctx.meta,
+                  updated_at=now)
+    return Decision("applied", new, from_state=instance.state, messages=tuple(messages),
+                    timers=tuple(timers))
+
+
+def _all_timers(saga: SagaDefinition) -> set[str]:
+    return {a.name for rows in saga.transitions.values() for r in rows for a in r.actions
+            if isinstance(a, SetTimer)}

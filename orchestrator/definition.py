@@ -1,0 +1,212 @@
+"""The frozen, checked form of a saga that the engine runs.
+
+Both declaration styles (:class:`~orchestrator.dsl.StepSaga` and
+:class:`~orchestrator.dsl.StateMachine`) compile to one :class:`SagaDefinition`:
+states, the events each accepts (with guards, state updates, commands to send,
+timers) and the final states with their statuses. The engine, the graph
+renderer and the admin views all read this one object; nothing mutates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.model import Meta, Status
+from schemas.envelope import Envelope
+
+__all__ = [
+    "INITIAL",
+    "CancelTimer",
+    "Context",
+    "EventSpec",
+    "SagaDefinition",
+    "SendSpec",
+    "SetTimer",
+    "StepInfo",
+    "TIMER_PREFIX",
+    "Transition",
+    "timer_event",
+]
+
+INITIAL = "initial"
+"""The pseudo-state before an instance exists; start events are accepted in it."""
+
+TIMER_PREFIX = "timer:"
+
+
+def timer_event(name: str) -> str:
+    """The event type a fired timer is delivered as (``timer:<name>``)."""
+    return TIMER_PREFIX + name
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What guards, updates and payload builders see. Read-only."""
+
+    state: BaseModel
+    event: Any  # the validated payload model, or the raw ``data`` when none is declared
+    envelope: Envelope
+    correlation_id: str
+    meta: Meta
+    now: datetime
+
+    @property
+    def reason(self) -> str | None:
+        """Why the saga failed (a failure reply's ``reason``, or a timeout), if it did."""
+        return self.meta.failure
+
+    def attempt(self, key: str) -> int:
+        return self.meta.attempt(key)
+
+
+Guard = Callable[[Context], bool]
+Update = Callable[[Context], BaseModel]
+Build = Callable[[Context], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """An event the saga consumes: its payload model and how it is correlated."""
+
+    type: str
+    model: type[BaseModel] | None = None
+    correlate: Callable[[Any], str | None] | None = None
+    correlate_desc: str = "correlationid attribute"
+    starts: bool = False
+    merge: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SendSpec:
+    """Send one message. ``attempt_key`` makes it a counted attempt (for retries)."""
+
+    type: str
+    build: Build
+    model: type[BaseModel] | None = None
+    attempt_key: str | None = None
+    from_state: bool = False  # payload filled from same-named state fields (checked at load)
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    name: str
+    after: float | Callable[[Context], float]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetFailure:
+    """Record why the saga failed (read back as ``Context.reason``)."""
+
+    reason: Callable[[Context], str]
+
+
+Action = SendSpec | SetTimer | CancelTimer | SetFailure
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """In ``source``, on ``event``, if ``guard``: ``update``, run ``actions``, go to ``target``."""
+
+    source: str
+    event: str
+    target: str
+    guard: Guard | None = None
+    guard_desc: str = ""
+    update: Update | None = None
+    actions: tuple[Action, ...] = ()
+
+    @property
+    def sends(self) -> tuple[str, ...]:
+        return tuple(a.type for a in self.actions if isinstance(a, SendSpec))
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """Introspection of a step saga's step (for docs and graphs)."""
+
+    name: str
+    command: str
+    success: tuple[str, ...]
+    failure: tuple[str, ...]
+    compensation: str | None
+    compensated_by: str | None
+    timeout: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SagaDefinition:
+    """A checked saga. Build it with the DSL; never construct it by hand."""
+
+    name: str
+    state_model: type[BaseModel]
+    events: Mapping[str, EventSpec]
+    transitions: Mapping[str, tuple[Transition, ...]]  # by source state
+    final: Mapping[str, Status]
+    states: tuple[str, ...]
+    kind: str = "machine"
+    steps: tuple[StepInfo, ...] = ()
+    park_for: float = 60.0
+    source: str = ""
+    _by_state_event: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[tuple[str, str], list[Transition]] = {}
+        for rows in self.transitions.values():
+            for t in rows:
+                index.setdefault((t.source, t.event), []).append(t)
+        frozen = {k: tuple(v) for k, v in index.items()}
+        object.__setattr__(self, "_by_state_event", MappingProxyType(frozen))
+        object.__setattr__(self, "events", MappingProxyType(dict(self.events)))
+        object.__setattr__(self, "transitions", MappingProxyType(dict(self.transitions)))
+        object.__setattr__(self, "final", MappingProxyType(dict(self.final)))
+
+    def candidates(self, state: str, event: str) -> tuple[Transition, ...]:
+        """The rows for ``(state, event)``, in declaration order."""
+        return self._by_state_event.get((state, event), ())
+
+    def accepts(self, state: str, event: str) -> bool:
+        return (state, event) in self._by_state_event
+
+    @property
+    def start_events(self) -> tuple[str, ...]:
+        return tuple(e.type for e in self.events.values() if e.starts)
+
+    def consumes(self) -> tuple[str, ...]:
+        """Event types this saga subscribes to."""
+        return tuple(self.events)
+
+    def produces(self) -> tuple[str, ...]:
+        """Message types this saga may send."""
+        out: dict[str, None] = {}
+        for rows in self.transitions.values():
+            for t in rows:
+                out.update(dict.fromkeys(t.sends))
+        return tuple(out)
+
+    def to_mermaid(self) -> str:
+        """A Mermaid ``stateDiagram-v2`` of the definition (for docs and the admin view)."""
+        lines = ["stateDiagram-v2"]
+        for rows in self.transitions.values():
+            for t in rows:
+                src = "[*]" if t.source == INITIAL else t.source
+                label = t.event + (f" [{t.guard_desc}]" if t.guard_desc else "")
+                if t.sends:
+                    label += " / " + ", ".join(t.sends)
+                lines.append(f"    {src} --> {t.target}: {label}")
+        for state, status in self.final.items():
+            lines.append(f"    {state} --> [*]: {status.value}")
+        return "\n".join(lines)

@@ -1,0 +1,345 @@
+"""The public declaration language: :class:`StepSaga` and :class:`StateMachine`.
+
+Both read like a table. A step saga::
+
+    StepSaga("order", state=OrderState, start=Event("order.placed", OrderPlaced),
+             correlate="order_id",
+             steps=[Step("inventory",
+                         send=Send("inventory.reserve", ReserveInventory),
+                         success=Event("inventory.reserved", InventoryReserved),
+                         failure=Event("inventory.rejected", InventoryRejected),
+                         compensate=Send("inventory.release", ReleaseInventory),
+                         compensated_by=Event("inventory.released", InventoryReleased),
+                         timeout=30), ...])
+
+A state machine: in state X, on event Y, send Z, go to W::
+
+    When("booking", "flight.booked").to("booking")
+
+Both compile (and are checked, see :mod:`orchestrator.checks`) into one frozen
+:class:`~orchestrator.definition.SagaDefinition` when the module is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.definition import (
+    INITIAL,
+    Action,
+    CancelTimer,
+    Context,
+    EventSpec,
+    SagaDefinition,
+    SendSpec,
+    SetFailure,
+    SetTimer,
+    Transition,
+    timer_event,
+)
+from orchestrator.model import Status
+
+__all__ = [
+    "INITIAL",
+    "Event",
+    "Retry",
+    "Send",
+    "StateMachine",
+    "Step",
+    "StepSaga",
+    "Timeout",
+    "When",
+    "build_from_state",
+]
+
+Correlate = str | Callable[[Any], str | None] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """An event the saga consumes. ``model`` validates its ``data`` (a mismatch is
+    dead-lettered, never half-applied). ``correlate`` is the fallback when the
+    ``correlationid`` attribute is absent: a field name of ``data`` or a function
+    of the (validated) data. ``merge`` copies same-named data fields into the state."""
+
+    type: str
+    model: type[BaseModel] | None = None
+    correlate: Correlate = None
+    merge: bool = True
+
+    def spec(self, *, starts: bool = False, default: Correlate = None) -> EventSpec:
+        how = self.correlate if self.correlate is not None else default
+        fn, desc = _correlator(how)
+        return EventSpec(
+            type=self.type,
+            model=self.model,
+            correlate=fn,
+            correlate_desc=desc,
+            starts=starts,
+            merge=self.merge,
+        )
+
+
+def _correlator(how: Correlate) -> tuple[Callable[[Any], str | None] | None, str]:
+    if how is None:
+        return None, "correlationid attribute"
+    if isinstance(how, str):
+        name = how
+
+        def by_field(data: Any) -> str | None:
+            value = data.get(name) if isinstance(data, dict) else getattr(data, name, None)
+            return None if value is None else str(value)
+
+        return by_field, f"correlationid attribute, else data.{name}"
+    return how, f"correlationid attribute, else {getattr(how, '__name__', 'function')}()"
+
+
+def build_from_state(model: type[BaseModel]) -> Callable[[Context], BaseModel]:
+    """A payload builder filling ``model``'s fields from same-named state fields,
+    then from ``reason`` and ``correlation_id`` of the context."""
+    names = tuple(model.model_fields)
+
+    def build(ctx: Context) -> BaseModel:
+        values: dict[str, Any] = {}
+        for name in names:
+            if name in type(ctx.state).model_fields:
+                values[name] = getattr(ctx.state, name)
+            elif name == "reason":
+                values[name] = ctx.reason
+            elif name == "correlation_id":
+                values[name] = ctx.correlation_id
+        return model.model_validate(values)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send message ``type``. Its data is ``build(state)`` if given, else ``model``
+    filled from same-named state fields (checked at load time)."""
+
+    type: str
+    model: type[BaseModel] | None = None
+    build: Callable[[BaseModel], Any] | None = None
+
+    def spec(self, attempt_key: str | None = None) -> SendSpec:
+        if self.build is not None:
+            user = self.build
+
+            def build(ctx: Context) -> Any:
+                return user(ctx.state)
+
+            return SendSpec(self.type, build, self.model, attempt_key)
+        if self.model is not None:
+            return SendSpec(self.type, build_from_state(self.model), self.model, attempt_key, True)
+        return SendSpec(self.type, lambda ctx: {}, None, attempt_key)
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send a command up to ``attempts`` times; wait ``backoff * multiplier**(n-1)``
+    (at most ``max_backoff``) after the n-th timeout before re-sending."""
+
+    attempts: int = 1
+    backoff: float = 1.0
+    multiplier: float = 2.0
+    max_backoff: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.backoff * self.multiplier ** max(0, attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a :class:`StepSaga`."""
+
+    name: str
+    send: Send
+    success: Event | Sequence[Event]
+    failure: Event | Sequence[Event] = ()
+    compensate: Send | None = None
+    compensated_by: Event | None = None
+    timeout: float | None = None
+    retry: Retry = field(default_factory=Retry)
+
+    @property
+    def successes(self) -> tuple[Event, ...]:
+        return _events(self.success)
+
+    @property
+    def failures(self) -> tuple[Event, ...]:
+        return _events(self.failure)
+
+
+def _events(value: Event | Sequence[Event]) -> tuple[Event, ...]:
+    return (value,) if isinstance(value, Event) else tuple(value)
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """The event a timer named ``name`` fires as, for :class:`When`."""
+
+    name: str
+
+    @property
+    def type(self) -> str:
+        return timer_event(self.name)
+
+
+class When:
+    """One row of a state machine: in ``state``, on ``event`` [if ``guard``] ... go to.
+
+    Chain ``.update()``, ``.send()``, ``.timer()``, ``.cancel()``, ``.fail()`` and end
+    with ``.to(state)``."""
+
+    def __init__(
+        self,
+        state: str,
+        event: str | Timeout,
+        *,
+        guard: Callable[[BaseModel, Any], bool] | None = None,
+    ) -> None:
+        self.state = state
+        self.event = event.type if isinstance(event, Timeout) else event
+        self._guard = guard
+        self._update: Callable[[BaseModel, Any], BaseModel | dict[str, Any]] | None = None
+        self._actions: list[Action] = []
+        self.target: str | None = None
+
+    def update(self, fn: Callable[[BaseModel, Any], BaseModel | dict[str, Any]]) -> When:
+        """``fn(state, event)`` returns the new state, or a dict of fields to change."""
+        self._update = fn
+        return self
+
+    def send(self, type: str, model: type[BaseModel] | None = None, *,
+             build: Callable[[BaseModel], Any] | None = None) -> When:
+        self._actions.append(Send(type, model, build).spec())
+        return self
+
+    def timer(self, name: str, seconds: float) -> When:
+        self._actions.append(SetTimer(name, seconds))
+        return self
+
+    def cancel(self, *names: str) -> When:
+        self._actions.extend(CancelTimer(n) for n in names)
+        return self
+
+    def fail(self, reason: str | Callable[[BaseModel, Any], str]) -> When:
+        """Record why the saga is failing (available to payloads as ``reason``)."""
+        if isinstance(reason, str):
+            text = reason
+            self._actions.append(SetFailure(lambda ctx: text))
+        else:
+            fn = reason
+            self._actions.append(SetFailure(lambda ctx: fn(ctx.state, ctx.event)))
+        return self
+
+    def to(self, state: str) -> When:
+        self.target = state
+        return self
+
+    def compile(self) -> Transition:
+        from schemas.errors import DefinitionError
+
+        if self.target is None:
+            raise DefinitionError(
+                f"row When({self.state!r}, {self.event!r}) has no target: end it with .to(state)"
+            )
+        guard = self._guard
+        update = self._update
+        return Transition(
+            source=self.state,
+            event=self.event,
+            target=self.target,
+            guard=(lambda ctx: bool(guard(ctx.state, ctx.event))) if guard else None,
+            guard_desc=getattr(guard, "__name__", "guard") if guard else "",
+            update=_wrap_update(update) if update else None,
+            actions=tuple(self._actions),
+        )
+
+
+def _wrap_update(
+    fn: Callable[[BaseModel, Any], BaseModel | dict[str, Any]],
+) -> Callable[[Context], BaseModel]:
+    def update(ctx: Context) -> BaseModel:
+        out = fn(ctx.state, ctx.event)
+        if isinstance(out, BaseModel):
+            return out
+        merged = {**ctx.state.model_dump(), **out}
+        return type(ctx.state).model_validate(merged)
+
+    return update
+
+
+def StateMachine(  # noqa: N802 - reads as a declaration, like a class
+    name: str,
+    *,
+    state: type[BaseModel],
+    events: Iterable[Event],
+    start: Iterable[str] | str,
+    final: dict[str, str | Status],
+    transitions: Iterable[When],
+    correlate: Correlate = None,
+    park_for: float = 60.0,
+) -> SagaDefinition:
+    """Declare a state machine saga. ``start`` names the events that create an
+    instance (accepted in :data:`INITIAL`); ``final`` maps final states to their
+    status (``completed``, ``compensated``, ``compensation_failed``, ``aborted``)."""
+    from orchestrator.checks import check
+
+    starts = {start} if isinstance(start, str) else set(start)
+    specs = {e.type: e.spec(starts=e.type in starts, default=correlate) for e in events}
+    rows = [w.compile() for w in transitions]
+    by_state: dict[str, list[Transition]] = {}
+    for row in rows:
+        by_state.setdefault(row.source, []).append(row)
+    finals = {k: Status(v) for k, v in final.items()}
+    states = tuple(dict.fromkeys([INITIAL, *by_state, *(r.target for r in rows), *finals]))
+    definition = SagaDefinition(
+        name=name,
+        state_model=state,
+        events=specs,
+        transitions={k: tuple(v) for k, v in by_state.items()},
+        final=finals,
+        states=states,
+        kind="machine",
+        park_for=park_for,
+    )
+    check(definition, declared_starts=starts)
+    return definition
+
+
+def StepSaga(  # noqa: N802 - reads as a declaration, like a class
+    name: str,
+    *,
+    state: type[BaseModel],
+    start: Event,
+    steps: Sequence[Step],
+    correlate: Correlate = None,
+    on_completed: Send | None = None,
+    on_compensated: Send | None = None,
+    on_compensation_failed: Send | None = None,
+    park_for: float = 60.0,
+) -> SagaDefinition:
+    """Declare a straight-line saga: each step sends a command and waits for a
+    success or failure reply; on failure or timeout of step *k*, the compensations
+    of the completed steps run in reverse order."""
+    from orchestrator.steps import compile_steps
+
+    return compile_steps(
+        name,
+        state=state,
+        start=start,
+        steps=steps,
+        correlate=correlate,
+        on_completed=on_completed,
+        on_compensated=on_compensated,
+        on_compensation_failed=on_compensation_failed,
+        park_for=park_for,
+    )
+
+

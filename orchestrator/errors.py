@@ -1,0 +1,33 @@
+"""The sagawire error tree (defined in :mod:`schemas.errors`, the contract package)."""
+
+from schemas.errors import (
+    ConcurrencyError,
+    ConfigError,
+    DecodeError,
+    DeclarationError,
+    DefinitionError,
+    EnvelopeError,
+    MessageError,
+    PayloadError,
+    RoutingError,
+    SagawireError,
+    SchemaVersionError,
+    StoreError,
+    TransportError,
+)
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigError",
+    "DecodeError",
+    "DeclarationError",
+    "DefinitionError",
+    "EnvelopeError",
+    "MessageError",
+    "PayloadError",
+    "RoutingError",
+    "SagawireError",
+    "SchemaVersionError",
+    "StoreError",
+    "TransportError",
+]

@@ -1,0 +1,88 @@
+"""The engine's in-memory view of a saga instance, and what a transition decides.
+
+Pure data: no I/O. :mod:`orchestrator.persist` converts these to and from store
+records; :mod:`orchestrator.decide` produces :class:`Decision` from them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from schemas.envelope import Envelope
+
+__all__ = ["Decision", "Instance", "Meta", "Status", "TimerChange"]
+
+
+class Status(enum.StrEnum):
+    """Where an instance stands. Everything but ``running`` is final."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"  # failed and fully rolled back
+    COMPENSATION_FAILED = "compensation_failed"  # a compensation gave up: for an operator
+    ABORTED = "aborted"
+
+    @property
+    def final(self) -> bool:
+        return self is not Status.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """Engine-owned bookkeeping stored beside the saga's own state."""
+
+    attempts: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
+
+    def attempt(self, key: str) -> int:
+        return self.attempts.get(key, 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attempts": self.attempts, "failure": self.failure}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Meta:
+        return cls(attempts=dict(raw.get("attempts", {})), failure=raw.get("failure"))
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One saga instance. ``version`` is what the store holds (0 = not yet stored)."""
+
+    saga: str
+    correlation_id: str
+    state: str
+    status: Status
+    version: int
+    data: BaseModel
+    meta: Meta
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimerChange:
+    """A timer to set (``due`` given) or cancel (``due`` None)."""
+
+    name: str
+    due: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The result of applying one event to one instance.
+
+    ``kind`` is ``"applied"`` (persist ``instance``, publish ``messages``, change
+    ``timers``), ``"park"`` (keep the event until the instance can take it) or
+    ``"reject"`` (dead-letter it with ``reason``)."""
+
+    kind: str
+    instance: Instance | None = None
+    from_state: str = ""
+    messages: tuple[Envelope, ...] = ()
+    timers: tuple[TimerChange, ...] = ()
+    reason: str = ""

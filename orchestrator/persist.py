@@ -1,0 +1,141 @@
+"""Step 4: turn a decision into a unit of work (and back): records, bytes, outbox rows.
+
+The engine's objects (pydantic state, :class:`~orchestrator.model.Meta`,
+envelopes) become the store's plain records here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
+from orchestrator.correlate import Routed
+from orchestrator.definition import SagaDefinition
+from orchestrator.model import Decision, Instance, Meta, Status
+from orchestrator.store.base import (
+    HistoryRecord,
+    InstanceRecord,
+    OutboxRecord,
+    ParkedRecord,
+    TimerRecord,
+    UnitOfWork,
+)
+from schemas.codec import encode
+from schemas.envelope import CONTENT_TYPE, Envelope
+
+__all__ = [
+    "instance_from_record",
+    "outgoing",
+    "outbox_record",
+    "parked_unit",
+    "record_from_instance",
+    "unit_for",
+]
+
+
+def record_from_instance(instance: Instance) -> InstanceRecord:
+    return InstanceRecord(
+        saga=instance.saga,
+        correlation_id=instance.correlation_id,
+        state=instance.state,
+        status=instance.status.value,
+        version=instance.version,
+        data=instance.data.__pydantic_serializer__.to_json(instance.data),
+        meta=orjson.dumps(instance.meta.to_json()),
+        created_at=instance.created_at,
+        updated_at=instance.updated_at,
+    )
+
+
+def instance_from_record(saga: SagaDefinition, record: InstanceRecord) -> Instance:
+    return Instance(
+        saga=record.saga,
+        correlation_id=record.correlation_id,
+        state=record.state,
+        status=Status(record.status),
+        version=record.version,
+        data=saga.state_model.model_validate_json(record.data),
+        meta=Meta.from_json(orjson.loads(record.meta)),
+        created_at=record.created_at,
+        updated_at=record.updated_at,
+    )
+
+
+def outbox_record(envelope: Envelope, key: str | None, now: float) -> OutboxRecord:
+    return OutboxRecord(
+        id=envelope.id,
+        destination=envelope.type,
+        key=key,
+        body=encode(envelope),
+        headers=((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, envelope.id)),
+        created_at=now,
+    )
+
+
+def outgoing(row: OutboxRecord) -> OutgoingMessage:
+    return OutgoingMessage(
+        destination=row.destination,
+        body=row.body,
+        message_id=row.id,
+        key=row.key,
+        headers=dict(row.headers),
+    )
+
+
+def unit_for(
+    event: Routed, before: Instance | None, decision: Decision, now: float,
+    fired_timer: str | None = None,
+) -> UnitOfWork:
+    """The unit of work of an ``applied`` decision; ``before`` is what was loaded."""
+    after = decision.instance
+    assert after is not None, "only applied decisions have a unit"
+    version = (before.version if before is not None else 0) + 1
+    after = Instance(after.saga, after.correlation_id, after.state, after.status, version,
+                     after.data, after.meta, after.created_at, after.updated_at)
+    saga, cid = after.saga, after.correlation_id
+    env = event.envelope
+    outbox = tuple(outbox_record(m, cid, now) for m in decision.messages)
+    cancelled = [(saga, cid, t.name) for t in decision.timers if t.due is None]
+    if fired_timer is not None:
+        cancelled.insert(0, (saga, cid, fired_timer))
+    return UnitOfWork(
+        instance=record_from_instance(after),
+        expected_version=before.version if before is not None else 0,
+        inbox=(saga, env.id),
+        history=(
+            HistoryRecord(
+                saga=saga,
+                correlation_id=cid,
+                seq=version,
+                message_id=env.id,
+                message_type=env.type,
+                from_state=decision.from_state,
+                to_state=after.state,
+                commands=tuple(f"{m.type}:{m.id}" for m in decision.messages),
+                at=now,
+            ),
+        ),
+        outbox=outbox,
+        timers_set=tuple(
+            TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None
+        ),
+        timers_cancelled=tuple(cancelled),
+    )
+
+
+def parked_unit(event: Routed, body: bytes, destination: str, now: float, reason: str,
+                park_for: float) -> UnitOfWork:
+    return UnitOfWork(
+        parked=(
+            ParkedRecord(
+                saga=event.saga.name,
+                correlation_id=event.correlation_id,
+                message_id=event.envelope.id,
+                destination=destination,
+                body=body,
+                parked_at=now,
+                expires=now + park_for,
+                reason=reason,
+            ),
+        )
+    )

@@ -1,0 +1,263 @@
+"""The durable schema, side by side for SQLite and PostgreSQL, and its version.
+
+Both dialects describe the same tables so a reader can compare them line by
+line. ``sagawire_meta`` holds ``schema_version``; :func:`check_version` refuses
+a database written by a newer build (an older build must not guess at columns
+it does not know), and ``MIGRATIONS`` lists, per version, the statements that
+bring a database from the previous version to it — ``open()`` applies those
+above the stored version in one transaction. Version 1 is the first schema, so
+its "migration" creates everything.
+
+Ordering columns: ``pending_outbox``, ``history`` and ``parked`` read back in
+insertion order, so each of those tables has an increasing integer (the SQLite
+rowid, a PostgreSQL identity column); an upsert keeps a row's position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from orchestrator.store.base import (
+    HistoryRecord,
+    InstanceRecord,
+    OutboxRecord,
+    ParkedRecord,
+    TimerRecord,
+)
+from schemas.errors import SchemaVersionError
+
+__all__ = [
+    "HISTORY_COLUMNS",
+    "INSTANCE_COLUMNS",
+    "OUTBOX_COLUMNS",
+    "PARKED_COLUMNS",
+    "POSTGRES_MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SQLITE_MIGRATIONS",
+    "TIMER_COLUMNS",
+    "check_version",
+    "decode_commands",
+    "decode_headers",
+    "encode_commands",
+    "encode_headers",
+    "history_from_row",
+    "history_params",
+    "instance_from_row",
+    "instance_params",
+    "outbox_from_row",
+    "outbox_params",
+    "parked_from_row",
+    "parked_params",
+    "pending_migrations",
+    "timer_from_row",
+    "timer_params",
+]
+
+SCHEMA_VERSION = 1
+"""The schema this build writes and understands."""
+
+SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE instances (
+            saga TEXT NOT NULL, correlation_id TEXT NOT NULL,
+            state TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL,
+            data BLOB NOT NULL, meta BLOB NOT NULL,
+            created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            PRIMARY KEY (saga, correlation_id))""",
+        "CREATE INDEX instances_status ON instances (status, updated_at)",
+        "CREATE INDEX instances_updated ON instances (updated_at)",
+        """CREATE TABLE inbox (
+            saga TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
+            PRIMARY KEY (saga, message_id)) WITHOUT ROWID""",
+        "CREATE INDEX inbox_at ON inbox (at)",
+        """CREATE TABLE history (
+            id INTEGER PRIMARY KEY,
+            saga TEXT NOT NULL, correlation_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            message_id TEXT NOT NULL, message_type TEXT NOT NULL,
+            from_state TEXT NOT NULL, to_state TEXT NOT NULL,
+            commands TEXT NOT NULL, at REAL NOT NULL)""",
+        "CREATE INDEX history_instance ON history (saga, correlation_id, id)",
+        "CREATE INDEX history_at ON history (at)",
+        """CREATE TABLE outbox (
+            id TEXT PRIMARY KEY, destination TEXT NOT NULL, key TEXT,
+            body BLOB NOT NULL, headers TEXT NOT NULL, created_at REAL NOT NULL)""",
+        """CREATE TABLE timers (
+            saga TEXT NOT NULL, correlation_id TEXT NOT NULL, name TEXT NOT NULL,
+            due REAL NOT NULL, payload BLOB NOT NULL,
+            PRIMARY KEY (saga, correlation_id, name))""",
+        "CREATE INDEX timers_due ON timers (due)",
+        """CREATE TABLE parked (
+            saga TEXT NOT NULL, message_id TEXT NOT NULL, correlation_id TEXT NOT NULL,
+            destination TEXT NOT NULL, body BLOB NOT NULL,
+            parked_at REAL NOT NULL, expires REAL NOT NULL, reason TEXT NOT NULL,
+            PRIMARY KEY (saga, message_id))""",
+        "CREATE INDEX parked_instance ON parked (saga, correlation_id)",
+        "CREATE INDEX parked_expires ON parked (expires)",
+    ),
+}
+
+POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE instances (
+            saga text NOT NULL, correlation_id text NOT NULL,
+            state text NOT NULL, status text NOT NULL, version bigint NOT NULL,
+            data bytea NOT NULL, meta bytea NOT NULL,
+            created_at double precision NOT NULL, updated_at double precision NOT NULL,
+            PRIMARY KEY (saga, correlation_id))""",
+        "CREATE INDEX instances_status ON instances (status, updated_at)",
+        "CREATE INDEX instances_updated ON instances (updated_at)",
+        """CREATE TABLE inbox (
+            saga text NOT NULL, message_id text NOT NULL, at double precision NOT NULL,
+            PRIMARY KEY (saga, message_id))""",
+        "CREATE INDEX inbox_at ON inbox (at)",
+        """CREATE TABLE history (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            saga text NOT NULL, correlation_id text NOT NULL, seq bigint NOT NULL,
+            message_id text NOT NULL, message_type text NOT NULL,
+            from_state text NOT NULL, to_state text NOT NULL,
+            commands jsonb NOT NULL, at double precision NOT NULL)""",
+        "CREATE INDEX history_instance ON history (saga, correlation_id, id)",
+        "CREATE INDEX history_at ON history (at)",
+        """CREATE TABLE outbox (
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id text PRIMARY KEY, destination text NOT NULL, key text,
+            body bytea NOT NULL, headers jsonb NOT NULL,
+            created_at double precision NOT NULL)""",
+        """CREATE TABLE timers (
+            saga text NOT NULL, correlation_id text NOT NULL, name text NOT NULL,
+            due double precision NOT NULL, payload bytea NOT NULL,
+            PRIMARY KEY (saga, correlation_id, name))""",
+        "CREATE INDEX timers_due ON timers (due)",
+        """CREATE TABLE parked (
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            saga text NOT NULL, message_id text NOT NULL, correlation_id text NOT NULL,
+            destination text NOT NULL, body bytea NOT NULL,
+            parked_at double precision NOT NULL, expires double precision NOT NULL,
+            reason text NOT NULL,
+            PRIMARY KEY (saga, message_id))""",
+        "CREATE INDEX parked_instance ON parked (saga, correlation_id)",
+        "CREATE INDEX parked_expires ON parked (expires)",
+    ),
+}
+
+
+def check_version(found: int, where: str) -> None:
+    """Refuse a database whose schema is newer than this build understands."""
+    if found > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{where} has sagawire schema version {found}, but this build supports "
+            f"up to version {SCHEMA_VERSION}; upgrade sagawire (or point it at "
+            "another database) instead of downgrading the data"
+        )
+
+
+def pending_migrations(found: int, migrations: dict[int, tuple[str, ...]]) -> list[str]:
+    """The statements that take a database from ``found`` to :data:`SCHEMA_VERSION`."""
+    return [sql for v in sorted(migrations) if v > found for sql in migrations[v]]
+
+
+def encode_headers(headers: Sequence[tuple[str, str]]) -> str:
+    """Headers as a JSON array of pairs: order and repeated names survive."""
+    return orjson.dumps([list(h) for h in headers]).decode()
+
+
+def decode_headers(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in orjson.loads(text))
+
+
+def encode_commands(commands: Sequence[str]) -> str:
+    return orjson.dumps(list(commands)).decode()
+
+
+def decode_commands(text: str) -> tuple[str, ...]:
+    return tuple(str(c) for c in orjson.loads(text))
+
+
+# Column lists in record-field order, so a fetched row maps straight onto a record.
+INSTANCE_COLUMNS = (
+    "saga, correlation_id, state, status, version, data, meta, created_at, updated_at"
+)
+HISTORY_COLUMNS = (
+    "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at"
+)
+OUTBOX_COLUMNS = "id, destination, key, body, headers, created_at"
+TIMER_COLUMNS = "saga, correlation_id, name, due, payload"
+PARKED_COLUMNS = "saga, correlation_id, message_id, destination, body, parked_at, expires, reason"
+
+Row = Sequence[Any]
+
+
+def instance_from_row(r: Row) -> InstanceRecord:
+    return InstanceRecord(
+        r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]), bytes(r[6]), float(r[7]), float(r[8])
+    )
+
+
+def history_from_row(r: Row) -> HistoryRecord:
+    return HistoryRecord(
+        r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], decode_commands(r[7]), float(r[8])
+    )
+
+
+def outbox_from_row(r: Row) -> OutboxRecord:
+    return OutboxRecord(r[0], r[1], r[2], bytes(r[3]), decode_headers(r[4]), float(r[5]))
+
+
+def timer_from_row(r: Row) -> TimerRecord:
+    return TimerRecord(r[0], r[1], r[2], float(r[3]), bytes(r[4]))
+
+
+def parked_from_row(r: Row) -> ParkedRecord:
+    return ParkedRecord(r[0], r[1], r[2], r[3], bytes(r[4]), float(r[5]), float(r[6]), r[7])
+
+
+def instance_params(i: InstanceRecord) -> tuple[Any, ...]:
+    return (
+        i.saga,
+        i.correlation_id,
+        i.state,
+        i.status,
+        i.version,
+        i.data,
+        i.meta,
+        i.created_at,
+        i.updated_at,
+    )
+
+
+def history_params(h: HistoryRecord) -> tuple[Any, ...]:
+    return (
+        h.saga,
+        h.correlation_id,
+        h.seq,
+        h.message_id,
+        h.message_type,
+        h.from_state,
+        h.to_state,
+        encode_commands(h.commands),
+        h.at,
+    )
+
+
+def outbox_params(o: OutboxRecord) -> tuple[Any, ...]:
+    return (o.id, o.destination, o.key, o.body, encode_headers(o.headers), o.created_at)
+
+
+def timer_params(t: TimerRecord) -> tuple[Any, ...]:
+    return (t.saga, t.correlation_id, t.name, t.due, t.payload)
+
+
+def parked_params(p: ParkedRecord) -> tuple[Any, ...]:
+    return (
+        p.saga,
+        p.correlation_id,
+        p.message_id,
+        p.destination,
+        p.body,
+        p.parked_at,
+        p.expires,
+        p.reason,
+    )

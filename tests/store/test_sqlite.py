@@ -1,0 +1,103 @@
+"""The store contract against SQLite, plus SQLite's URL parsing and error translation."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from orchestrator.store import open_store
+from orchestrator.store.sqlite import SqliteStore
+from schemas.errors import ConfigError, StoreError
+from tests.store.contract import StoreContract, StoreFactory
+
+
+class TestSqliteStore(StoreContract):
+    durable = True
+
+    @pytest.fixture
+    def store_factory(self, tmp_path: Path) -> StoreFactory:
+        path = tmp_path / "sagawire.db"
+        return lambda: SqliteStore.from_url(f"sqlite:///{path}")
+
+
+class TestSqliteMemoryDatabase(StoreContract):
+    durable = False
+
+    @pytest.fixture
+    def store_factory(self) -> StoreFactory:
+        return lambda: SqliteStore.from_url("sqlite:///:memory:")
+
+
+@pytest.mark.parametrize(
+    ("url", "path", "synchronous"),
+    [
+        ("sqlite:///data/s.db", "data/s.db", "NORMAL"),
+        ("sqlite:////var/lib/s.db", "/var/lib/s.db", "NORMAL"),
+        ("sqlite:///:memory:", ":memory:", "NORMAL"),
+        ("sqlite:///s.db?synchronous=full", "s.db", "FULL"),
+    ],
+)
+def test_from_url(url: str, path: str, synchronous: str) -> None:
+    store = SqliteStore.from_url(url)
+    assert (store.path, store.synchronous) == (path, synchronous)
+
+
+def test_open_store_picks_sqlite() -> None:
+    assert isinstance(open_store("sqlite:///x.db"), SqliteStore)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://host/s.db",
+        "sqlite:///",
+        "sqlite:///s.db?synchronous=OFF",
+        "sqlite:///s.db?journal=delete",
+        "sqlite:///s.db?busy_timeout=soon",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        SqliteStore.from_url(url)
+
+
+async def test_pragmas_wal_and_synchronous(tmp_path: Path) -> None:
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 's.db'}?synchronous=FULL")
+    await store.open()
+    try:
+        assert store.info().schema_version == 1
+        assert store.info().extra == {"journal_mode": "wal", "synchronous": "full"}
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_not_a_database_is_a_non_retryable_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not an sqlite file at all" * 200)
+    store = SqliteStore(str(path))
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert not info.value.retryable
+    assert str(path) in str(info.value)
+    await store.close()
+
+
+async def test_write_lock_held_elsewhere_is_retryable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path), busy_timeout_ms=50)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError) as info:
+            await store.mark_published(["x"])
+        assert info.value.retryable
+        other.execute("ROLLBACK")
+        await store.mark_published(["x"])  # the store's connection is usable again
+    finally:
+        other.close()
+        await store.close()
