@@ -48,7 +48,9 @@ def open_transport(url: str) -> Transport:
     target = TRANSPORT_SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in TRANSPORT_SCHEMES)
-        raise ConfigError(f"unknown broker URL scheme {scheme + '://'!r} in {url!r}; known: {known}")
+        raise ConfigError(
+            f"unknown broker URL scheme {scheme + '://'!r} in {url!r}; known: {known}"
+        )
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     transport: Transport = cls.from_url(url)

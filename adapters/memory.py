@@ -29,12 +29,14 @@ from schemas.errors import TransportError
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
+
 @dataclass(eq=False)
 class _Queue:
     bindings: set[str] = field(default_factory=set)
     ready: deque[Delivery] = field(default_factory=deque)
-    unacked: dict[int, tuple[Delivery, "MemoryTransport"]] = field(default_factory=dict)
+    unacked: dict[object, tuple[Delivery, MemoryTransport]] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+
 
 class MemoryBroker:
     """A process-local broker. Transports opened on the same name share one broker."""
@@ -103,6 +105,7 @@ class MemoryBroker:
         q.ready.appendleft(delivery)
         q.changed.set()
 
+
 class MemoryTransport:
     """Transport over a :class:`MemoryBroker`. URL: ``memory://`` or ``memory://name``."""
 
@@ -127,9 +130,7 @@ class MemoryTransport:
         self._closed.set()
         for group in self._groups:
             q = self.broker.queue(group)
-            mine = [
-                (handle, d) for handle, (d, owner) in q.unacked.items() if owner is self
-            ]
+            mine = [(handle, d) for handle, (d, owner) in q.unacked.items() if owner is self]
             for handle, d in reversed(mine):
                 del q.unacked[handle]
                 self.broker.requeue(q, d)
@@ -159,7 +160,7 @@ class MemoryTransport:
             batch: list[Delivery] = []
             while q.ready and len(batch) < max_batch:
                 d = q.ready.popleft()
-                q.unacked[d.handle] = (d, self)  # type: ignore[index]
+                q.unacked[d.handle] = (d, self)
                 batch.append(d)
             yield batch
 
@@ -173,7 +174,7 @@ class MemoryTransport:
         batch: list[Delivery] = []
         while q.ready and len(batch) < max_batch:
             d = q.ready.popleft()
-            q.unacked[d.handle] = (d, self)  # type: ignore[index]
+            q.unacked[d.handle] = (d, self)
             batch.append(d)
         return batch
 
@@ -186,13 +187,13 @@ class MemoryTransport:
         for group in self._groups:
             q = self.broker.queue(group)
             for d in deliveries:
-                q.unacked.pop(d.handle, None)  # type: ignore[arg-type]
+                q.unacked.pop(d.handle, None)
 
     async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         for group in self._groups:
             q = self.broker.queue(group)
             for d in deliveries:
-                if q.unacked.pop(d.handle, None) is None:  # type: ignore[arg-type]
+                if q.unacked.pop(d.handle, None) is None:
                     continue
                 if delay > 0:
                     asyncio.get_running_loop().call_later(delay, self.broker.requeue, q, d)

@@ -128,11 +128,7 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
         spec = defn.events.get(s)
         if spec is None or spec.model is None:
             continue
-        missing = [
-            n
-            for n in _required(defn.state_model)
-            if n not in spec.model.model_fields
-        ]
+        missing = [n for n in _required(defn.state_model) if n not in spec.model.model_fields]
         if missing:
             problems.append(
                 f"state model {defn.state_model.__name__} requires {', '.join(missing)}, which"
@@ -148,9 +144,7 @@ def _check_sends(defn: SagaDefinition, actions: Iterable[object], where: str) ->
     for a in actions:
         if isinstance(a, SendSpec) and a.from_state and a.model is not None:
             missing = [
-                n
-                for n in _required(a.model)
-                if n not in state_fields and n not in PAYLOAD_EXTRAS
+                n for n in _required(a.model) if n not in state_fields and n not in PAYLOAD_EXTRAS
             ]
             if missing:
                 out.append(

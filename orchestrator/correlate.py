@@ -45,7 +45,9 @@ class Router:
         if len(self.sagas) != len(sagas):
             names = [s.name for s in sagas]
             dup = sorted({n for n in names if names.count(n) > 1})
-            raise DefinitionError(f"saga name(s) {', '.join(dup)} loaded twice; names must be unique")
+            raise DefinitionError(
+                f"saga name(s) {', '.join(dup)} loaded twice; names must be unique"
+            )
         self._by_type: dict[str, list[tuple[SagaDefinition, EventSpec]]] = {}
         for s in sagas:
             for spec in s.events.values():
@@ -65,7 +67,11 @@ class Router:
         targets = self._by_type.get(envelope.type)
         if not targets:
             known = ", ".join(sorted(self._by_type)) or "none"
-            return [RoutingError(f"unknown event type {envelope.type!r}; the loaded sagas consume: {known}")]
+            return [
+                RoutingError(
+                    f"unknown event type {envelope.type!r}; the loaded sagas consume: {known}"
+                )
+            ]
         out: list[Routed | RoutingError | PayloadError] = []
         for saga, spec in targets:
             try:

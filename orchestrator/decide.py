@@ -57,9 +57,15 @@ def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> Bas
         return state
     base = state.model_dump() if state is not None else {}
     for k, v in incoming.items():
-        base[k] = v.model_dump() if isinstance(v, BaseModel) else (
-            [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
-            if isinstance(v, list) else v)
+        base[k] = (
+            v.model_dump()
+            if isinstance(v, BaseModel)
+            else (
+                [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
+                if isinstance(v, list)
+                else v
+            )
+        )
     return model.model_validate(base)
 
 
@@ -71,55 +77,85 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
         if is_timer:
             return Decision("ignore", reason="timer for an instance that does not exist")
         if event.spec is None or not event.spec.starts:
-            return Decision("park", reason=f"no {saga.name!r} instance {event.correlation_id!r} yet")
+            return Decision(
+                "park", reason=f"no {saga.name!r} instance {event.correlation_id!r} yet"
+            )
         try:
             data = _merge(saga.state_model, None, event.payload)
         except ValidationError as exc:
-            return Decision("reject", reason=f"saga {saga.name!r}: cannot build state from"
-                            f" {env.type} {env.id}: " + describe_validation_error(exc, "state"))
-        instance = Instance(saga.name, event.correlation_id, INITIAL, Status.RUNNING, 0, data,
-                            Meta(), now, now)
+            return Decision(
+                "reject",
+                reason=f"saga {saga.name!r}: cannot build state from"
+                f" {env.type} {env.id}: " + describe_validation_error(exc, "state"),
+            )
+        instance = Instance(
+            saga.name, event.correlation_id, INITIAL, Status.RUNNING, 0, data, Meta(), now, now
+        )
     elif instance.status.final:
         if is_timer:
             return Decision("ignore", reason="timer for a finished instance")
-        return Decision("reject", reason=f"saga {saga.name!r} instance {instance.correlation_id!r}"
-                        f" is already {instance.status.value}; {env.type} {env.id} arrived after"
-                        " it finished")
+        return Decision(
+            "reject",
+            reason=f"saga {saga.name!r} instance {instance.correlation_id!r}"
+            f" is already {instance.status.value}; {env.type} {env.id} arrived after"
+            " it finished",
+        )
     rows = saga.candidates(instance.state, env.type)
     if not rows:
         if is_timer:
             return Decision("ignore", reason=f"timer not handled in state {instance.state!r}")
         if event.spec is not None and event.spec.starts:
-            return Decision("reject", reason=f"saga {saga.name!r} instance"
-                            f" {instance.correlation_id!r} already exists (state"
-                            f" {instance.state!r}); duplicate start {env.type} {env.id}")
+            return Decision(
+                "reject",
+                reason=f"saga {saga.name!r} instance"
+                f" {instance.correlation_id!r} already exists (state"
+                f" {instance.state!r}); duplicate start {env.type} {env.id}",
+            )
         return Decision("park", reason=f"{env.type} is not accepted in state {instance.state!r}")
     try:
         return _apply(saga, instance, event, rows, now)
     except Exception as exc:  # user code failed: reject the event, keep the instance as it was
-        detail = describe_validation_error(exc, "field") if isinstance(exc, ValidationError) \
+        detail = (
+            describe_validation_error(exc, "field")
+            if isinstance(exc, ValidationError)
             else f"{type(exc).__name__}: {exc}"
-        return Decision("reject", reason=f"saga {saga.name!r} failed in state {instance.state!r}"
-                        f" on {env.type} {env.id}: {detail}")
+        )
+        return Decision(
+            "reject",
+            reason=f"saga {saga.name!r} failed in state {instance.state!r}"
+            f" on {env.type} {env.id}: {detail}",
+        )
 
 
-def _apply(saga: SagaDefinition, instance: Instance, event: Routed,
-           rows: tuple[Transition, ...], now: float) -> Decision:
+def _apply(
+    saga: SagaDefinition,
+    instance: Instance,
+    event: Routed,
+    rows: tuple[Transition, ...],
+    now: float,
+) -> Decision:
     env = event.envelope
     data = instance.data
     if event.spec is not None and event.spec.merge and instance.version > 0:
         data = _merge(saga.state_model, data, event.payload)
     when = datetime.fromtimestamp(now, UTC)
     ctx = Context(data, event.payload, env, instance.correlation_id, instance.meta, when)
-    row = next((r for r in rows if r.guard is None or r.guard(ctx)), None)
+    row: Transition | None = None
+    for candidate in rows:
+        trial = replace(ctx, state=candidate.update(ctx)) if candidate.update else ctx
+        if candidate.guard is None or candidate.guard(trial):
+            row, ctx = candidate, trial
+            break
     if row is None:
-        return Decision("reject", reason=f"no guard held for {env.type} in state {instance.state!r}")
-    if row.update is not None:
-        ctx = replace(ctx, state=row.update(ctx))
+        return Decision(
+            "reject", reason=f"no guard held for {env.type} in state {instance.state!r}"
+        )
     messages: list[Envelope] = []
     timers: list[TimerChange] = []
     for action in row.actions:
         if isinstance(action, SendSpec):
+            if action.condition is not None and not action.condition(ctx):
+                continue
             attempts = dict(ctx.meta.attempts)
             attempt = None
             if action.attempt_key is not None:
@@ -131,11 +167,18 @@ def _apply(saga: SagaDefinition, instance: Instance, event: Routed,
                 payload = action.model.model_validate(payload)
             if isinstance(payload, BaseModel):
                 payload = payload.model_dump(mode="json")
-            messages.append(Envelope.new(
-                action.type, payload,
-                id=message_id(env.id, saga.name, len(messages)),
-                source=f"sagawire/{saga.name}", time=when,
-                correlationid=instance.correlation_id, causationid=env.id, attempt=attempt))
+            messages.append(
+                Envelope.new(
+                    action.type,
+                    payload,
+                    id=message_id(env.id, saga.name, len(messages)),
+                    source=f"sagawire/{saga.name}",
+                    time=when,
+                    correlationid=instance.correlation_id,
+                    causationid=env.id,
+                    attempt=attempt,
+                )
+            )
         elif isinstance(action, SetTimer):
             after = action.after(ctx) if callable(action.after) else action.after
             timers.append(TimerChange(action.name, now + float(after)))
@@ -148,12 +191,19 @@ def _apply(saga: SagaDefinition, instance: Instance, event: Routed,
         live = {t.name for t in timers if t.due is not None}
         timers = [t for t in timers if t.due is None]
         timers += [TimerChange(name, None) for name in sorted(live | _all_timers(saga))]
-    new = replace(instance, state=row.target, status=status, data=ctx.state, meta=ctx.meta,
-                  updated_at=now)
-    return Decision("applied", new, from_state=instance.state, messages=tuple(messages),
-                    timers=tuple(timers))
+    new = replace(
+        instance, state=row.target, status=status, data=ctx.state, meta=ctx.meta, updated_at=now
+    )
+    return Decision(
+        "applied", new, from_state=instance.state, messages=tuple(messages), timers=tuple(timers)
+    )
 
 
 def _all_timers(saga: SagaDefinition) -> set[str]:
-    return {a.name for rows in saga.transitions.values() for r in rows for a in r.actions
-            if isinstance(a, SetTimer)}
+    return {
+        a.name
+        for rows in saga.transitions.values()
+        for r in rows
+        for a in r.actions
+        if isinstance(a, SetTimer)
+    }

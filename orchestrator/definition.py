@@ -20,8 +20,12 @@ from pydantic import BaseModel
 from orchestrator.model import Meta, Status
 from schemas.envelope import Envelope
 
+ModelType = type[BaseModel]
+"""A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
+
 __all__ = [
     "INITIAL",
+    "TIMER_PREFIX",
     "CancelTimer",
     "Context",
     "EventSpec",
@@ -29,7 +33,6 @@ __all__ = [
     "SendSpec",
     "SetTimer",
     "StepInfo",
-    "TIMER_PREFIX",
     "Transition",
     "timer_event",
 ]
@@ -75,7 +78,7 @@ class EventSpec:
     """An event the saga consumes: its payload model and how it is correlated."""
 
     type: str
-    model: type[BaseModel] | None = None
+    model: ModelType | None = None
     correlate: Callable[[Any], str | None] | None = None
     correlate_desc: str = "correlationid attribute"
     starts: bool = False
@@ -88,9 +91,10 @@ class SendSpec:
 
     type: str
     build: Build
-    model: type[BaseModel] | None = None
+    model: ModelType | None = None
     attempt_key: str | None = None
     from_state: bool = False  # payload filled from same-named state fields (checked at load)
+    condition: Guard | None = None  # send only when this holds (on the updated state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +206,16 @@ class SagaDefinition:
         lines = ["stateDiagram-v2"]
         for rows in self.transitions.values():
             for t in rows:
-                src = "[*]" if t.source == INITIAL else t.source
+                src = "[*]" if t.source == INITIAL else _mermaid_id(t.source)
                 label = t.event + (f" [{t.guard_desc}]" if t.guard_desc else "")
                 if t.sends:
                     label += " / " + ", ".join(t.sends)
-                lines.append(f"    {src} --> {t.target}: {label}")
+                lines.append(f"    {src} --> {_mermaid_id(t.target)}: {label}")
         for state, status in self.final.items():
-            lines.append(f"    {state} --> [*]: {status.value}")
+            lines.append(f"    {_mermaid_id(state)} --> [*]: {status.value}")
         return "\n".join(lines)
+
+
+def _mermaid_id(state: str) -> str:
+    """Mermaid state ids cannot contain ':' or '.'."""
+    return state.replace(":", "__").replace(".", "_")

@@ -23,7 +23,7 @@ Both compile (and are checked, see :mod:`orchestrator.checks`) into one frozen
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -42,6 +42,9 @@ from orchestrator.definition import (
     timer_event,
 )
 from orchestrator.model import Status
+
+ModelType = type[BaseModel]
+"""A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
 
 __all__ = [
     "INITIAL",
@@ -67,7 +70,7 @@ class Event:
     of the (validated) data. ``merge`` copies same-named data fields into the state."""
 
     type: str
-    model: type[BaseModel] | None = None
+    model: ModelType | None = None
     correlate: Correlate = None
     merge: bool = True
 
@@ -123,8 +126,8 @@ class Send:
     filled from same-named state fields (checked at load time)."""
 
     type: str
-    model: type[BaseModel] | None = None
-    build: Callable[[BaseModel], Any] | None = None
+    model: ModelType | None = None
+    build: Callable[[Any], Any] | None = None
 
     def spec(self, attempt_key: str | None = None) -> SendSpec:
         if self.build is not None:
@@ -193,31 +196,46 @@ class Timeout:
 class When:
     """One row of a state machine: in ``state``, on ``event`` [if ``guard``] ... go to.
 
-    Chain ``.update()``, ``.send()``, ``.timer()``, ``.cancel()``, ``.fail()`` and end
-    with ``.to(state)``."""
+    Rows for the same state and event are tried in order; a row fires when its
+    guard holds on the state *as the row's update would leave it* (so a guard
+    like "all three legs booked" can count the event being handled).
+
+    Chain ``.update()``, ``.send()``, ``.timer()``, ``.cancel()``, ``.fail()`` and
+    end with ``.to(state)``."""
 
     def __init__(
         self,
         state: str,
         event: str | Timeout,
         *,
-        guard: Callable[[BaseModel, Any], bool] | None = None,
+        guard: Callable[[Any, Any], bool] | None = None,
     ) -> None:
         self.state = state
         self.event = event.type if isinstance(event, Timeout) else event
         self._guard = guard
-        self._update: Callable[[BaseModel, Any], BaseModel | dict[str, Any]] | None = None
+        self._update: Callable[[Any, Any], BaseModel | dict[str, Any]] | None = None
         self._actions: list[Action] = []
         self.target: str | None = None
 
-    def update(self, fn: Callable[[BaseModel, Any], BaseModel | dict[str, Any]]) -> When:
+    def update(self, fn: Callable[[Any, Any], BaseModel | dict[str, Any]]) -> When:
         """``fn(state, event)`` returns the new state, or a dict of fields to change."""
         self._update = fn
         return self
 
-    def send(self, type: str, model: type[BaseModel] | None = None, *,
-             build: Callable[[BaseModel], Any] | None = None) -> When:
-        self._actions.append(Send(type, model, build).spec())
+    def send(
+        self,
+        type: str,
+        model: type[BaseModel] | None = None,
+        *,
+        build: Callable[[Any], Any] | None = None,
+        when: Callable[[Any], bool] | None = None,
+    ) -> When:
+        """Send ``type``; with ``when``, only if ``when(state)`` holds (after the update)."""
+        spec = Send(type, model, build).spec()
+        if when is not None:
+            cond = when
+            spec = replace(spec, condition=lambda ctx: bool(cond(ctx.state)))
+        self._actions.append(spec)
         return self
 
     def timer(self, name: str, seconds: float) -> When:
@@ -228,7 +246,7 @@ class When:
         self._actions.extend(CancelTimer(n) for n in names)
         return self
 
-    def fail(self, reason: str | Callable[[BaseModel, Any], str]) -> When:
+    def fail(self, reason: str | Callable[[Any, Any], str]) -> When:
         """Record why the saga is failing (available to payloads as ``reason``)."""
         if isinstance(reason, str):
             text = reason
@@ -263,7 +281,7 @@ class When:
 
 
 def _wrap_update(
-    fn: Callable[[BaseModel, Any], BaseModel | dict[str, Any]],
+    fn: Callable[[Any, Any], BaseModel | dict[str, Any]],
 ) -> Callable[[Context], BaseModel]:
     def update(ctx: Context) -> BaseModel:
         out = fn(ctx.state, ctx.event)
@@ -275,7 +293,7 @@ def _wrap_update(
     return update
 
 
-def StateMachine(  # noqa: N802 - reads as a declaration, like a class
+def StateMachine(
     name: str,
     *,
     state: type[BaseModel],
@@ -313,7 +331,7 @@ def StateMachine(  # noqa: N802 - reads as a declaration, like a class
     return definition
 
 
-def StepSaga(  # noqa: N802 - reads as a declaration, like a class
+def StepSaga(
     name: str,
     *,
     state: type[BaseModel],
@@ -341,5 +359,3 @@ def StepSaga(  # noqa: N802 - reads as a declaration, like a class
         on_compensation_failed=on_compensation_failed,
         park_for=park_for,
     )
-
-

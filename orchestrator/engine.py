@@ -250,9 +250,9 @@ class Engine:
         waiting: dict[InstanceKey, list[_Item]] = {}
         if parked_keys:
             for p in await self.store.parked(parked_keys):
-                item = self._from_parked(p, batch)
-                if item is not None:
-                    waiting.setdefault(item.routed.key, []).append(item)
+                revived = self._from_parked(p, batch)
+                if revived is not None:
+                    waiting.setdefault(revived.routed.key, []).append(revived)
         for key, key_items in by_key.items():
             saga = key_items[0].routed.saga
             record = records.get(key)
@@ -275,17 +275,33 @@ class Engine:
                 elif decision.kind == "reject":
                     self._reject(item, decision.reason, batch)
                 elif item.timer is not None:
-                    batch.add(UnitOfWork(timers_cancelled=((saga.name, key[1], item.timer),)),
-                              item, None)
+                    batch.add(
+                        UnitOfWork(timers_cancelled=((saga.name, key[1], item.timer),)), item, None
+                    )
             for item in held:
                 assert item.delivery is not None
                 reason = f"parked: {decide(saga, current, item.routed, now).reason}"
-                batch.add(parked_unit(item.routed, item.delivery.body,
-                                      item.delivery.destination, now, reason, saga.park_for),
-                          item, None)
+                batch.add(
+                    parked_unit(
+                        item.routed,
+                        item.delivery.body,
+                        item.delivery.destination,
+                        now,
+                        reason,
+                        saga.park_for,
+                    ),
+                    item,
+                    None,
+                )
 
-    def _settle(self, current: Instance | None, waiting: list[_Item], batch: _Batch,
-                seen: set[tuple[str, str]], now: float) -> Instance | None:
+    def _settle(
+        self,
+        current: Instance | None,
+        waiting: list[_Item],
+        batch: _Batch,
+        seen: set[tuple[str, str]],
+        now: float,
+    ) -> Instance | None:
         """Apply waiting (parked) items that the instance can now take, until none can."""
         progress = True
         while progress and waiting and current is not None:
@@ -312,17 +328,27 @@ class Engine:
                         batch.add(UnitOfWork(unparked=(mark,)), item, None)
         return current
 
-    def _applied(self, item: _Item, before: Instance | None, decision: Decision,
-                 batch: _Batch, now: float) -> Instance:
+    def _applied(
+        self, item: _Item, before: Instance | None, decision: Decision, batch: _Batch, now: float
+    ) -> Instance:
         unit = unit_for(item.routed, before, decision, now, fired_timer=item.timer)
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
         batch.add(unit, item, decision)
         after = decision.instance
-        assert after is not None and unit.instance is not None
-        return Instance(after.saga, after.correlation_id, after.state, after.status,
-                        unit.instance.version, after.data, after.meta, after.created_at,
-                        after.updated_at)
+        assert after is not None
+        assert unit.instance is not None
+        return Instance(
+            after.saga,
+            after.correlation_id,
+            after.state,
+            after.status,
+            unit.instance.version,
+            after.data,
+            after.meta,
+            after.created_at,
+            after.updated_at,
+        )
 
     def _reject(self, item: _Item, reason: str, batch: _Batch) -> None:
         if item.timer is not None:
@@ -423,9 +449,11 @@ class Engine:
         if saga is None:
             return None
         env = Envelope.new(
-            timer_event(t.name), {},
+            timer_event(t.name),
+            {},
             id=f"timer:{t.saga}:{t.correlation_id}:{t.name}:{t.due!r}",
-            source="sagawire/timer", correlationid=t.correlation_id,
+            source="sagawire/timer",
+            correlationid=t.correlation_id,
         )
         return _Item(Routed(saga, None, env, t.correlation_id, {}), timer=t.name)
 
@@ -436,11 +464,14 @@ class Engine:
         for p in expired:
             d = Delivery(destination=p.destination, body=p.body, headers={})
             await self.transport.dead_letter(
-                d, f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
-                f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}")
+                d,
+                f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
+                f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}",
+            )
             self.stats.dead_letters += 1
-        await self.store.commit([UnitOfWork(unparked=tuple((p.saga, p.message_id)
-                                                           for p in expired))])
+        await self.store.commit(
+            [UnitOfWork(unparked=tuple((p.saga, p.message_id) for p in expired))]
+        )
         self._parked_keys = await self.store.parked_keys()
 
     async def relay_pending(self) -> int:

@@ -3,8 +3,8 @@
 from schemas.errors import (
     ConcurrencyError,
     ConfigError,
-    DecodeError,
     DeclarationError,
+    DecodeError,
     DefinitionError,
     EnvelopeError,
     MessageError,
@@ -19,8 +19,8 @@ from schemas.errors import (
 __all__ = [
     "ConcurrencyError",
     "ConfigError",
-    "DecodeError",
     "DeclarationError",
+    "DecodeError",
     "DefinitionError",
     "EnvelopeError",
     "MessageError",

@@ -47,8 +47,9 @@ def _import_file(path: Path) -> ModuleType:
         raise
     except Exception as exc:
         sys.modules.pop(name, None)
-        raise DefinitionError(f"saga module {path} failed to import: {type(exc).__name__}: {exc}"
-                              ) from exc
+        raise DefinitionError(
+            f"saga module {path} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -62,8 +63,9 @@ def _import_dotted(name: str) -> ModuleType:
             raise DefinitionError(f"no saga file, directory or module named {name!r}") from exc
         raise DefinitionError(f"saga module {name} failed to import: {exc}") from exc
     except Exception as exc:
-        raise DefinitionError(f"saga module {name} failed to import: {type(exc).__name__}: {exc}"
-                              ) from exc
+        raise DefinitionError(
+            f"saga module {name} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def load_sagas(target: str) -> list[SagaDefinition]:

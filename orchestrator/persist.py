@@ -25,8 +25,8 @@ from schemas.envelope import CONTENT_TYPE, Envelope
 
 __all__ = [
     "instance_from_record",
-    "outgoing",
     "outbox_record",
+    "outgoing",
     "parked_unit",
     "record_from_instance",
     "unit_for",
@@ -83,15 +83,27 @@ def outgoing(row: OutboxRecord) -> OutgoingMessage:
 
 
 def unit_for(
-    event: Routed, before: Instance | None, decision: Decision, now: float,
+    event: Routed,
+    before: Instance | None,
+    decision: Decision,
+    now: float,
     fired_timer: str | None = None,
 ) -> UnitOfWork:
     """The unit of work of an ``applied`` decision; ``before`` is what was loaded."""
     after = decision.instance
     assert after is not None, "only applied decisions have a unit"
     version = (before.version if before is not None else 0) + 1
-    after = Instance(after.saga, after.correlation_id, after.state, after.status, version,
-                     after.data, after.meta, after.created_at, after.updated_at)
+    after = Instance(
+        after.saga,
+        after.correlation_id,
+        after.state,
+        after.status,
+        version,
+        after.data,
+        after.meta,
+        after.created_at,
+        after.updated_at,
+    )
     saga, cid = after.saga, after.correlation_id
     env = event.envelope
     outbox = tuple(outbox_record(m, cid, now) for m in decision.messages)
@@ -123,8 +135,9 @@ def unit_for(
     )
 
 
-def parked_unit(event: Routed, body: bytes, destination: str, now: float, reason: str,
-                park_for: float) -> UnitOfWork:
+def parked_unit(
+    event: Routed, body: bytes, destination: str, now: float, reason: str, park_for: float
+) -> UnitOfWork:
     return UnitOfWork(
         parked=(
             ParkedRecord(

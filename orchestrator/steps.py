@@ -40,7 +40,7 @@ from orchestrator.definition import (
 from orchestrator.dsl import Correlate, Event, Retry, Send, Step
 from orchestrator.model import Status
 
-__all__ = ["COMPLETED", "COMPENSATED", "COMPENSATION_FAILED", "compile_steps"]
+__all__ = ["COMPENSATED", "COMPENSATION_FAILED", "COMPLETED", "compile_steps"]
 
 COMPLETED = "completed"
 COMPENSATED = "compensated"
@@ -59,8 +59,13 @@ def _failure_reason(ctx: Context) -> str:
 
 
 class _Compiler:
-    def __init__(self, steps: Sequence[Step], on_compensated: Send | None,
-                 on_completed: Send | None, on_compensation_failed: Send | None) -> None:
+    def __init__(
+        self,
+        steps: Sequence[Step],
+        on_compensated: Send | None,
+        on_completed: Send | None,
+        on_compensation_failed: Send | None,
+    ) -> None:
         self.steps = steps
         self.on_compensated = on_compensated
         self.on_completed = on_completed
@@ -90,8 +95,16 @@ class _Compiler:
         sends = (self.on_compensated.spec(),) if self.on_compensated else ()
         return sends, COMPENSATED
 
-    def waiting(self, state: str, key: str, send: SendSpec, retry: Retry, timeout: float,
-                exhausted: tuple[tuple[Action, ...], str], exhausted_reason: str | None) -> None:
+    def waiting(
+        self,
+        state: str,
+        key: str,
+        send: SendSpec,
+        retry: Retry,
+        timeout: float,
+        exhausted: tuple[tuple[Action, ...], str],
+        exhausted_reason: str | None,
+    ) -> None:
         """The timeout/retry rows of a state waiting for the reply to ``send``."""
         attempts = retry.attempts
 
@@ -102,19 +115,33 @@ class _Compiler:
             return retry.delay(ctx.attempt(key))
 
         timeout_ev, retry_ev = timer_event(f"{key}.timeout"), timer_event(f"{key}.retry")
-        self.rows.append(Transition(state, timeout_ev, state, guard=attempts_left,
-                                    guard_desc=f"attempts < {attempts}",
-                                    actions=(SetTimer(f"{key}.retry", backoff),)))
+        self.rows.append(
+            Transition(
+                state,
+                timeout_ev,
+                state,
+                guard=attempts_left,
+                guard_desc=f"attempts < {attempts}",
+                actions=(SetTimer(f"{key}.retry", backoff),),
+            )
+        )
         actions, target = exhausted
         pre: tuple[Action, ...] = ()
         if exhausted_reason is not None:
             text = exhausted_reason
             pre = (SetFailure(lambda ctx: text),)
-        self.rows.append(Transition(state, timeout_ev, target,
-                                    guard_desc=f"attempts = {attempts}",
-                                    actions=(*pre, *actions)))
-        self.rows.append(Transition(state, retry_ev, state,
-                                    actions=(send, SetTimer(f"{key}.timeout", timeout))))
+        self.rows.append(
+            Transition(
+                state,
+                timeout_ev,
+                target,
+                guard_desc=f"attempts = {attempts}",
+                actions=(*pre, *actions),
+            )
+        )
+        self.rows.append(
+            Transition(state, retry_ev, state, actions=(send, SetTimer(f"{key}.timeout", timeout)))
+        )
 
     def compile(self) -> list[Transition]:
         first_actions, first = self.enter_step(0)
@@ -123,28 +150,54 @@ class _Compiler:
             cancel = (CancelTimer(f"{step.name}.timeout"), CancelTimer(f"{step.name}.retry"))
             actions, target = self.enter_step(k + 1)
             for ev in step.successes:
-                self.rows.append(Transition(step.name, ev.type, target,
-                                            actions=(*cancel, *actions)))
+                self.rows.append(
+                    Transition(step.name, ev.type, target, actions=(*cancel, *actions))
+                )
             comp_actions, comp_target = self.enter_compensation(k)
             for ev in step.failures:
-                self.rows.append(Transition(step.name, ev.type, comp_target,
-                                            actions=(*cancel, SetFailure(_failure_reason),
-                                                     *comp_actions)))
+                self.rows.append(
+                    Transition(
+                        step.name,
+                        ev.type,
+                        comp_target,
+                        actions=(*cancel, SetFailure(_failure_reason), *comp_actions),
+                    )
+                )
             tries = step.retry.attempts
-            self.waiting(step.name, step.name, step.send.spec(attempt_key=step.name), step.retry,
-                         step.timeout or 0.0, (comp_actions, comp_target),
-                         f"step {step.name!r} timed out after {tries} attempt(s)")
+            self.waiting(
+                step.name,
+                step.name,
+                step.send.spec(attempt_key=step.name),
+                step.retry,
+                step.timeout or 0.0,
+                (comp_actions, comp_target),
+                f"step {step.name!r} timed out after {tries} attempt(s)",
+            )
             if step.compensate is not None and step.compensated_by is not None:
                 key = f"undo:{step.name}"
                 state = _undo(step.name)
                 undo_cancel = (CancelTimer(f"{key}.timeout"), CancelTimer(f"{key}.retry"))
                 next_actions, next_target = self.enter_compensation(k)
-                self.rows.append(Transition(state, step.compensated_by.type, next_target,
-                                            actions=(*undo_cancel, *next_actions)))
-                failed = (self.on_compensation_failed.spec(),) if self.on_compensation_failed \
-                    else ()
-                self.waiting(state, key, step.compensate.spec(attempt_key=key), step.retry,
-                             step.timeout or 0.0, (failed, COMPENSATION_FAILED), None)
+                self.rows.append(
+                    Transition(
+                        state,
+                        step.compensated_by.type,
+                        next_target,
+                        actions=(*undo_cancel, *next_actions),
+                    )
+                )
+                failed = (
+                    (self.on_compensation_failed.spec(),) if self.on_compensation_failed else ()
+                )
+                self.waiting(
+                    state,
+                    key,
+                    step.compensate.spec(attempt_key=key),
+                    step.retry,
+                    step.timeout or 0.0,
+                    (failed, COMPENSATION_FAILED),
+                    None,
+                )
         return self.rows
 
 
@@ -199,8 +252,13 @@ def compile_steps(
             replies.append(step.compensated_by)
         for ev in replies:
             if ev.type in events:
-                raise_problems(name, [f"step {step.name!r}: event {ev.type!r} is used twice;"
-                                      " each reply type belongs to one step"])
+                raise_problems(
+                    name,
+                    [
+                        f"step {step.name!r}: event {ev.type!r} is used twice;"
+                        " each reply type belongs to one step"
+                    ],
+                )
             events[ev.type] = ev.spec(default=correlate)
     rows = _Compiler(steps, on_compensated, on_completed, on_compensation_failed).compile()
     head = rows[0]
@@ -208,8 +266,11 @@ def compile_steps(
     by_state: dict[str, list[Transition]] = {}
     for row in rows:
         by_state.setdefault(row.source, []).append(row)
-    finals = {COMPLETED: Status.COMPLETED, COMPENSATED: Status.COMPENSATED,
-              COMPENSATION_FAILED: Status.COMPENSATION_FAILED}
+    finals = {
+        COMPLETED: Status.COMPLETED,
+        COMPENSATED: Status.COMPENSATED,
+        COMPENSATION_FAILED: Status.COMPENSATION_FAILED,
+    }
     states = [INITIAL, *(s.name for s in steps), COMPLETED]
     states += [_undo(s.name) for s in steps if s.compensate is not None]
     states += [COMPENSATED]

@@ -47,14 +47,20 @@ class DeadLetter:
 class SagaHarness:
     """Drive sagas deterministically: send events, advance time, inspect results."""
 
-    def __init__(self, *sagas: SagaDefinition, start: float = 1_767_225_600.0,
-                 max_batch: int = 256) -> None:
+    def __init__(
+        self, *sagas: SagaDefinition, start: float = 1_767_225_600.0, max_batch: int = 256
+    ) -> None:
         self.broker = MemoryBroker(record=True)
         self.transport = MemoryTransport(self.broker)
         self.store = MemoryStore()
         self.clock = VirtualClock(start)
-        self.engine = Engine(list(sagas), self.store, self.transport, clock=self.clock,
-                             config=EngineConfig(group="sagawire", max_batch=max_batch))
+        self.engine = Engine(
+            list(sagas),
+            self.store,
+            self.transport,
+            clock=self.clock,
+            config=EngineConfig(group="sagawire", max_batch=max_batch),
+        )
         self._mine: set[str] = set()
         self._default_saga = sagas[0].name if sagas else ""
 
@@ -64,8 +70,12 @@ class SagaHarness:
         await self.engine.prepare()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None,
-                        exc: BaseException | None, tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.transport.close()
         await self.store.close()
 
@@ -75,18 +85,37 @@ class SagaHarness:
 
     # -- input -----------------------------------------------------------------
 
-    def event(self, type: str, data: Any, *, correlation_id: str | None = None,
-              id: str | None = None, **extensions: Any) -> Envelope:
+    def event(
+        self,
+        type: str,
+        data: Any,
+        *,
+        correlation_id: str | None = None,
+        id: str | None = None,
+        **extensions: Any,
+    ) -> Envelope:
         """Build an event as a participant would send it (not sent yet)."""
-        env = Envelope.new(type, data, id=id or str(uuid.uuid4()), source="test/participant",
-                           time=datetime.fromtimestamp(self.clock.now(), UTC),
-                           correlationid=correlation_id)
+        env = Envelope.new(
+            type,
+            data,
+            id=id or str(uuid.uuid4()),
+            source="test/participant",
+            time=datetime.fromtimestamp(self.clock.now(), UTC),
+            correlationid=correlation_id,
+        )
         if extensions:
             env = Envelope.model_validate({**env.attributes(), **extensions})
         return env
 
-    async def send(self, type: str, data: Any = None, *, correlation_id: str | None = None,
-                   id: str | None = None, process: bool = True) -> Envelope:
+    async def send(
+        self,
+        type: str,
+        data: Any = None,
+        *,
+        correlation_id: str | None = None,
+        id: str | None = None,
+        process: bool = True,
+    ) -> Envelope:
         """Publish an event and let the engine handle everything queued."""
         env = self.event(type, data, correlation_id=correlation_id, id=id)
         await self.deliver(env, process=process)
@@ -94,8 +123,12 @@ class SagaHarness:
 
     async def deliver(self, *envelopes: Envelope, process: bool = True) -> None:
         """Publish already-built envelopes (use it to send duplicates)."""
-        msgs = [OutgoingMessage(e.type, encode(e), e.id, e.correlationid,
-                                {"content-type": CONTENT_TYPE}) for e in envelopes]
+        msgs = [
+            OutgoingMessage(
+                e.type, encode(e), e.id, e.correlationid, {"content-type": CONTENT_TYPE}
+            )
+            for e in envelopes
+        ]
         self._mine.update(e.id for e in envelopes)
         await self.transport.publish(msgs)
         if process:
@@ -140,10 +173,14 @@ class SagaHarness:
                 out.append(decode(m.body))
         return out
 
-    def commands(self, type: str | None = None, correlation_id: str | None = None
-                 ) -> list[Envelope]:
-        return [e for e in self.sent(type)
-                if correlation_id is None or e.correlationid == correlation_id]
+    def commands(
+        self, type: str | None = None, correlation_id: str | None = None
+    ) -> list[Envelope]:
+        return [
+            e
+            for e in self.sent(type)
+            if correlation_id is None or e.correlationid == correlation_id
+        ]
 
     def dead_letters(self) -> list[DeadLetter]:
         return [DeadLetter(m) for m in self.broker.published(DEADLETTER)]
@@ -154,6 +191,7 @@ class SagaHarness:
             raise LookupError(f"no {saga or self._default_saga!r} instance {correlation_id!r}")
         return found
 
-    async def history(self, correlation_id: str, saga: str | None = None
-                      ) -> Sequence[HistoryRecord]:
+    async def history(
+        self, correlation_id: str, saga: str | None = None
+    ) -> Sequence[HistoryRecord]:
         return await self.store.history((saga or self._default_saga, correlation_id))

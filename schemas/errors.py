@@ -23,8 +23,8 @@ from __future__ import annotations
 __all__ = [
     "ConcurrencyError",
     "ConfigError",
-    "DecodeError",
     "DeclarationError",
+    "DecodeError",
     "DefinitionError",
     "EnvelopeError",
     "MessageError",

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "HistoryRecord",
     "InstanceKey",
     "InstanceRecord",
-    "HistoryRecord",
     "OutboxRecord",
     "Outcome",
     "ParkedRecord",

@@ -143,7 +143,9 @@ class MemoryStore:
 
     async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:
         self._check()
-        rows = sorted((p for p in self._parked.values() if p.expires <= now), key=lambda p: p.expires)
+        rows = sorted(
+            (p for p in self._parked.values() if p.expires <= now), key=lambda p: p.expires
+        )
         return rows[:limit]
 
     async def history(self, key: InstanceKey) -> list[HistoryRecord]:

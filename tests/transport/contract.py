@@ -186,7 +186,11 @@ class TransportContract:
             got = await rx.wait_for(n)
             await t.ack(got)
         for k in range(3):
-            seq = [int(d.body[5:-1]) for d in got if d.key in (None, f"k{k}") and int(d.body[5:-1]) % 3 == k]
+            seq = [
+                int(d.body[5:-1])
+                for d in got
+                if d.key in (None, f"k{k}") and int(d.body[5:-1]) % 3 == k
+            ]
             assert seq == sorted(seq), f"key k{k} out of order"
         assert len(rx.batches) <= n  # batches are allowed, never required
 
