@@ -33,7 +33,11 @@ from orchestrator.model import Decision, Instance, Meta, Status, TimerChange
 from schemas.codec import describe_validation_error
 from schemas.envelope import Envelope
 
-__all__ = ["decide", "message_id"]
+__all__ = ["ABORT_EVENT", "decide", "message_id"]
+
+ABORT_EVENT = "sagawire.abort"
+"""An operator's request to stop an instance where it is (``aborted``, timers cancelled,
+no compensation run). Its ``data`` may carry a ``reason``."""
 
 _NAMESPACE = uuid.UUID("6f1c3a9e-3b7d-4f7e-9a55-5a6177697265")
 
@@ -100,6 +104,8 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
             f" is already {instance.status.value}; {env.type} {env.id} arrived after"
             " it finished",
         )
+    if env.type == ABORT_EVENT:
+        return _abort(saga, instance, event, now)
     rows = saga.candidates(instance.state, env.type)
     if not rows:
         if is_timer:
@@ -197,6 +203,15 @@ def _apply(
     return Decision(
         "applied", new, from_state=instance.state, messages=tuple(messages), timers=tuple(timers)
     )
+
+
+def _abort(saga: SagaDefinition, instance: Instance, event: Routed, now: float) -> Decision:
+    data = event.envelope.data if isinstance(event.envelope.data, dict) else {}
+    reason = str(data.get("reason") or "aborted by an operator")
+    meta = replace(instance.meta, failure=reason)
+    new = replace(instance, state="aborted", status=Status.ABORTED, meta=meta, updated_at=now)
+    timers = tuple(TimerChange(name, None) for name in sorted(_all_timers(saga)))
+    return Decision("applied", new, from_state=instance.state, timers=timers)
 
 
 def _all_timers(saga: SagaDefinition) -> set[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ import structlog
 from adapters.base import Delivery, OutgoingMessage, Topology, Transport
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.correlate import Routed, Router
-from orchestrator.decide import decide
+from orchestrator.decide import ABORT_EVENT, decide
 from orchestrator.definition import SagaDefinition, timer_event
 from orchestrator.model import Decision, Instance
 from orchestrator.persist import (
@@ -392,6 +393,17 @@ class Engine:
                 if decision is not None and decision.instance is not None:
                     self.stats.transitions += 1
                     committed.extend(outgoing(o) for o in unit.outbox)
+                    log.debug(
+                        "transition",
+                        saga=item.routed.saga.name,
+                        correlation_id=item.routed.correlation_id,
+                        message_id=item.routed.envelope.id,
+                        message_type=item.routed.envelope.type,
+                        from_state=decision.from_state,
+                        state=decision.instance.state,
+                        status=decision.instance.status.value,
+                        sent=[m.type for m in decision.messages],
+                    )
                     for observe in self.observers:
                         observe(decision.instance, decision)
             elif outcome is Outcome.DUPLICATE:
@@ -495,6 +507,22 @@ class Engine:
             self._published = []
 
     # -- admin ---------------------------------------------------------------
+
+    async def abort(self, saga: str, correlation_id: str, reason: str = "") -> Instance | None:
+        """Stop a running instance where it is: status ``aborted``, timers cancelled, no
+        compensation. Returns the instance (unchanged if it had already finished)."""
+        definition = self.router.sagas[saga]
+        env = Envelope.new(ABORT_EVENT, {"reason": reason} if reason else {},
+                           id=f"abort:{uuid.uuid4()}", source="sagawire/admin",
+                           correlationid=correlation_id)
+        routed = Routed(definition, None, env, correlation_id, env.data)
+        if await self.instance(saga, correlation_id) is None:
+            return None
+        async with self._lock:
+            batch = _Batch()
+            await self._decide_all([_Item(routed)], batch, self.clock.now())
+            await self._commit(batch)
+        return await self.instance(saga, correlation_id)
 
     async def instance(self, saga: str, correlation_id: str) -> Instance | None:
         records = await self.store.load([(saga, correlation_id)])

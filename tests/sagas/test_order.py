@@ -224,3 +224,14 @@ async def test_emitted_ids_are_deterministic() -> None:
             return [e.id for e in h.sent()]
 
     assert await run() == await run()
+
+
+async def test_an_operator_can_abort_a_running_instance(h: SagaHarness) -> None:
+    await h.send("order.placed", placed())
+    inst = await h.engine.abort("order", "o-1", "customer called")
+    assert inst is not None and inst.status is Status.ABORTED
+    assert inst.meta.failure == "customer called"
+    await h.advance(100)  # its timers were cancelled: nothing more is sent
+    assert [e.type for e in h.sent()] == ["inventory.reserve"]
+    assert (await h.history("o-1"))[-1].to_state == "aborted"
+    assert await h.engine.abort("order", "nope") is None

@@ -1,0 +1,156 @@
+"""The engine's own loop (not the harness): consuming, real timers, graceful stop,
+recovery of unpublished outbox rows, transient store failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from pydantic import BaseModel
+
+from adapters.base import OutgoingMessage
+from adapters.memory import MemoryBroker, MemoryTransport
+from orchestrator import Event, Send, Status, Step, StepSaga
+from orchestrator.engine import Engine, EngineConfig
+from orchestrator.store.base import Outcome, UnitOfWork
+from orchestrator.store.memory import MemoryStore
+from schemas.codec import decode, encode
+from schemas.envelope import Envelope
+from schemas.errors import StoreError
+
+
+class Job(BaseModel):
+    job_id: str
+
+
+quick = StepSaga(
+    "quick",
+    state=Job,
+    start=Event("job.started", Job),
+    correlate="job_id",
+    steps=[Step("work", send=Send("job.work", Job), success=Event("job.worked", Job),
+                timeout=0.3)],
+    on_completed=Send("job.done", Job),
+    on_compensated=Send("job.abandoned", Job),
+)
+
+
+def event(type: str, job_id: str) -> OutgoingMessage:
+    env = Envelope.new(type, {"job_id": job_id}, id=f"{type}-{job_id}", source="test")
+    return OutgoingMessage(type, encode(env), env.id, job_id)
+
+
+@contextlib.asynccontextmanager
+async def running(engine: Engine) -> AsyncIterator[asyncio.Event]:
+    stopping = asyncio.Event()
+    await engine.prepare()
+    task = asyncio.ensure_future(engine.run(stopping))
+    try:
+        yield stopping
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def wait_until(cond: object, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await cond():  # type: ignore[operator]
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_consumes_times_out_and_stops_cleanly() -> None:
+    broker = MemoryBroker(record=True)
+    store = MemoryStore()
+    await store.open()
+    engine_transport = MemoryTransport(broker)
+    await engine_transport.start()
+    engine = Engine([quick], store, engine_transport, config=EngineConfig(housekeeping_interval=0.05))
+    client = MemoryTransport(broker)
+    await client.start()
+    async with running(engine):
+        await client.publish([event("job.started", "a"), event("job.started", "b")])
+        await wait_until(lambda: _status(engine, "a", Status.RUNNING))
+        await client.publish([event("job.worked", "a")])
+        await wait_until(lambda: _status(engine, "a", Status.COMPLETED))
+        await wait_until(lambda: _status(engine, "b", Status.COMPENSATED))  # the real timer fired
+    types = [m.destination for m in broker.published()]
+    assert types.count("job.work") == 2 and "job.done" in types and "job.abandoned" in types
+    assert broker.depth("sagawire") == 0, "everything consumed was acked"
+
+
+async def _status(engine: Engine, cid: str, status: Status) -> bool:
+    inst = await engine.instance("quick", cid)
+    return inst is not None and inst.status is status
+
+
+async def test_outbox_rows_left_by_a_crash_are_published_with_their_ids() -> None:
+    store = MemoryStore()
+    await store.open()
+    broker = MemoryBroker(record=True)
+    transport = MemoryTransport(broker)
+    await transport.start()
+    # a previous process committed a transition but died before publishing
+    first = Engine([quick], store, transport)
+    env = decode(event("job.started", "x").body)
+    from orchestrator.correlate import Routed
+    from orchestrator.decide import decide
+    from orchestrator.persist import unit_for
+
+    routed = Routed(quick, quick.events["job.started"], env, "x", Job(job_id="x"))
+    decision = decide(quick, None, routed, 1000.0)
+    unit = unit_for(routed, None, decision, 1000.0)
+    assert await store.commit([unit]) == [Outcome.COMMITTED]
+    assert broker.published() == []
+    await first.prepare()
+    (sent,) = broker.published("job.work")
+    assert sent.message_id == decision.messages[0].id
+    assert await store.pending_outbox() == []
+
+
+class FlakyStore(MemoryStore):
+    """Fails the first ``n`` commits as a database restarting would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.failures = n
+
+    async def commit(self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+                     ) -> list[Outcome]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database restarting")
+        return await super().commit(units, published=published)
+
+
+async def test_a_transient_store_failure_redelivers_and_loses_nothing() -> None:
+    broker = MemoryBroker(record=True)
+    store = FlakyStore(2)
+    await store.open()
+    transport = MemoryTransport(broker)
+    await transport.start()
+    engine = Engine([quick], store, transport,
+                    config=EngineConfig(housekeeping_interval=0.05, transient_retry_delay=0.05))
+    client = MemoryTransport(broker)
+    await client.start()
+    async with running(engine):
+        await client.publish([event("job.started", "a")])
+        await wait_until(lambda: _status(engine, "a", Status.RUNNING))
+    assert [m.destination for m in broker.published()].count("job.work") == 1
+
+
+@pytest.mark.parametrize("batch", [1, 7, 256])
+async def test_many_instances_in_one_batch(batch: int) -> None:
+    from orchestrator.testing import SagaHarness
+
+    async with SagaHarness(quick, max_batch=batch) as h:
+        starts = [h.event("job.started", {"job_id": f"j{i}"}) for i in range(50)]
+        replies = [h.event("job.worked", {"job_id": f"j{i}"}) for i in range(50)]
+        await h.deliver(*starts, process=False)
+        await h.deliver(*replies)
+        for i in range(50):
+            assert (await h.instance(f"j{i}")).status is Status.COMPLETED
+        assert len(h.commands("job.done")) == 50
