@@ -163,6 +163,8 @@ class SagaDefinition:
     steps: tuple[StepInfo, ...] = ()
     park_for: float = 60.0
     source: str = ""
+    timer_names: frozenset[str] = field(default_factory=frozenset)
+    """Every timer any row sets (all are cancelled when the instance finishes)."""
     _by_state_event: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
         default_factory=dict, repr=False
     )
@@ -174,6 +176,14 @@ class SagaDefinition:
                 index.setdefault((t.source, t.event), []).append(t)
         frozen = {k: tuple(v) for k, v in index.items()}
         object.__setattr__(self, "_by_state_event", MappingProxyType(frozen))
+        names = {
+            a.name
+            for rows in self.transitions.values()
+            for t in rows
+            for a in t.actions
+            if isinstance(a, SetTimer)
+        }
+        object.__setattr__(self, "timer_names", frozenset(names))
         object.__setattr__(self, "events", MappingProxyType(dict(self.events)))
         object.__setattr__(self, "transitions", MappingProxyType(dict(self.transitions)))
         object.__setattr__(self, "final", MappingProxyType(dict(self.final)))

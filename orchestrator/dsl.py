@@ -105,11 +105,16 @@ def build_from_state(model: type[BaseModel]) -> Callable[[Context], BaseModel]:
     """A payload builder filling ``model``'s fields from same-named state fields,
     then from ``reason`` and ``correlation_id`` of the context."""
     names = tuple(model.model_fields)
+    state_fields: dict[type[BaseModel], frozenset[str]] = {}
 
     def build(ctx: Context) -> BaseModel:
+        cls = type(ctx.state)
+        fields = state_fields.get(cls)
+        if fields is None:
+            fields = state_fields[cls] = frozenset(cls.model_fields)
         values: dict[str, Any] = {}
         for name in names:
-            if name in type(ctx.state).model_fields:
+            if name in fields:
                 values[name] = getattr(ctx.state, name)
             elif name == "reason":
                 values[name] = ctx.reason

@@ -89,21 +89,34 @@ class Envelope(BaseModel):
         causationid: str | None = None,
         attempt: int | None = None,
     ) -> Envelope:
-        """Build an envelope without re-validating fields we produced ourselves."""
-        return cls.model_construct(
-            specversion="1.0",
-            id=id,
-            source=source,
-            type=type,
-            time=time or datetime.now(UTC),
-            datacontenttype="application/json",
-            dataschema=None,
-            subject=None,
-            data=data,
-            correlationid=correlationid,
-            causationid=causationid,
-            attempt=attempt,
+        """Build an envelope without re-validating fields we produced ourselves.
+
+        (What ``model_construct`` does, minus its per-field loop: the engine builds one
+        of these per emitted message.)"""
+        env = cls.__new__(cls)
+        _set = object.__setattr__
+        _set(
+            env,
+            "__dict__",
+            {
+                "specversion": "1.0",
+                "id": id,
+                "source": source,
+                "type": type,
+                "time": time or datetime.now(UTC),
+                "datacontenttype": "application/json",
+                "dataschema": None,
+                "subject": None,
+                "data": data,
+                "correlationid": correlationid,
+                "causationid": causationid,
+                "attempt": attempt,
+            },
         )
+        _set(env, "__pydantic_fields_set__", _NEW_FIELDS_SET)
+        _set(env, "__pydantic_extra__", {})
+        _set(env, "__pydantic_private__", None)
+        return env
 
     def attributes(self) -> dict[str, Any]:
         """Every attribute that is set, ``data`` included, as JSON-ready values."""
@@ -124,6 +137,11 @@ class Envelope(BaseModel):
             out.update(self.model_extra)
         out["data"] = self.data
         return out
+
+
+_NEW_FIELDS_SET = frozenset(
+    {"specversion", "id", "source", "type", "time", "data", "correlationid", "causationid"}
+)
 
 
 def is_core_attribute(name: str) -> bool:
