@@ -74,7 +74,12 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class Topology:
     """What the sidecar needs on the broker: the destinations it consumes (as consumer
-    ``group``) and the ones it publishes to. :data:`DEADLETTER` is always declared."""
+    ``group``) and the ones it publishes to. :data:`DEADLETTER` is always declared.
+
+    Produced destinations are declared where the broker has such a thing (Kafka topics,
+    JetStream subjects); on RabbitMQ they are routing keys, and a message routed to a
+    key no queue is bound to is dropped unless ``?mandatory=1``: participants declare
+    their own queues."""
 
     consumes: tuple[str, ...]
     produces: tuple[str, ...] = ()
@@ -117,7 +122,12 @@ class Transport(Protocol):
         """Publish in order; return once the broker has confirmed every message."""
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
-        """Settle deliveries; they will not be delivered again."""
+        """Settle deliveries; they will not be delivered again.
+
+        Returns once the broker has the acknowledgement (not merely once it is queued
+        in a socket buffer), so that a crash right after ``ack`` cannot bring the
+        message back. Acks for deliveries of a connection that has since dropped are
+        ignored: the broker redelivers those, and the engine's inbox makes that a no-op."""
 
     async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         """Give deliveries back to be delivered again after ``delay`` seconds."""

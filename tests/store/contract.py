@@ -368,7 +368,9 @@ class StoreContract:
                 UnitOfWork(timers_set=(timer("a", "t", 1.0), timer("b", "t", 1.0))),
                 UnitOfWork(timers_cancelled=((SAGA, "a", "t"),)),
                 # Cancel and set in one unit: the cancel comes first, so it stays set.
-                UnitOfWork(timers_cancelled=((SAGA, "b", "t"),), timers_set=(timer("b", "t", 2.0),)),
+                UnitOfWork(
+                    timers_cancelled=((SAGA, "b", "t"),), timers_set=(timer("b", "t", 2.0),)
+                ),
             ]
         )
         assert [(t.key, t.due) for t in await store.due_timers(10.0)] == [((SAGA, "b", "t"), 2.0)]

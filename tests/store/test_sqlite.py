@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -71,7 +72,7 @@ async def test_pragmas_wal_and_synchronous(tmp_path: Path) -> None:
         assert store.info().extra == {"journal_mode": "wal", "synchronous": "full"}
     finally:
         await store.close()
-    with sqlite3.connect(tmp_path / "s.db") as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / "s.db")) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

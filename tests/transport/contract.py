@@ -50,7 +50,10 @@ class Names:
 class Receiver:
     """Consumes in the background and collects deliveries (without acking)."""
 
-    def __init__(self, transport: Transport, topology: Topology, max_batch: int = 64) -> None:
+    def __init__(
+        self, transport: Transport, topology: Topology, max_batch: int = 64, auto_ack: bool = False
+    ) -> None:
+        self.auto_ack = auto_ack
         self.transport = transport
         self.topology = topology
         self.max_batch = max_batch
@@ -77,6 +80,8 @@ class Receiver:
         async for batch in self.transport.consume(self.topology, max_batch=self.max_batch):
             self.batches.append(batch)
             self.deliveries.extend(batch)
+            if self.auto_ack:
+                await self.transport.ack(batch)
             self._changed.set()
 
     async def wait_for(self, n: int, timeout: float = RECEIVE_TIMEOUT) -> list[Delivery]:
@@ -262,11 +267,10 @@ class TransportContract:
         topo = self.topology(names, "a")
         await t.declare(topo)
         n = 1000
-        async with Receiver(t, topo, max_batch=50) as rx:
+        async with Receiver(t, topo, max_batch=50, auto_ack=True) as rx:
             await t.publish([msg(names.dest("a"), i, key=f"k{i % 10}") for i in range(n)])
             got = await rx.wait_for(n, timeout=60)
             assert all(len(b) <= 50 for b in rx.batches)
-            await t.ack(got)
         assert sorted(int(d.body[5:-1]) for d in got) == list(range(n))
 
 

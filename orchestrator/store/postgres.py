@@ -1,0 +1,413 @@
+"""PostgreSQL store on an asyncpg pool: one transaction per group commit.
+
+A batch is decided the way the in-memory store decides it (``_plan``), from two
+facts read *inside* the transaction, then written with one ``unnest`` statement
+per table — about a dozen round trips per batch whatever its size, instead of a
+savepoint and five statements per unit:
+
+1. the stored instances the batch touches are locked ``FOR UPDATE`` (in key
+   order, so two orchestrators cannot deadlock on them) and their versions read;
+2. the batch's inbox marks are inserted ``ON CONFLICT DO NOTHING``; the marks that
+   did not insert already existed (this waits for a concurrent writer of the same
+   mark, so exactly one of two deliveries wins);
+3. outcomes are decided; marks of units that did not commit are deleted again;
+4. net rows are written. A new instance is inserted ``ON CONFLICT DO NOTHING``:
+   if another writer created it since step 1 (nothing was there to lock), the
+   whole transaction is rolled back and the batch decided again from fresh reads.
+
+URL: ``postgresql://user[:password]@host[:port]/db`` (``postgres://`` too) with any
+libpq-style options asyncpg accepts, plus ``pool_min`` / ``pool_max``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg  # type: ignore[import-untyped]
+
+from orchestrator.store import _schema as s
+from orchestrator.store._plan import Plan, batch_time, plan_batch, unit_time
+from orchestrator.store.base import (
+    HistoryRecord,
+    InstanceKey,
+    InstanceRecord,
+    OutboxRecord,
+    Outcome,
+    ParkedRecord,
+    StoreInfo,
+    TimerRecord,
+    UnitOfWork,
+)
+from schemas.errors import ConfigError, StoreError
+
+__all__ = ["PostgresStore"]
+
+_MIGRATION_LOCK = 0x5A6A_3172  # pg_advisory_xact_lock key: one migrating process at a time
+_ATTEMPTS = 5
+# SQLSTATE classes worth retrying: connection, transaction rollback (serialization,
+# deadlock), insufficient resources, operator intervention (shutdown, not ready).
+_RETRYABLE_CLASSES = ("08", "40", "53", "57")
+
+
+class _Retry(Exception):
+    """Internal: roll the batch back and decide it again from fresh reads."""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to per-column lists, the shape ``unnest($1::t[], $2::u[], ...)`` takes."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
+
+
+def _count(status: str) -> int:
+    """Rows affected, from asyncpg's command status (``"DELETE 3"``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+_KEYS = "unnest($1::text[], $2::text[]) AS k(ks, kc)"
+_INSTANCE_UNNEST = (
+    "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[], "
+    "$7::bytea[], $8::float8[], $9::float8[]) "
+    "AS u(saga, correlation_id, state, status, version, data, meta, created_at, updated_at)"
+)
+_SQL_LOCK_VERSIONS = (
+    "SELECT i.saga, i.correlation_id, i.version FROM instances i JOIN "
+    + _KEYS
+    + " ON i.saga = k.ks AND i.correlation_id = k.kc "
+    "ORDER BY i.saga, i.correlation_id FOR UPDATE OF i"
+)
+_SQL_INBOX_INSERT = (
+    "INSERT INTO inbox (saga, message_id, at) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) "
+    "ON CONFLICT DO NOTHING RETURNING saga, message_id"
+)
+_SQL_INBOX_DELETE = (
+    "DELETE FROM inbox i USING " + _KEYS + " WHERE i.saga = k.ks AND i.message_id = k.kc"
+)
+_SQL_INSTANCE_UPDATE = (
+    "UPDATE instances i SET state = u.state, status = u.status, version = u.version, "
+    "data = u.data, meta = u.meta, created_at = u.created_at, updated_at = u.updated_at "
+    "FROM " + _INSTANCE_UNNEST + " WHERE i.saga = u.saga AND i.correlation_id = u.correlation_id"
+)
+_SQL_INSTANCE_INSERT = (
+    f"INSERT INTO instances ({s.INSTANCE_COLUMNS}) SELECT * FROM {_INSTANCE_UNNEST} "
+    "ON CONFLICT DO NOTHING RETURNING saga"
+)
+_SQL_HISTORY_INSERT = (
+    f"INSERT INTO history ({s.HISTORY_COLUMNS}) "
+    "SELECT saga, cid, seq, mid, mtype, from_s, to_s, commands::jsonb, at FROM unnest("
+    "$1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], "
+    "$8::text[], $9::float8[]) WITH ORDINALITY "
+    "AS u(saga, cid, seq, mid, mtype, from_s, to_s, commands, at, ord) ORDER BY ord"
+)
+_SQL_OUTBOX_UPSERT = (
+    f"INSERT INTO outbox ({s.OUTBOX_COLUMNS}) "
+    "SELECT id, dest, key, body, headers::jsonb, created_at FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[]) "
+    "WITH ORDINALITY AS u(id, dest, key, body, headers, created_at, ord) ORDER BY ord "
+    "ON CONFLICT (id) DO UPDATE SET destination = excluded.destination, key = excluded.key, "
+    "body = excluded.body, headers = excluded.headers, created_at = excluded.created_at"
+)
+_SQL_TIMER_DELETE = (
+    "DELETE FROM timers t USING unnest($1::text[], $2::text[], $3::text[]) AS k(ks, kc, kn) "
+    "WHERE t.saga = k.ks AND t.correlation_id = k.kc AND t.name = k.kn"
+)
+_SQL_TIMER_UPSERT = (
+    f"INSERT INTO timers ({s.TIMER_COLUMNS}) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[]) "
+    "ON CONFLICT (saga, correlation_id, name) DO UPDATE SET "
+    "due = excluded.due, payload = excluded.payload"
+)
+_SQL_PARKED_DELETE = (
+    "DELETE FROM parked p USING " + _KEYS + " WHERE p.saga = k.ks AND p.message_id = k.kc"
+)
+_SQL_PARKED_INSERT = (
+    f"INSERT INTO parked ({s.PARKED_COLUMNS}) "
+    "SELECT saga, cid, mid, dest, body, parked_at, expires, reason FROM unnest("
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], "
+    "$7::float8[], $8::text[]) WITH ORDINALITY "
+    "AS u(saga, cid, mid, dest, body, parked_at, expires, reason, ord) ORDER BY ord "
+    "ON CONFLICT (saga, message_id) DO NOTHING"
+)
+
+
+class PostgresStore:
+    """The Store protocol on PostgreSQL (see the module docstring for the URL)."""
+
+    def __init__(self, dsn: str, *, pool_min: int = 1, pool_max: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        parts = urlsplit(dsn)
+        host = parts.netloc.rpartition("@")[2]
+        user = parts.username or ""
+        self.location = f"{user}@{host}{parts.path}" if user else f"{host}{parts.path}"
+        self._pool: Any = None
+        self._schema_version = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigError(f"not a PostgreSQL URL: {url!r}")
+        query = dict(parse_qsl(parts.query))
+        try:
+            pool_min = int(query.pop("pool_min", "1"))
+            pool_max = int(query.pop("pool_max", "10"))
+        except ValueError:
+            raise ConfigError(f"pool_min/pool_max must be integers in {url!r}") from None
+        dsn = urlunsplit(parts._replace(query=urlencode(query)))
+        return cls(dsn, pool_min=pool_min, pool_max=max(pool_min, pool_max))
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        """Translate driver errors into StoreError, saying where and whether to retry."""
+        try:
+            yield
+        except asyncpg.PostgresError as exc:
+            state = getattr(exc, "sqlstate", "") or ""
+            raise StoreError(
+                f"postgres store {self.location}: {operation} failed: {exc} (SQLSTATE {state})",
+                retryable=state[:2] in _RETRYABLE_CLASSES,
+            ) from exc
+        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
+            raise StoreError(
+                f"postgres store {self.location}: {operation} failed: {exc!r}", retryable=True
+            ) from exc
+
+    @property
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise StoreError(
+                f"postgres store {self.location} is not open; call open() first", retryable=False
+            )
+        return self._pool
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        with self._errors("connect"):
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=self.pool_min, max_size=self.pool_max
+            )
+        try:
+            with self._errors("schema migration"):
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS sagawire_meta "
+                        "(key text PRIMARY KEY, value text NOT NULL)"
+                    )
+                    found = await conn.fetchval(
+                        "SELECT value FROM sagawire_meta WHERE key = 'schema_version'"
+                    )
+                    found = 0 if found is None else int(found)
+                    s.check_version(found, f"PostgreSQL database {self.location}")
+                    for sql in s.pending_migrations(found, s.POSTGRES_MIGRATIONS):
+                        await conn.execute(sql)
+                    await conn.execute(
+                        "INSERT INTO sagawire_meta (key, value) VALUES ('schema_version', $1) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        str(s.SCHEMA_VERSION),
+                    )
+            self._schema_version = s.SCHEMA_VERSION
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    def info(self) -> StoreInfo:
+        """What this store is, for ``/readyz`` and logs (no password)."""
+        return StoreInfo(
+            kind="postgresql",
+            location=self.location,
+            schema_version=self._schema_version,
+            extra={"pool_max": str(self.pool_max)},
+        )
+
+    async def _fetch(self, operation: str, sql: str, *args: Any) -> list[Any]:
+        pool = self._p
+        with self._errors(operation):
+            rows: list[Any] = await pool.fetch(sql, *args)
+            return rows
+
+    # -- reads ----------------------------------------------------------------------
+
+    async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
+        sql = (
+            f"SELECT {s.INSTANCE_COLUMNS} FROM instances i JOIN {_KEYS} "
+            "ON i.saga = k.ks AND i.correlation_id = k.kc"
+        )
+        rows = await self._fetch("load", sql, *_columns(list(dict.fromkeys(keys)), 2))
+        return {(r[0], r[1]): s.instance_from_row(r) for r in rows}
+
+    async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        sql = (
+            f"SELECT i.saga, i.message_id FROM inbox i JOIN {_KEYS} "
+            "ON i.saga = k.ks AND i.message_id = k.kc"
+        )
+        rows = await self._fetch("seen", sql, *_columns(list(dict.fromkeys(marks)), 2))
+        return {(r[0], r[1]) for r in rows}
+
+    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
+        sql = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY seq LIMIT $1"
+        return [s.outbox_from_row(r) for r in await self._fetch("pending_outbox", sql, limit)]
+
+    async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
+        sql = (
+            f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE due <= $1 ORDER BY due, "
+            'saga COLLATE "C", correlation_id COLLATE "C", name COLLATE "C" LIMIT $2'
+        )
+        return [s.timer_from_row(r) for r in await self._fetch("due_timers", sql, now, limit)]
+
+    async def next_timer_due(self) -> float | None:
+        rows = await self._fetch("next_timer_due", "SELECT min(due) FROM timers")
+        return None if rows[0][0] is None else float(rows[0][0])
+
+    async def parked(self, keys: Sequence[InstanceKey]) -> list[ParkedRecord]:
+        sql = (
+            f"SELECT {s.PARKED_COLUMNS} FROM parked p JOIN {_KEYS} "
+            "ON p.saga = k.ks AND p.correlation_id = k.kc ORDER BY p.parked_at, p.seq"
+        )
+        rows = await self._fetch("parked", sql, *_columns(list(dict.fromkeys(keys)), 2))
+        return [s.parked_from_row(r) for r in rows]
+
+    async def parked_keys(self) -> set[InstanceKey]:
+        rows = await self._fetch("parked_keys", "SELECT DISTINCT saga, correlation_id FROM parked")
+        return {(r[0], r[1]) for r in rows}
+
+    async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:
+        sql = (
+            f"SELECT {s.PARKED_COLUMNS} FROM parked WHERE expires <= $1 "
+            "ORDER BY expires, seq LIMIT $2"
+        )
+        rows = await self._fetch("expired_parked", sql, now, limit)
+        return [s.parked_from_row(r) for r in rows]
+
+    async def history(self, key: InstanceKey) -> list[HistoryRecord]:
+        sql = (
+            f"SELECT {s.HISTORY_COLUMNS} FROM history "
+            "WHERE saga = $1 AND correlation_id = $2 ORDER BY id"
+        )
+        return [s.history_from_row(r) for r in await self._fetch("history", sql, *key)]
+
+    async def instances(
+        self, saga: str | None = None, status: str | None = None, limit: int = 100
+    ) -> list[InstanceRecord]:
+        sql = (
+            f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
+            "WHERE ($1::text IS NULL OR saga = $1) AND ($2::text IS NULL OR status = $2) "
+            "ORDER BY updated_at DESC LIMIT $3"
+        )
+        rows = await self._fetch("instances", sql, saga, status, limit)
+        return [s.instance_from_row(r) for r in rows]
+
+    async def counts(self) -> dict[str, int]:
+        rows = await self._fetch("counts", "SELECT status, count(*) FROM instances GROUP BY status")
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- writes ---------------------------------------------------------------------
+
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
+        units = list(units)
+        published = list(published)
+        pool = self._p
+        for _ in range(_ATTEMPTS):
+            try:
+                with self._errors("commit"):
+                    async with pool.acquire() as conn, conn.transaction():
+                        return await self._commit(conn, units, published)
+            except _Retry:
+                continue
+        raise StoreError(
+            f"postgres store {self.location}: commit raced with another writer "
+            f"{_ATTEMPTS} times in a row; try again",
+            retryable=True,
+        )
+
+    async def _commit(
+        self, conn: Any, units: list[UnitOfWork], published: list[str]
+    ) -> list[Outcome]:
+        keys = sorted({u.instance.key for u in units if u.instance is not None})
+        versions: dict[InstanceKey, int] = {}
+        if keys:
+            rows = await conn.fetch(_SQL_LOCK_VERSIONS, *_columns(keys, 2))
+            versions = {(r[0], r[1]): int(r[2]) for r in rows}
+
+        fallback = batch_time(units)
+        marks: dict[tuple[str, str], float] = {}
+        for u in units:
+            if u.inbox is not None and u.inbox not in marks:
+                at = unit_time(u)
+                marks[u.inbox] = fallback if at is None else at
+        inserted: set[tuple[str, str]] = set()
+        if marks:
+            rows = sorted((*m, at) for m, at in marks.items())
+            got = await conn.fetch(_SQL_INBOX_INSERT, *_columns(rows, 3))
+            inserted = {(r[0], r[1]) for r in got}
+
+        plan = plan_batch(units, set(marks) - inserted, versions)
+        undo = inserted - {(m[0], m[1]) for m in plan.inbox}
+        if undo:
+            await conn.execute(_SQL_INBOX_DELETE, *_columns(sorted(undo), 2))
+        await self._write(conn, plan, versions)
+        if published:
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", published)
+        return plan.outcomes
+
+    @staticmethod
+    async def _write(conn: Any, plan: Plan, versions: dict[InstanceKey, int]) -> None:
+        updates = [s.instance_params(i) for i in plan.instances if i.key in versions]
+        inserts = [s.instance_params(i) for i in plan.instances if i.key not in versions]
+        if updates:
+            await conn.execute(_SQL_INSTANCE_UPDATE, *_columns(updates, 9))
+        if inserts:
+            created = await conn.fetch(_SQL_INSTANCE_INSERT, *_columns(inserts, 9))
+            if len(created) != len(inserts):
+                raise _Retry  # another writer created one of them after our reads
+        if plan.history:
+            rows = [s.history_params(h) for h in plan.history]
+            await conn.execute(_SQL_HISTORY_INSERT, *_columns(rows, 9))
+        if plan.outbox:
+            rows = [s.outbox_params(o) for o in plan.outbox]
+            await conn.execute(_SQL_OUTBOX_UPSERT, *_columns(rows, 6))
+        if plan.timer_deletes:
+            await conn.execute(_SQL_TIMER_DELETE, *_columns(plan.timer_deletes, 3))
+        if plan.timer_upserts:
+            rows = [s.timer_params(t) for t in plan.timer_upserts]
+            await conn.execute(_SQL_TIMER_UPSERT, *_columns(rows, 5))
+        if plan.parked_deletes:
+            await conn.execute(_SQL_PARKED_DELETE, *_columns(plan.parked_deletes, 2))
+        if plan.parked_inserts:
+            rows = [s.parked_params(p) for p in plan.parked_inserts]
+            await conn.execute(_SQL_PARKED_INSERT, *_columns(rows, 8))
+
+    async def mark_published(self, ids: Sequence[str]) -> None:
+        if ids:
+            pool = self._p
+            with self._errors("mark_published"):
+                await pool.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", list(ids))
+
+    async def prune(self, *, inbox_before: float, history_before: float | None = None) -> int:
+        """Delete inbox marks (and, if asked, history rows) older than the given times.
+
+        The inbox only has to outlive the broker's redelivery window; after that a
+        mark is dead weight. Returns the number of rows deleted."""
+        pool = self._p
+        with self._errors("prune"):
+            async with pool.acquire() as conn, conn.transaction():
+                n = _count(await conn.execute("DELETE FROM inbox WHERE at < $1", inbox_before))
+                if history_before is not None:
+                    status = await conn.execute("DELETE FROM history WHERE at < $1", history_before)
+                    n += _count(status)
+                return n
