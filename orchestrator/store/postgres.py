@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import Plan, batch_time, plan_batch, unit_time
