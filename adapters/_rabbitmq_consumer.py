@@ -40,6 +40,7 @@ class Lane:
     """One consumer channel and the deliveries it holds unsettled, oldest first."""
 
     channel: AbstractChannel
+    prefetch: int
     outstanding: dict[int, AbstractIncomingMessage] = field(default_factory=dict)
     dead: bool = False
     retiring: bool = False
@@ -70,6 +71,10 @@ class Lane:
                     await ch.basic_ack(tag, multiple=multiple)
                 else:
                     await ch.basic_nack(tag, multiple=multiple, requeue=requeue)
+            if requeue is None:
+                # basic.ack has no reply; a round trip on the same channel proves the
+                # broker processed it, so "acked" really means "never again".
+                await ch.basic_qos(prefetch_count=self.prefetch)
         except (amqp.AMQPError, amqp.ChannelInvalidStateError, ConnectionError) as exc:
             # The channel died under us: the broker requeues what we could not settle.
             log.debug("rabbitmq: settling on a dead channel ignored: %r", exc)
@@ -118,7 +123,7 @@ class Consumer:
             try:
                 await channel.set_qos(prefetch_count=self.prefetch)
                 queue = await channel.get_queue(self.queue_name, ensure=False)
-                lane = Lane(channel)
+                lane = Lane(channel, self.prefetch)
                 self._tag = await queue.consume(partial(self._on_message, lane))
             except BaseException:
                 with contextlib.suppress(Exception):

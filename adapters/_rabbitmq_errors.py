@@ -30,8 +30,10 @@ def _describe(exc: BaseException, config: RabbitConfig) -> str:
         text = "timed out"
     elif isinstance(exc, amqp.DeliveryError):
         text = str(exc)  # its __str__ names the nack/return frame
+    elif isinstance(exc, amqp.AMQPError):
+        text = "; ".join(str(a) for a in exc.args) or exc.reason
     else:
-        text = repr(exc) if isinstance(exc, amqp.AMQPError) else str(exc) or repr(exc)
+        text = str(exc) or repr(exc)
     if config.password and config.password in text:
         text = text.replace(config.password, "***")
     return f"{type(exc).__name__}: {text}"

@@ -28,14 +28,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
+import aiormq
 import aiormq.exceptions as amqp
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
 )
+from pamqp.common import FieldTable
 
 from adapters._rabbitmq_config import RabbitConfig
 from adapters._rabbitmq_consumer import Consumer, Handle, Lane
@@ -58,6 +59,9 @@ __all__ = ["HEADER_KEY", "RabbitTransport"]
 HEADER_KEY = "sagawire-key"
 """AMQP header carrying :attr:`OutgoingMessage.key` (RabbitMQ has no message key)."""
 
+PERSISTENT = 2
+"""AMQP delivery mode: written to disk by durable queues before the confirm."""
+
 PUBLISH_WINDOW = 1024
 """Messages in flight (written, confirm pending) per publish call; bounds memory."""
 
@@ -76,7 +80,8 @@ class RabbitTransport:
     def __init__(self, config: RabbitConfig) -> None:
         self.config = config
         self._link = Link(config, self._on_connect)
-        self._publisher: tuple[AbstractChannel, AbstractExchange] | None = None
+        self._publisher: aiormq.abc.AbstractChannel | None = None
+        self._publisher_owner: AbstractChannel | None = None
         self._topologies: dict[Topology, None] = {}
         self._consumers: set[Consumer] = set()
         self._delayed: set[asyncio.Task[None]] = set()
@@ -117,10 +122,13 @@ class RabbitTransport:
         doing = f"declaring exchange {self.config.exchange!r}"
         try:
             channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            exchange = await channel.declare_exchange(
+            await channel.declare_exchange(
                 self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
-            self._publisher = (channel, exchange)
+            # Publishing goes straight to aiormq: aio_pika.Message costs ~40% more CPU
+            # per message, and the sidecar's relay is CPU-bound on the client side.
+            self._publisher = await channel.get_underlay_channel()
+            self._publisher_owner = channel  # kept alive: it routes returns to the confirms
             for topology in list(self._topologies):
                 doing = f"declaring queues for group {topology.group!r}"
                 await self._declare_on(conn, topology)
@@ -168,18 +176,24 @@ class RabbitTransport:
         if not messages:
             return
         await self._link.connection()
-        if self._publisher is None or self._publisher[0].is_closed:
+        publisher = self._publisher
+        if publisher is None or publisher.is_closed:
             raise TransportError(
                 f"publishing on {self.config.display_url} failed: the publish channel is "
                 "closed (the connection is being restored); try again"
             )
-        exchange = self._publisher[1]
         for start in range(0, len(messages), PUBLISH_WINDOW):
             window = messages[start : start + PUBLISH_WINDOW]
             # Started in order; aiormq writes them in that order under its channel lock.
             results = await asyncio.gather(
                 *(
-                    exchange.publish(_to_amqp(m), m.destination, mandatory=self.config.mandatory)
+                    publisher.basic_publish(
+                        m.body,
+                        exchange=self.config.exchange,
+                        routing_key=m.destination,
+                        properties=_properties(m),
+                        mandatory=self.config.mandatory,
+                    )
                     for m in window
                 ),
                 return_exceptions=True,
@@ -265,17 +279,17 @@ def _by_lane(deliveries: Sequence[Delivery]) -> dict[Lane, list[int]]:
     return grouped
 
 
-def _to_amqp(m: OutgoingMessage) -> aio_pika.Message:
-    headers: dict[str, str] = dict(m.headers)
-    content_type = headers.pop(HEADER_CONTENT_TYPE, None)
+def _properties(m: OutgoingMessage) -> aiormq.spec.Basic.Properties:
+    headers: FieldTable = dict(m.headers)
+    content_type = m.headers.get(HEADER_CONTENT_TYPE)
+    headers.pop(HEADER_CONTENT_TYPE, None)
     if m.key is not None:
         headers[HEADER_KEY] = m.key
-    return aio_pika.Message(
-        m.body,
-        headers=headers,  # type: ignore[arg-type]
+    return aiormq.spec.Basic.Properties(
         content_type=content_type,
+        headers=headers,
         message_id=m.message_id or None,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=PERSISTENT,
     )
 
 
