@@ -40,7 +40,9 @@ _CONFIG_CONFLICTS = {
 }
 
 
-def translate(exc: BaseException, doing: str, where: str, scrub: Callable[[str], str]) -> TransportError:
+def translate(
+    exc: BaseException, doing: str, where: str, scrub: Callable[[str], str]
+) -> TransportError:
     """A :class:`TransportError` saying what failed (``doing``) on which broker
     (``where``, already secret-free); ``scrub`` removes secrets from driver text."""
     detail = scrub(str(exc) or type(exc).__name__)

@@ -10,6 +10,7 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 
 ==================  =========  ==================================================
 ``stream``          SAGAWIRE   JetStream stream holding every destination
+``deadletter``      (note 1)   subject that carries :data:`~adapters.base.DEADLETTER`
 ``max_age``         604800     seconds a message is kept, for a stream we create
 ``max_deliver``     10         deliveries of one message before JetStream gives up
 ``ack_wait``        30         seconds before an unacked delivery is redelivered
@@ -25,6 +26,10 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 ``tls_key``
 ==================  =========  ==================================================
 
+Note 1: default ``sagawire.deadletter``. A subject can belong to one stream only,
+so two deployments with different streams in one NATS account (or tests running
+side by side) must each pick their own, e.g. ``sagawire.deadletter.ORDERS``.
+
 Environment (used when the URL does not say): ``SAGAWIRE_NATS_USER``,
 ``SAGAWIRE_NATS_PASSWORD``, ``SAGAWIRE_NATS_TOKEN``, ``SAGAWIRE_NATS_CREDS``.
 """
@@ -39,6 +44,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from adapters._util import query_params, redact_url
+from adapters.base import DEADLETTER
 from schemas.errors import ConfigError
 
 __all__ = ["NatsOptions"]
@@ -53,6 +59,7 @@ class NatsOptions:
     server: str
     display: str
     stream: str = "SAGAWIRE"
+    deadletter: str = DEADLETTER
     max_age: float = 604800.0
     max_deliver: int = 10
     ack_wait: float = 30.0
@@ -89,7 +96,9 @@ class NatsOptions:
         q = query_params(url)
         stream = q.get("stream", "SAGAWIRE")
         if not stream or any(c in stream for c in ".*> \t/\\"):
-            raise ConfigError(f"bad stream name {stream!r} in {display}: no '.', '*', '>' or spaces")
+            raise ConfigError(
+                f"bad stream name {stream!r} in {display}: no '.', '*', '>' or spaces"
+            )
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         token = q.get("token")
@@ -102,6 +111,7 @@ class NatsOptions:
             server=f"{parts.scheme}://{host}:{port}",
             display=f"{display} (stream {stream})",
             stream=stream,
+            deadletter=q.get("deadletter") or DEADLETTER,
             max_age=_positive(q, "max_age", 604800.0, display),
             max_deliver=int(_positive(q, "max_deliver", 10, display, whole=True)),
             ack_wait=_positive(q, "ack_wait", 30.0, display),

@@ -48,7 +48,9 @@ class ConsumerPlan:
     name: str
     subjects: tuple[str, ...]
 
-    def config(self, *, ack_wait: float, max_deliver: int, max_ack_pending: int) -> api.ConsumerConfig:
+    def config(
+        self, *, ack_wait: float, max_deliver: int, max_ack_pending: int
+    ) -> api.ConsumerConfig:
         one = len(self.subjects) == 1
         return api.ConsumerConfig(
             name=self.name,
@@ -137,6 +139,7 @@ def check_stream(config: api.StreamConfig, where: str) -> None:
         problems.append("it is a mirror, which cannot be published to")
     if problems:
         raise DeclarationError(
-            f"JetStream stream {name!r} on {where} cannot be used: " + "; ".join(problems)
+            f"JetStream stream {name!r} on {where} cannot be used: "
+            + "; ".join(problems)
             + ". Pick another stream with ?stream=NAME or fix this one by hand."
         )

@@ -9,17 +9,36 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 __all__ = ["Backoff", "query_params", "redact_url"]
 
 
+_SECRET_PARAMS = ("password", "token", "secret", "sasl_password", "nkey", "key")
+
+
+def _redact_query(query: str) -> str:
+    if not query:
+        return query
+    out = []
+    for pair in query.split("&"):
+        name, sep, _value = pair.partition("=")
+        if sep and any(s in name.lower() for s in _SECRET_PARAMS):
+            out.append(f"{name}=***")
+        else:
+            out.append(pair)
+    return "&".join(out)
+
+
 def redact_url(url: str) -> str:
-    """``url`` with any password or token replaced by ``***``, for logs and errors."""
+    """``url`` with any password or token (userinfo or query) replaced by ``***``."""
     parts = urlsplit(url)
+    query = _redact_query(parts.query)
     if parts.password is None and parts.username is None:
-        return url
+        if query == parts.query:
+            return url
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     userinfo = f"{user}:***@" if parts.password is not None else "***@"
-    return urlunsplit((parts.scheme, userinfo + host, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, userinfo + host, parts.path, query, parts.fragment))
 
 
 def query_params(url: str) -> dict[str, str]:

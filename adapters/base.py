@@ -69,6 +69,9 @@ class Delivery:
     key: str | None = None
     delivery_count: int = 1
     handle: object = None
+    final_attempt: bool = False
+    """The broker will not deliver this message again (JetStream ``max_deliver``): the
+    engine dead-letters it rather than nack it when it cannot be handled now."""
 
 
 @dataclass(frozen=True, slots=True)

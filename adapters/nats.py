@@ -69,6 +69,7 @@ HEADER_KEY = "sagawire-key"
 
 _PUBLISH_WINDOW = 1000
 _DECLARE_ATTEMPTS = 5
+_STOP_GRACE = 0.25
 _log = logging.getLogger(__name__)
 
 
@@ -128,11 +129,9 @@ class NatsTransport:
 
     async def close(self) -> None:
         """Stop the pumps, stop listening, nak what we hold, then disconnect."""
-        nc, self._nc = self._nc, None
         self._closed.set()
-        for task in self._pumps:
-            task.cancel()
-        await asyncio.gather(*self._pumps, return_exceptions=True)
+        await self._stop_pumps(self._pumps)
+        nc, self._nc = self._nc, None
         if nc is None:
             return
         # Unsubscribe first: a pull request left lingering on the server must not
@@ -140,12 +139,9 @@ class NatsTransport:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        held, self._unsettled = list(self._unsettled.values()), {}
+        await self._nak_quietly(list(self._unsettled.values()))
         with contextlib.suppress(Exception):
-            for msg in held:
-                if not msg.is_acked:
-                    await msg.nak()
-            await nc.flush(timeout=min(self.options.publish_timeout, 5.0))
+            await nc.flush(timeout=max(1, int(min(self.options.publish_timeout, 5.0))))
         with contextlib.suppress(Exception):
             await nc.close()
         self._subs.clear()
@@ -176,7 +172,10 @@ class NatsTransport:
         _log.info("NATS connection to %s restored", self.options.display)
 
     async def _on_error(self, exc: Exception) -> None:
-        _log.warning(
+        # Every failed reconnect attempt lands here: one warning per outage is enough.
+        level = logging.DEBUG if self._down_since is not None else logging.WARNING
+        _log.log(
+            level,
             "NATS client error on %s: %s",
             self.options.display,
             self.options.scrub(str(exc) or type(exc).__name__),
@@ -186,7 +185,7 @@ class NatsTransport:
 
     async def declare(self, topology: Topology) -> None:
         js = self._require_js()
-        await self._ensure_stream(js, topology.all_destinations)
+        await self._ensure_stream(js, [self._subject(d) for d in topology.all_destinations])
         for plan in self._plans(topology):
             config = plan.config(
                 ack_wait=self.options.ack_wait,
@@ -235,7 +234,12 @@ class NatsTransport:
     def _plans(self, topology: Topology) -> list[ConsumerPlan]:
         version = self._require_nc().connected_server_version
         multi = (version.major, version.minor) >= (2, 10)
-        return consumer_plans(topology, multi_filter=multi)
+        subjects = tuple(self._subject(d) for d in topology.consumes)
+        return consumer_plans(Topology(subjects, group=topology.group), multi_filter=multi)
+
+    def _subject(self, destination: str) -> str:
+        """The subject for ``destination``: itself, except the dead-letter one."""
+        return self.options.deadletter if destination == DEADLETTER else destination
 
     # -- consuming ----------------------------------------------------------------
 
@@ -254,17 +258,33 @@ class NatsTransport:
             subs.append(sub)
         self._subs.extend(subs)
         queue: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=len(subs))
-        pumps = {asyncio.ensure_future(self._pump(topology, s, queue, max_batch)) for s in subs}
+        stop = asyncio.Event()
+        pumps = {
+            asyncio.ensure_future(self._pump(topology, s, queue, max_batch, stop)) for s in subs
+        }
         self._pumps |= pumps
         try:
             while (batch := await self._next(queue)) is not None:
                 yield [self._delivery(m) for m in batch]
         finally:
-            for task in pumps:
+            stop.set()
+            await self._stop_pumps(pumps)
+            self._pumps -= pumps
+            for sub in subs:
+                if sub in self._subs:
+                    self._subs.remove(sub)
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            await self._give_back(queue)
+
+    async def _stop_pumps(self, pumps: set[asyncio.Task[None]]) -> None:
+        """Once told to stop, let a fetch that is already receiving finish (its messages
+        would otherwise be stranded until ack_wait), then cancel what still waits."""
+        if pumps:
+            _, waiting = await asyncio.wait(pumps, timeout=_STOP_GRACE)
+            for task in waiting:
                 task.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
-            self._pumps -= pumps
-            await self._give_back(queue)
 
     async def _pump(
         self,
@@ -272,10 +292,11 @@ class NatsTransport:
         sub: JetStreamContext.PullSubscription,
         queue: asyncio.Queue[list[Msg]],
         max_batch: int,
+        stop: asyncio.Event,
     ) -> None:
-        """Fetch batches into ``queue`` until closed, surviving reconnects."""
+        """Fetch batches into ``queue`` until ``stop`` or close, surviving reconnects."""
         backoff = Backoff()
-        while not self._closed.is_set():
+        while not (stop.is_set() or self._closed.is_set()):
             if not self._connected.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._connected.wait(), self.options.fetch_timeout)
@@ -285,7 +306,7 @@ class NatsTransport:
             except (TimeoutError, nats.errors.TimeoutError):
                 continue  # idle: nothing to fetch within fetch_timeout
             except Exception as exc:
-                if self._closed.is_set():
+                if stop.is_set() or self._closed.is_set():
                     return
                 _log.warning("%s", self._error(exc, "fetch"))
                 await asyncio.sleep(backoff.next_delay())
@@ -296,7 +317,14 @@ class NatsTransport:
             backoff.reset()
             for m in msgs:
                 self._unsettled[m.reply] = m
-            await queue.put(msgs)
+            if stop.is_set() or self._closed.is_set():
+                await self._nak_quietly(msgs)
+                return
+            try:
+                await queue.put(msgs)
+            except asyncio.CancelledError:
+                await self._nak_quietly(msgs)
+                raise
 
     async def _next(self, queue: asyncio.Queue[list[Msg]]) -> list[Msg] | None:
         """The next fetched batch, or None once the transport is closed."""
@@ -316,28 +344,36 @@ class NatsTransport:
 
     async def _give_back(self, queue: asyncio.Queue[list[Msg]]) -> None:
         """Nak batches fetched but never handed to the caller."""
+        while not queue.empty():
+            await self._nak_quietly(queue.get_nowait())
+
+    async def _nak_quietly(self, msgs: Sequence[Msg]) -> None:
+        """Best-effort nak on the way out; what fails comes back after ack_wait."""
         with contextlib.suppress(Exception):
-            while not queue.empty():
-                for m in queue.get_nowait():
-                    self._unsettled.pop(m.reply, None)
+            for m in msgs:
+                self._unsettled.pop(m.reply, None)
+                if not m.is_acked:
                     await m.nak()
 
     def _delivery(self, msg: Msg) -> Delivery:
         # ``Nats-*`` headers are JetStream's (``Nats-Msg-Id``...): hidden from the
         # engine, or a dead letter copying them would be de-duplicated away.
-        headers = {k: v for k, v in (msg.headers or {}).items() if not k.lower().startswith("nats-")}
+        headers = {
+            k: v for k, v in (msg.headers or {}).items() if not k.lower().startswith("nats-")
+        }
         key = headers.pop(HEADER_KEY, None)
         try:
             count = msg.metadata.num_delivered
         except nats.errors.NotJSMessageError:
             count = 1
         return Delivery(
-            destination=msg.subject,
+            destination=DEADLETTER if msg.subject == self.options.deadletter else msg.subject,
             body=msg.data,
             headers=headers,
             key=key,
             delivery_count=count,
             handle=msg,
+            final_attempt=count >= self.options.max_deliver,
         )
 
     # -- settling -----------------------------------------------------------------
@@ -382,9 +418,7 @@ class NatsTransport:
         await self._publish([(message, dedup)])
 
     def _held(self, deliveries: Sequence[Delivery]) -> list[Msg]:
-        return [
-            d.handle for d in deliveries if isinstance(d.handle, Msg) and not d.handle.is_acked
-        ]
+        return [d.handle for d in deliveries if isinstance(d.handle, Msg) and not d.handle.is_acked]
 
     def _forget(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:
@@ -411,7 +445,7 @@ class NatsTransport:
                     for message, dedup in window:
                         acks.append(
                             await js.publish_async(
-                                message.destination,
+                                self._subject(message.destination),
                                 message.body,
                                 headers=_headers(message, dedup),
                                 stream=self.options.stream,

@@ -235,7 +235,15 @@ class Engine:
             if not exc.retryable:
                 raise
             log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            await self.transport.nack(deliveries, delay=self.config.transient_retry_delay)
+            final = [d for d in deliveries if d.final_attempt]
+            for d in final:  # the broker would drop it after this: keep it, with why
+                await self.transport.dead_letter(
+                    d, f"not handled after {d.delivery_count} deliveries: {exc}"
+                )
+            if final:
+                await self.transport.ack(final)
+            rest = [d for d in deliveries if not d.final_attempt]
+            await self.transport.nack(rest, delay=self.config.transient_retry_delay)
             return []
         await self._finish(deliveries, batch)
         return retry
@@ -512,9 +520,13 @@ class Engine:
         """Stop a running instance where it is: status ``aborted``, timers cancelled, no
         compensation. Returns the instance (unchanged if it had already finished)."""
         definition = self.router.sagas[saga]
-        env = Envelope.new(ABORT_EVENT, {"reason": reason} if reason else {},
-                           id=f"abort:{uuid.uuid4()}", source="sagawire/admin",
-                           correlationid=correlation_id)
+        env = Envelope.new(
+            ABORT_EVENT,
+            {"reason": reason} if reason else {},
+            id=f"abort:{uuid.uuid4()}",
+            source="sagawire/admin",
+            correlationid=correlation_id,
+        )
         routed = Routed(definition, None, env, correlation_id, env.data)
         if await self.instance(saga, correlation_id) is None:
             return None

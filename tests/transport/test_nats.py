@@ -1,0 +1,299 @@
+"""The transport contract against NATS JetStream, plus what only NATS has.
+
+Each test owns a stream (``?stream=SW_<hex>``) on the shared server and deletes
+it afterwards. Needs ``nats-server -js`` on 127.0.0.1:4222 (skips on a laptop
+without it, fails under CI=true).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import nats
+import nats.js.errors
+import pytest
+from nats.js import api
+
+from adapters._nats_options import NatsOptions
+from adapters._nats_topology import consumer_name, missing_subjects, subject_matches
+from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Topology
+from adapters.nats import NatsTransport
+from schemas.errors import ConfigError, DeclarationError, TransportError
+from tests.support.proxy import TcpProxy
+from tests.support.services import require, unique
+from tests.transport.contract import (
+    Names,
+    Receiver,
+    ReconnectContract,
+    TransportContract,
+    TransportFactory,
+    msg,
+)
+
+HOST, PORT = "127.0.0.1", 4222
+# Fast failure detection so the reconnect contract sees readiness drop in < 10 s.
+TUNING = "ping_interval=1&reconnect_wait=0.5&fetch_timeout=2&connect_timeout=5"
+
+
+@pytest.fixture
+async def stream() -> AsyncIterator[str]:
+    """A fresh stream name; the stream is deleted after the test."""
+    require("nats", HOST, PORT)
+    name = unique("SW_")
+    yield name
+    nc = await nats.connect(f"nats://{HOST}:{PORT}")
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await nc.jetstream().delete_stream(name)
+    await nc.close()
+
+
+def url(stream: str, port: int = PORT, extra: str = "") -> str:
+    """The test's stream, with its own dead-letter subject so streams never overlap."""
+    dl = f"deadletter={DEADLETTER}.{stream}"
+    return f"nats://{HOST}:{port}?stream={stream}&{dl}&{TUNING}{'&' + extra if extra else ''}"
+
+
+class TestNatsTransport(TransportContract, ReconnectContract):
+    @pytest.fixture
+    def transport_factory(self, stream: str) -> TransportFactory:
+        async def make() -> NatsTransport:
+            return NatsTransport.from_url(url(stream))
+
+        return make
+
+    @pytest.fixture
+    async def proxy(self) -> AsyncIterator[TcpProxy]:
+        require("nats", HOST, PORT)
+        p = await TcpProxy(HOST, PORT).start()
+        yield p
+        await p.close()
+
+    @pytest.fixture
+    def proxied_factory(self, stream: str) -> Callable[[TcpProxy], Awaitable[NatsTransport]]:
+        async def make(proxy: TcpProxy) -> NatsTransport:
+            return NatsTransport.from_url(url(stream, proxy.port))
+
+        return make
+
+
+# -- NATS-specific behaviour against the server ----------------------------------
+
+
+@pytest.fixture
+def names() -> Names:
+    p = unique("sw")
+    return Names(prefix=p, group=f"{p}-g")
+
+
+@pytest.fixture
+async def transport(stream: str) -> AsyncIterator[NatsTransport]:
+    t = NatsTransport.from_url(url(stream, extra="max_deliver=2"))
+    await t.start()
+    yield t
+    await t.close()
+
+
+async def stream_info(name: str) -> api.StreamInfo:
+    nc = await nats.connect(f"nats://{HOST}:{PORT}")
+    try:
+        return await nc.jetstream().stream_info(name)
+    finally:
+        await nc.close()
+
+
+async def test_stream_update_adds_subjects_and_never_removes(
+    transport: NatsTransport, stream: str, names: Names
+) -> None:
+    a = Topology(consumes=(names.dest("a"),), group=names.group)
+    b = Topology(consumes=(names.dest("b"),), produces=(names.dest("c"),), group=names.group + "b")
+    await transport.declare(a)
+    await transport.declare(b)
+    await transport.declare(a)  # must not drop b's subjects
+    info = await stream_info(stream)
+    subjects = info.config.subjects or []
+    assert sorted(subjects) == sorted(
+        {names.dest("a"), names.dest("b"), names.dest("c"), f"{DEADLETTER}.{stream}"}
+    )
+    assert info.config.storage == api.StorageType.FILE
+
+
+async def test_subjects_covered_by_a_wildcard_are_not_added(stream: str, names: Names) -> None:
+    nc = await nats.connect(f"nats://{HOST}:{PORT}")
+    await nc.jetstream().add_stream(
+        name=stream, subjects=[f"{names.prefix}.>", f"{DEADLETTER}.>"], storage=api.StorageType.FILE
+    )
+    await nc.close()
+    t = NatsTransport.from_url(url(stream))
+    await t.start()
+    try:
+        await t.declare(Topology(consumes=(names.dest("a"),), group=names.group))
+    finally:
+        await t.close()
+    assert sorted((await stream_info(stream)).config.subjects or []) == sorted(
+        [f"{names.prefix}.>", f"{DEADLETTER}.>"]
+    )
+
+
+async def test_an_incompatible_stream_is_a_declaration_error(stream: str, names: Names) -> None:
+    nc = await nats.connect(f"nats://{HOST}:{PORT}")
+    await nc.jetstream().add_stream(
+        name=stream, subjects=[names.dest("x")], retention=api.RetentionPolicy.WORK_QUEUE
+    )
+    await nc.close()
+    t = NatsTransport.from_url(url(stream))
+    await t.start()
+    try:
+        with pytest.raises(DeclarationError, match="work-queue") as err:
+            await t.declare(Topology(consumes=(names.dest("a"),), group=names.group))
+        assert not err.value.retryable
+    finally:
+        await t.close()
+
+
+async def test_delivery_count_reaches_max_deliver_and_stops(
+    transport: NatsTransport, names: Names
+) -> None:
+    topo = Topology(consumes=(names.dest("a"),), group=names.group)
+    await transport.declare(topo)
+    async with Receiver(transport, topo) as rx:
+        await transport.publish([msg(names.dest("a"), 1)])
+        (first,) = await rx.wait_for(1)
+        assert first.delivery_count == 1
+        assert not transport.is_last_attempt(first)
+        await transport.nack([first])
+        _, last = await rx.wait_for(2)
+        assert last.delivery_count == 2 == transport.max_deliver
+        assert transport.is_last_attempt(last)
+        await transport.nack([last])
+        assert len(await rx.quiet(1.5)) == 2, "JetStream delivered past max_deliver"
+
+
+async def test_republish_is_deduplicated_by_message_id(
+    transport: NatsTransport, stream: str, names: Names
+) -> None:
+    topo = Topology(consumes=(names.dest("a"),), group=names.group)
+    await transport.declare(topo)
+    m = msg(names.dest("a"), 1, key="k1")
+    await transport.publish([m])
+    await transport.publish([m])  # e.g. the outbox relay retried after a lost ack
+    assert (await stream_info(stream)).state.messages == 1
+    async with Receiver(transport, topo) as rx:
+        (d,) = await rx.wait_for(1)
+        assert len(await rx.quiet(0.5)) == 1
+        assert d.key == "k1"
+        assert not any(k.lower().startswith("nats-") for k in d.headers)
+        await transport.ack([d])
+
+
+async def test_dead_letter_of_a_message_with_an_id_is_not_deduplicated_away(
+    transport: NatsTransport, names: Names
+) -> None:
+    topo = Topology(consumes=(names.dest("a"),), group=names.group)
+    dl = Topology(consumes=(DEADLETTER,), group=names.group + "-dl")
+    await transport.declare(topo)
+    await transport.declare(dl)
+    headers = {HEADER_MESSAGE_ID: "id-1"}
+    await transport.publish([OutgoingMessage(names.dest("a"), b"{}", "id-1", headers=headers)])
+    async with Receiver(transport, topo) as rx:
+        (d,) = await rx.wait_for(1)
+        await transport.dead_letter(d, "no saga")
+        await transport.dead_letter(d, "no saga")  # repeated after a crash: one copy
+        await transport.ack([d])
+    async with Receiver(transport, dl) as rx_dl:
+        (x,) = await rx_dl.wait_for(1)
+        assert x.body == b"{}"
+        assert len(await rx_dl.quiet(0.5)) == 1
+        await transport.ack([x])
+
+
+async def test_close_gives_back_what_was_never_acked(stream: str, names: Names) -> None:
+    """Everything fetched (handed out or still queued) is nak'd on close, so the next
+    consumer of the group gets it now rather than after ack_wait (30 s)."""
+    topo = Topology(consumes=(names.dest("a"),), group=names.group)
+    first = NatsTransport.from_url(url(stream))
+    await first.start()
+    await first.declare(topo)
+    await first.publish([msg(names.dest("a"), i) for i in range(20)])
+    async with Receiver(first, topo, max_batch=5) as rx:
+        await rx.wait_for(5)
+    await first.close()
+    second = NatsTransport.from_url(url(stream))
+    await second.start()
+    try:
+        async with Receiver(second, topo) as rx2:
+            got: list[Delivery] = await rx2.wait_for(20, timeout=10)
+            await second.ack(got)
+        assert sorted(int(d.body[5:-1]) for d in got) == list(range(20))
+    finally:
+        await second.close()
+
+
+# -- credentials and URL parsing ---------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+async def test_credentials_never_appear_in_errors_logs_or_readiness(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = closed_port()
+    t = NatsTransport.from_url(
+        f"nats://alice:pw-s3cret@{HOST}:{port}?stream=S&token=tok-s3cret&connect_timeout=1"
+    )
+    with pytest.raises(TransportError) as err:
+        await t.start()
+    assert err.value.retryable
+    seen = " ".join(
+        [str(err.value), caplog.text, t.readiness.reason, t.options.display, repr(err.value)]
+    )
+    assert "s3cret" not in seen
+    assert f"{HOST}:{port}" in str(err.value)
+
+
+def test_options_come_from_url_then_environment() -> None:
+    env = {
+        "SAGAWIRE_NATS_USER": "envuser",
+        "SAGAWIRE_NATS_PASSWORD": "envpw",
+        "SAGAWIRE_NATS_CREDS": "/run/app.creds",
+    }
+    o = NatsOptions.from_url("tls://broker:4443?stream=ORDERS&max_deliver=3&ack_wait=5", env)
+    assert (o.server, o.stream, o.max_deliver, o.ack_wait) == (
+        "tls://broker:4443",
+        "ORDERS",
+        3,
+        5.0,
+    )
+    assert (o.user, o.password, o.creds, o.tls) == ("envuser", "envpw", "/run/app.creds", True)
+    o = NatsOptions.from_url("nats://me:pw@h?stream=S", env)
+    assert (o.user, o.password, o.server) == ("me", "pw", "nats://h:4222")
+    assert "pw" not in o.display
+    assert NatsOptions.from_url("nats://sekrit@h", {}).token == "sekrit"
+    with pytest.raises(ConfigError, match="max_deliver"):
+        NatsOptions.from_url("nats://h?max_deliver=zero", {})
+    with pytest.raises(ConfigError, match="stream"):
+        NatsOptions.from_url("nats://h?stream=a.b", {})
+
+
+def test_consumer_names_and_subject_matching() -> None:
+    assert consumer_name("orders-g") == "orders-g"
+    assert consumer_name("a.b") != consumer_name("a_b")
+    assert all(c not in consumer_name("a.b *>c") for c in ".*> ")
+    assert subject_matches("a.*", "a.b") and not subject_matches("a.*", "a.b.c")
+    assert subject_matches("a.>", "a.b.c") and not subject_matches("a.>", "a")
+    assert missing_subjects(["a.>", "z"], ["a.b", "z", "y", "y"]) == ["y"]
+
+
+async def test_publish_before_start_is_a_transport_error() -> None:
+    t = NatsTransport.from_url("nats://127.0.0.1:4222?stream=S")
+    with pytest.raises(TransportError, match="not started"):
+        await t.publish([msg("x", 1)])
+    await asyncio.sleep(0)
