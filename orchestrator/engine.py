@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from adapters.base import Delivery, OutgoingMessage, Topology, Transport
+from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Topology, Transport
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.correlate import Routed, Router
 from orchestrator.decide import ABORT_EVENT, decide
@@ -128,6 +128,8 @@ class Engine:
         self._published: list[str] = []
         self._relay_needed = True
         self._consuming = False
+        self._handling = False
+        self._stop = False
         self.ready_reason = "not started"
 
     # -- lifecycle ------------------------------------------------------------
@@ -139,23 +141,40 @@ class Engine:
         await self.relay_pending()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume and fire timers until ``stopping`` is set; then drain and return."""
+        """Consume and fire timers until ``stopping`` is set; then drain and return.
+
+        If the consumer or the housekeeping loop dies first (a non-retryable store
+        error, a transport that gave up), the other is stopped the same orderly way
+        and the error is raised, so the process can exit non-zero and be restarted."""
+        self._stop = False
         consumer = asyncio.ensure_future(self._consume(stopping))
         housekeeping = asyncio.ensure_future(self._housekeeping(stopping))
+        stop_wait = asyncio.ensure_future(stopping.wait())
         try:
-            await stopping.wait()
+            await asyncio.wait(
+                {consumer, housekeeping, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
+            self._stop = True
             self._consuming = False
             self.ready_reason = "stopping"
-            if not self._lock.locked():
-                consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            stop_wait.cancel()
+            if not self._handling:
+                consumer.cancel()  # idle in consume(): nothing in flight to finish
             housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
-            async with self._lock:
-                await self._flush_marks()
+            for task in (consumer, housekeeping):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            with contextlib.suppress(StoreError):
+                async with self._lock:
+                    await self._flush_marks()
+        for task in (consumer, housekeeping):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.ready_reason = f"engine stopped: {task.exception()}"
+                raise task.exception()  # type: ignore[misc]
+        if consumer.done() and not stopping.is_set() and not consumer.cancelled():
+            self.ready_reason = "the transport stopped delivering"
+            raise TransportError("the transport's consumer ended unexpectedly")
 
     @property
     def consuming(self) -> bool:
@@ -167,8 +186,12 @@ class Engine:
         self.ready_reason = ""
         try:
             async for batch in stream:
-                await asyncio.shield(self.handle(batch))
-                if stopping.is_set():
+                self._handling = True
+                try:
+                    await asyncio.shield(self.handle(batch))
+                finally:
+                    self._handling = False
+                if stopping.is_set() or self._stop:
                     break
         finally:
             self._consuming = False
@@ -179,7 +202,7 @@ class Engine:
 
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval
-        while not stopping.is_set():
+        while not (stopping.is_set() or self._stop):
             try:
                 await self.fire_due()
                 if self._relay_needed:
@@ -412,6 +435,15 @@ class Engine:
                         status=decision.instance.status.value,
                         sent=[m.type for m in decision.messages],
                     )
+                    if decision.instance.status.final:
+                        log.info(
+                            "saga finished",
+                            saga=item.routed.saga.name,
+                            correlation_id=item.routed.correlation_id,
+                            state=decision.instance.state,
+                            status=decision.instance.status.value,
+                            failure=decision.instance.meta.failure,
+                        )
                     for observe in self.observers:
                         observe(decision.instance, decision)
             elif outcome is Outcome.DUPLICATE:
@@ -435,7 +467,12 @@ class Engine:
             try:
                 await self.transport.dead_letter(d, reason)
                 self.stats.dead_letters += 1
-                log.warning("dead-lettered", reason=reason, destination=d.destination)
+                log.warning(
+                    "dead-lettered",
+                    reason=reason,
+                    destination=d.destination,
+                    message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
+                )
             except TransportError as exc:
                 batch.failed.add(id(d))
                 log.warning("dead-letter failed; will be redelivered", error=str(exc))

@@ -5,3 +5,7 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("SAGAWIRE_LOG_LEVEL", "warning")
+
+from orchestrator.logs import configure_logging  # noqa: E402 - after the env default
+
+configure_logging("warning", json=False)

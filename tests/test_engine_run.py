@@ -30,8 +30,7 @@ quick = StepSaga(
     state=Job,
     start=Event("job.started", Job),
     correlate="job_id",
-    steps=[Step("work", send=Send("job.work", Job), success=Event("job.worked", Job),
-                timeout=0.3)],
+    steps=[Step("work", send=Send("job.work", Job), success=Event("job.worked", Job), timeout=0.3)],
     on_completed=Send("job.done", Job),
     on_compensated=Send("job.abandoned", Job),
 )
@@ -68,7 +67,9 @@ async def test_consumes_times_out_and_stops_cleanly() -> None:
     await store.open()
     engine_transport = MemoryTransport(broker)
     await engine_transport.start()
-    engine = Engine([quick], store, engine_transport, config=EngineConfig(housekeeping_interval=0.05))
+    engine = Engine(
+        [quick], store, engine_transport, config=EngineConfig(housekeeping_interval=0.05)
+    )
     client = MemoryTransport(broker)
     await client.start()
     async with running(engine):
@@ -118,8 +119,9 @@ class FlakyStore(MemoryStore):
         super().__init__()
         self.failures = n
 
-    async def commit(self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
-                     ) -> list[Outcome]:
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
         if self.failures > 0:
             self.failures -= 1
             raise StoreError("database restarting")
@@ -132,8 +134,12 @@ async def test_a_transient_store_failure_redelivers_and_loses_nothing() -> None:
     await store.open()
     transport = MemoryTransport(broker)
     await transport.start()
-    engine = Engine([quick], store, transport,
-                    config=EngineConfig(housekeeping_interval=0.05, transient_retry_delay=0.05))
+    engine = Engine(
+        [quick],
+        store,
+        transport,
+        config=EngineConfig(housekeeping_interval=0.05, transient_retry_delay=0.05),
+    )
     client = MemoryTransport(broker)
     await client.start()
     async with running(engine):
@@ -154,3 +160,34 @@ async def test_many_instances_in_one_batch(batch: int) -> None:
         for i in range(50):
             assert (await h.instance(f"j{i}")).status is Status.COMPLETED
         assert len(h.commands("job.done")) == 50
+
+
+async def test_stop_while_housekeeping_holds_the_lock_still_returns() -> None:
+    broker = MemoryBroker()
+    store = MemoryStore()
+    await store.open()
+    transport = MemoryTransport(broker)
+    await transport.start()
+    engine = Engine([quick], store, transport, config=EngineConfig(housekeeping_interval=0.01))
+    async with running(engine):
+        await asyncio.sleep(0.05)
+        await engine._lock.acquire()  # as fire_due would, at the moment of the signal
+        asyncio.get_running_loop().call_later(0.1, engine._lock.release)
+    # `running` waited for run() to return within its 10 s bound
+
+
+class DyingStore(MemoryStore):
+    async def due_timers(self, now: float, limit: int = 1000) -> list:  # type: ignore[type-arg]
+        raise StoreError("disk is gone", retryable=False)
+
+
+async def test_a_fatal_store_error_stops_the_engine_with_that_error() -> None:
+    store = DyingStore()
+    await store.open()
+    transport = MemoryTransport(MemoryBroker())
+    await transport.start()
+    engine = Engine([quick], store, transport, config=EngineConfig(housekeeping_interval=0.01))
+    await engine.prepare()
+    with pytest.raises(StoreError, match="disk is gone"):
+        await asyncio.wait_for(engine.run(asyncio.Event()), 5)
+    assert "disk is gone" in engine.ready_reason

@@ -1,0 +1,550 @@
+"""The sidecar process: saga definitions + store + transport + engine, and a small HTTP API.
+
+Start-up is ordered so that each failure names its culprit (the CLI prints it on
+one line and exits 2): load the sagas, listen on the HTTP address, open the
+store, connect to the broker, declare the topology and relay a crash's leftover
+outbox, then consume. ``/healthz`` answers from the moment the socket is bound;
+``/readyz`` only once the engine consumes and the broker is connected.
+
+Shutdown (SIGTERM or SIGINT) runs in the reverse order: stop taking HTTP events
+and wait for requests in flight, let the engine finish its batch and flush its
+outbox marks, close the broker, then the store, and exit 0. The in-memory broker
+forgets on exit, so with ``memory://`` the sidecar first waits (bounded) until
+every event it accepted has been handled: a 202 must never be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from adapters import open_transport
+from adapters._util import redact_url
+from adapters.base import OutgoingMessage, Transport
+from adapters.memory import MemoryTransport
+from orchestrator.correlate import Routed
+from orchestrator.definition import SagaDefinition
+from orchestrator.engine import Engine, EngineConfig
+from orchestrator.loader import load_sagas
+from orchestrator.model import Status
+from orchestrator.store import Store, open_store
+from schemas.codec import decode
+from schemas.envelope import CONTENT_TYPE
+from schemas.errors import (
+    ConfigError,
+    MessageError,
+    SchemaVersionError,
+    StoreError,
+    TransportError,
+)
+
+__all__ = ["NotAccepting", "Settings", "Sidecar", "build_app", "parse_listen"]
+
+log = structlog.get_logger("sagawire.service")
+
+MAX_EVENT_BYTES = 1 << 20
+"""Largest body ``POST /events`` accepts; a saga event is a message, not a file."""
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``[v6]:PORT``) -> ``(host, port)``; ConfigError if malformed."""
+    host, sep, port_text = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"--http {value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``sagawire run`` was told. URLs may hold secrets: log them redacted."""
+
+    sagas: str = "./sagas"
+    broker: str = "memory://"
+    store: str = "sqlite:///sagawire.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    group: str = "sagawire"
+    http_grace: int = 5  # seconds requests in flight get at shutdown
+    memory_drain: float = 10.0  # seconds to finish accepted events on memory://
+    engine_grace: float = 2.0  # seconds the engine gets to return once stopping is set
+    counts_ttl: float = 5.0  # seconds /metrics reuses instance counts
+
+
+class NotAccepting(Exception):
+    """The sidecar is starting or stopping and takes no events now (HTTP 503)."""
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its signal handlers: the sidecar owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind here, not in uvicorn, so a busy port is a one-line ConfigError, not sys.exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only when
+    # the proto says TCP; with proto 0 every response waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+class Sidecar:
+    """One sidecar: owns the store, the transport, the engine and the HTTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sagas: list[SagaDefinition] = []
+        self.store: Store | None = None
+        self.transport: Transport | None = None
+        self.engine: Engine | None = None
+        self.phase = "starting"
+        self.accepting = False
+        self.address = ""
+        self.metrics = _Metrics(self)
+        self._store_open = False
+        self._transport_started = False
+        self._stop = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._forced = False
+        self._server: _Server | None = None
+
+    @property
+    def store_open(self) -> bool:
+        return self._store_open
+
+    # -- start-up ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load and check the saga definitions (DefinitionError names the culprit)."""
+        self.phase = "loading sagas"
+        self.sagas = load_sagas(self.settings.sagas)
+
+    async def open(self) -> None:
+        """Open store and broker, declare topology; raise one clear error on failure."""
+        if not self.sagas:
+            self.load()
+        s = self.settings
+        self.phase = "opening store"
+        self.store = open_store(s.store)
+        try:
+            await self.store.open()
+        except SchemaVersionError as exc:
+            raise SchemaVersionError(f"store {redact_url(s.store)}: {exc}") from exc
+        except (StoreError, OSError) as exc:
+            raise StoreError(f"store {redact_url(s.store)} unreachable: {exc}") from exc
+        self._store_open = True
+        self.phase = "connecting to broker"
+        self.transport = open_transport(s.broker)
+        try:
+            await self.transport.start()
+            self._transport_started = True
+            self.engine = Engine(
+                self.sagas, self.store, self.transport, config=EngineConfig(group=s.group)
+            )
+            self.phase = "declaring topology"
+            await self.engine.prepare()
+        except (TransportError, OSError) as exc:
+            raise TransportError(f"broker {redact_url(s.broker)} unreachable: {exc}") from exc
+        except StoreError as exc:
+            raise StoreError(f"store {redact_url(s.store)}: {exc}") from exc
+        self.accepting = True
+        self.phase = "starting consumer"
+
+    # -- the whole life ------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT, shut down in order. 0 on a clean stop."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, sig.name)
+        try:
+            return await self._run()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Begin an orderly shutdown; a second request stops waiting for HTTP requests in
+        flight and for the in-memory drain (the engine still finishes its batch)."""
+        if self._stop.is_set():
+            self._forced = True
+            if self._server is not None:
+                self._server.force_exit = True
+            log.warning("second stop request: not waiting for requests or events", signal=reason)
+            return
+        log.info("stopping", signal=reason)
+        self._stop.set()
+
+    async def _run(self) -> int:
+        s = self.settings
+        self.load()
+        sock = _bind(s.host, s.port)
+        host, port = sock.getsockname()[:2]
+        self.address = f"{host}:{port}"
+        server = _Server(
+            uvicorn.Config(
+                build_app(self),
+                log_config=None,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                server_header=False,
+                timeout_graceful_shutdown=s.http_grace,
+            )
+        )
+        self._server = server
+        server_task = asyncio.ensure_future(server.serve(sockets=[sock]))
+        engine_task: asyncio.Future[None] | None = None
+        try:
+            if not await self._until_stop(self.open()):
+                return 0
+            assert self.engine is not None
+            engine_task = asyncio.ensure_future(self.engine.run(self._stopping))
+            self.phase = "running"
+            # The first line a healthy start logs; nothing before it, so that a failed
+            # start leaves exactly one line on stderr (the CLI's error).
+            log.info(
+                "sidecar running",
+                http=self.address,
+                sagas=[x.name for x in self.sagas],
+                broker=redact_url(s.broker),
+                store=redact_url(s.store),
+                group=s.group,
+            )
+            stop_wait = asyncio.ensure_future(self._stop.wait())
+            done, _ = await asyncio.wait(
+                {stop_wait, engine_task, server_task}, return_when=asyncio.FIRST_COMPLETED
+            )
+            stop_wait.cancel()
+            if stop_wait not in done:
+                log.error(
+                    "a sidecar task ended unexpectedly; shutting down",
+                    engine_ended=engine_task in done,
+                    http_ended=server_task in done,
+                )
+                return 1
+            return 0
+        finally:
+            await self._shutdown(server, server_task, engine_task)
+
+    async def _until_stop(self, work: Awaitable[None]) -> bool:
+        """Run start-up ``work`` unless a stop request comes first (then False)."""
+        task = asyncio.ensure_future(work)
+        stop_wait = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if task.done():
+            task.result()  # start-up errors propagate to the CLI
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return False
+
+    async def _shutdown(
+        self,
+        server: _Server,
+        server_task: asyncio.Future[None],
+        engine_task: asyncio.Future[None] | None,
+    ) -> None:
+        self.phase = "shutting down"
+        self.accepting = False
+        server.should_exit = True
+        with contextlib.suppress(Exception, SystemExit):
+            await server_task  # uvicorn waits for requests in flight (http_grace)
+        if engine_task is not None and not engine_task.done():
+            await self._drain_memory(engine_task)
+        self._stopping.set()
+        if engine_task is not None:
+            await self._stop_engine(engine_task)
+        await self.close()
+        if self.engine is not None:
+            log.info("stopped", **vars(self.engine.stats))
+
+    async def _stop_engine(self, engine_task: asyncio.Future[None]) -> None:
+        """Wait for ``Engine.run`` to drain; if it does not, end consumption by closing
+        the transport (a consumer idle-waiting for a delivery only ends that way)."""
+        await asyncio.wait({engine_task}, timeout=self.settings.engine_grace)
+        if not engine_task.done() and self.transport is not None and self._transport_started:
+            log.warning("engine still waiting for deliveries after stop; closing the broker")
+            self._transport_started = False
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+        try:
+            await engine_task
+        except Exception:
+            log.exception("engine failed")
+
+    async def _drain_memory(self, engine_task: asyncio.Future[None]) -> None:
+        """On ``memory://`` the queue dies with us: handle what was accepted first."""
+        t = self.transport
+        if not isinstance(t, MemoryTransport):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.memory_drain
+        group = self.settings.group
+        # Polled: the memory broker signals arrivals, not an empty queue.
+        while (  # noqa: ASYNC110
+            t.broker.depth(group)
+            and not engine_task.done()
+            and not self._forced
+            and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.02)
+        left = t.broker.depth(group)
+        if left:
+            log.warning(
+                "in-memory broker still held events at shutdown; they are lost", events=left
+            )
+
+    async def close(self) -> None:
+        """Close the transport, then the store. Idempotent."""
+        self.accepting = False
+        if self.transport is not None and self._transport_started:
+            self._transport_started = False
+            try:
+                await self.transport.close()
+            except Exception:
+                log.exception("closing the broker connection failed")
+        if self.store is not None and self._store_open:
+            self._store_open = False
+            try:
+                await self.store.close()
+            except Exception:
+                log.exception("closing the store failed")
+        self.phase = "stopped"
+
+    # -- what the HTTP API asks ------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready means: store open, topology declared, engine consuming, broker connected."""
+        if self.phase != "running" or self.engine is None or self.transport is None:
+            return False, self.phase
+        if not self.engine.consuming:
+            return False, self.engine.ready_reason or "engine is not consuming"
+        r = self.transport.readiness
+        if not r.ready:
+            return False, r.reason or "broker not connected"
+        return True, ""
+
+    async def accept(self, body: bytes) -> str:
+        """Validate one structured CloudEvent and publish it to its type. Returns its id.
+
+        Raises MessageError (the client's fault), TransportError (the broker's),
+        NotAccepting while starting or stopping."""
+        env = decode(body)
+        if not self.accepting or self.transport is None or self.engine is None:
+            raise NotAccepting(f"not accepting events ({self.phase})")
+        key = env.correlationid
+        if key is None:  # the saga's own correlation, so a partitioned broker keeps order
+            key = next(
+                (r.correlation_id for r in self.engine.router.route(env) if isinstance(r, Routed)),
+                None,
+            )
+        await self.transport.publish(
+            [
+                OutgoingMessage(
+                    destination=env.type,
+                    body=body,
+                    message_id=env.id,
+                    key=key,
+                    headers={"content-type": CONTENT_TYPE},
+                )
+            ]
+        )
+        return env.id
+
+
+class _JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def build_app(sidecar: Sidecar) -> Starlette:
+    """The sidecar's HTTP API; every handler reads the sidecar, none owns state."""
+
+    async def healthz(_: Request) -> Response:
+        return _JSON({"status": "alive"})
+
+    async def readyz(_: Request) -> Response:
+        ready, reason = sidecar.readiness()
+        if ready:
+            return _JSON({"ready": True})
+        return _JSON({"ready": False, "reason": reason}, status_code=503)
+
+    async def events(request: Request) -> Response:
+        if "ce-specversion" in request.headers:
+            return _JSON(
+                {
+                    "error": "binary-mode CloudEvents are not supported; send one "
+                    "structured JSON event (application/cloudevents+json)"
+                },
+                400,
+            )
+        body = await request.body()
+        if len(body) > MAX_EVENT_BYTES:
+            return _JSON({"error": f"event larger than {MAX_EVENT_BYTES} bytes"}, 413)
+        try:
+            event_id = await sidecar.accept(body)
+        except MessageError as exc:
+            return _JSON({"error": exc.reason}, 400)
+        except NotAccepting as exc:
+            return _JSON({"error": str(exc)}, 503)
+        except TransportError as exc:
+            log.warning("publish of an HTTP event failed", error=str(exc))
+            return _JSON({"error": f"broker unavailable: {exc}"}, 503)
+        return _JSON({"id": event_id}, 202)
+
+    async def metrics(_: Request) -> Response:
+        await sidecar.metrics.refresh()
+        return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def sagas(_: Request) -> Response:
+        return _JSON(
+            {
+                "sagas": [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "states": list(s.states),
+                        "consumes": list(s.consumes()),
+                        "produces": list(s.produces()),
+                        "mermaid": s.to_mermaid(),
+                    }
+                    for s in sidecar.sagas
+                ]
+            }
+        )
+
+    async def instance(request: Request) -> Response:
+        saga, cid = request.path_params["saga"], request.path_params["correlation_id"]
+        if saga not in {s.name for s in sidecar.sagas}:
+            return _JSON({"error": f"no saga named {saga!r}"}, 404)
+        if sidecar.engine is None or sidecar.store is None:
+            return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
+        try:
+            inst = await sidecar.engine.instance(saga, cid)
+            history = await sidecar.store.history((saga, cid)) if inst else []
+        except StoreError as exc:
+            return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        if inst is None:
+            return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
+        return _JSON(
+            {
+                "saga": inst.saga,
+                "correlation_id": inst.correlation_id,
+                "state": inst.state,
+                "status": inst.status.value,
+                "version": inst.version,
+                "data": inst.data.model_dump(mode="json"),
+                "failure": inst.meta.failure,
+                "created_at": inst.created_at,
+                "updated_at": inst.updated_at,
+                "history": [
+                    {
+                        "seq": h.seq,
+                        "message_id": h.message_id,
+                        "message_type": h.message_type,
+                        "from_state": h.from_state,
+                        "to_state": h.to_state,
+                        "commands": list(h.commands),
+                        "at": h.at,
+                    }
+                    for h in history
+                ],
+            }
+        )
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/events", events, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/sagas", sagas, methods=["GET"]),
+            Route("/instances/{saga}/{correlation_id:path}", instance, methods=["GET"]),
+        ]
+    )
+
+
+_COUNTERS = (
+    ("deliveries", "Messages received from the broker"),
+    ("transitions", "Saga transitions committed"),
+    ("duplicates", "Redeliveries recognised by the inbox and skipped"),
+    ("parked", "Events parked until their instance can take them"),
+    ("dead_letters", "Messages sent to the dead-letter destination"),
+    ("conflicts", "Optimistic version conflicts retried"),
+    ("timers_fired", "Saga timers fired"),
+)
+
+
+class _Metrics:
+    """Prometheus view of the engine's counters and the store's instance counts.
+
+    A private registry per sidecar (not the global one), so tests can run several.
+    Counts cost a query, so they are cached for ``Settings.counts_ttl`` seconds."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._counts: dict[str, int] = {}
+        self._counted_at = float("-inf")
+
+    async def refresh(self) -> None:
+        store = self.sidecar.store
+        if store is None or not self.sidecar.store_open:
+            return
+        if time.monotonic() - self._counted_at < self.sidecar.settings.counts_ttl:
+            return
+        try:
+            self._counts = await store.counts()
+            self._counted_at = time.monotonic()
+        except StoreError as exc:
+            log.warning("instance counts unavailable for /metrics", error=str(exc))
+
+    def collect(self) -> Iterable[Metric]:
+        engine = self.sidecar.engine
+        for name, doc in _COUNTERS:
+            family = CounterMetricFamily(f"sagawire_{name}", doc)
+            family.add_metric([], getattr(engine.stats, name) if engine else 0)
+            yield family
+        by_status = GaugeMetricFamily(
+            "sagawire_instances", "Saga instances by status", labels=["status"]
+        )
+        counts = {s.value: 0 for s in Status} | self._counts
+        for status, n in sorted(counts.items()):
+            by_status.add_metric([status], n)
+        yield by_status
+        ready, _ = self.sidecar.readiness()
+        yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))

@@ -1,0 +1,382 @@
+"""The sidecar: its HTTP API in-process (fast), then the real process under signals.
+
+The process tests use SQLite when the SQLite store is importable (it is the
+store a sidecar runs with), so "nothing lost" is checked across a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from adapters.memory import MemoryBroker
+from orchestrator.service import Settings, Sidecar, build_app, parse_listen
+from schemas.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER = str(ROOT / "sagas" / "order.py")
+SAGAWIRE = str(Path(sys.executable).parent / "sagawire")
+
+
+def _sqlite_available() -> bool:
+    try:
+        import orchestrator.store.sqlite  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'sagawire.db'}" if _sqlite_available() else "memory://"
+
+
+def order_placed(order_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"evt-{order_id}",
+        "source": "tests/shop",
+        "type": "order.placed",
+        "data": {
+            "order_id": order_id,
+            "customer_id": "c-1",
+            "items": [{"sku": "book", "qty": 1}],
+            "amount_cents": 1200,
+        },
+        **extra,
+    }
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("0.0.0.0:80") == ("0.0.0.0", 80)
+    assert parse_listen("[::1]:8080") == ("::1", 8080)
+    for bad in ("8080", "host:", ":80", "h:99999", "h:x"):
+        with pytest.raises(ConfigError):
+            parse_listen(bad)
+
+
+# -- the Starlette app, in-process --------------------------------------------------
+
+
+@pytest.fixture
+async def sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
+    name = uuid.uuid4().hex
+    MemoryBroker.named(name).record = True
+    car = Sidecar(Settings(sagas=ORDER, broker=f"memory://{name}", store=store_url(tmp_path)))
+    await car.open()
+    yield car
+    await car.close()
+    MemoryBroker.forget(name)
+
+
+@pytest.fixture
+async def client(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(sidecar))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as c:
+        yield c
+
+
+async def test_alive_but_not_ready_until_consuming(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "alive"}
+    r = await client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json() == {"ready": False, "reason": "starting consumer"}
+
+
+async def test_post_publishes_to_the_event_type(
+    client: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    body = orjson.dumps(order_placed("o-1", correlationid="corr-1"))
+    r = await client.post("/events", content=body)
+    assert r.status_code == 202
+    assert r.json() == {"id": "evt-o-1"}
+    broker = sidecar.transport.broker  # type: ignore[union-attr]
+    [sent] = broker.published("order.placed")
+    assert sent.body == body
+    assert sent.key == "corr-1"
+    assert sent.message_id == "evt-o-1"
+    assert sent.headers["content-type"] == "application/cloudevents+json"
+
+
+async def test_key_falls_back_to_the_sagas_correlation(
+    client: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    r = await client.post("/events", content=orjson.dumps(order_placed("o-2")))
+    assert r.status_code == 202
+    [sent] = sidecar.transport.broker.published("order.placed")  # type: ignore[union-attr]
+    assert sent.key == "o-2"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "body is not JSON"),
+        (b"[1, 2]", "a CloudEvent is a JSON object"),
+        (orjson.dumps({"specversion": "1.0", "type": "order.placed"}), "attribute 'id'"),
+        (orjson.dumps(order_placed("o-3", specversion="0.3")), "attribute 'specversion'"),
+    ],
+)
+async def test_bad_events_are_400_with_a_reason(
+    client: httpx.AsyncClient, body: bytes, reason: str
+) -> None:
+    r = await client.post("/events", content=body)
+    assert r.status_code == 400
+    assert reason in r.json()["error"]
+
+
+async def test_no_events_once_stopping(client: httpx.AsyncClient, sidecar: Sidecar) -> None:
+    await sidecar.close()
+    r = await client.post("/events", content=orjson.dumps(order_placed("o-4")))
+    assert r.status_code == 503
+    assert "not accepting" in r.json()["error"]
+    assert (await client.get("/readyz")).json()["reason"] == "stopped"
+
+
+async def test_admin_views(client: httpx.AsyncClient) -> None:
+    sagas = (await client.get("/sagas")).json()["sagas"]
+    assert [s["name"] for s in sagas] == ["order"]
+    assert "order.placed" in sagas[0]["consumes"]
+    assert "inventory.reserve" in sagas[0]["produces"]
+    assert sagas[0]["mermaid"].startswith("stateDiagram-v2")
+    assert (await client.get("/instances/nope/x")).status_code == 404
+    assert (await client.get("/instances/order/unknown")).status_code == 404
+    metrics = (await client.get("/metrics")).text
+    assert "sagawire_transitions_total 0.0" in metrics
+    assert 'sagawire_instances{status="running"} 0.0' in metrics
+    assert "sagawire_ready 0.0" in metrics
+
+
+async def test_run_in_process_until_stopped(tmp_path: Path) -> None:
+    """The whole life in this event loop: ready, an event to its instance, orderly stop."""
+    car = Sidecar(
+        Settings(
+            sagas=ORDER, broker=f"memory://{uuid.uuid4().hex}", store=store_url(tmp_path), port=0
+        )
+    )
+    task = asyncio.create_task(car.run())
+    async with httpx.AsyncClient() as c:
+        base = await _until(lambda: f"http://{car.address}" if car.address else None)
+        await _until_status(c, f"{base}/readyz", 200)
+        r = await c.post(f"{base}/events", content=orjson.dumps(order_placed("o-5")))
+        assert r.status_code == 202
+        got = await _until_status(c, f"{base}/instances/order/o-5", 200)
+        assert got["state"] == "inventory"
+        assert got["history"][0]["message_id"] == "evt-o-5"
+        metrics = (await c.get(f"{base}/metrics")).text
+        assert "sagawire_transitions_total 1.0" in metrics
+        assert "sagawire_ready 1.0" in metrics
+    car.request_stop("test")
+    done, _ = await asyncio.wait({task}, timeout=10)
+    assert done, "the sidecar did not stop"
+    assert task.result() == 0
+    assert car.phase == "stopped"
+
+
+async def test_stop_while_housekeeping_holds_the_engine_lock(tmp_path: Path) -> None:
+    """Engine.run only cancels its consumer when the engine lock is free; if housekeeping
+    holds it at that moment, the consumer idles forever. The sidecar must still stop."""
+    car = Sidecar(
+        Settings(
+            sagas=ORDER,
+            broker=f"memory://{uuid.uuid4().hex}",
+            store="memory://",
+            port=0,
+            engine_grace=0.3,
+        )
+    )
+    task = asyncio.create_task(car.run())
+    await _until(lambda: car.readiness()[0])
+    assert car.engine is not None
+    async with car.engine._lock:
+        car.request_stop("test")
+        await _until(car._stopping.is_set)  # the engine is told to stop while locked
+        await asyncio.sleep(0.05)
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done, "the sidecar did not stop"
+    assert task.result() == 0
+
+
+async def _until(probe: Any, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def _until_status(c: httpx.AsyncClient, url: str, status: int, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            r = await c.get(url)
+            if r.status_code == status:
+                return r.json()
+            last = (r.status_code, r.text)
+        except httpx.TransportError as exc:
+            last = exc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} never answered {status}; last: {last!r}")
+
+
+# -- the real process ---------------------------------------------------------------
+
+
+class Process:
+    """``sagawire run`` in a subprocess; learns its port from the "sidecar running" line."""
+
+    def __init__(self, store: str) -> None:
+        env = {**os.environ, "SAGAWIRE_LOG_LEVEL": "info"}
+        self.proc = subprocess.Popen(
+            [
+                SAGAWIRE,
+                "run",
+                "--sagas",
+                ORDER,
+                "--broker",
+                "memory://",
+                "--store",
+                store,
+                "--http",
+                "127.0.0.1:0",
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lines: list[str] = []
+        self.address = ""
+        self._running = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if '"sidecar running"' in line:
+                self.address = orjson.loads(line)["http"]
+                self._running.set()
+
+    def wait_running(self, timeout: float = 15) -> str:
+        if not self._running.wait(timeout):
+            self.proc.kill()
+            self.proc.wait()
+            self._reader.join(5)
+            raise AssertionError("sidecar did not start:\n" + "\n".join(self.lines))
+        return f"http://{self.address}"
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("no exit after SIGTERM:\n" + "\n".join(self.lines)) from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._reader.join(5)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def process(tmp_path: Path) -> Iterator[Any]:
+    started: list[Process] = []
+
+    def start() -> Process:
+        started.append(Process(store_url(tmp_path)))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.close()
+
+
+async def test_sidecar_process(process: Any) -> None:
+    p = process()
+    base = p.wait_running()
+    async with httpx.AsyncClient(base_url=base) as c:
+        assert (await _until_status(c, "/healthz", 200)) == {"status": "alive"}
+        await _until_status(c, "/readyz", 200)
+        r = await c.post("/events", content=orjson.dumps(order_placed("p-1")))
+        assert r.status_code == 202
+        got = await _until_status(c, "/instances/order/p-1", 200)
+        assert (got["state"], got["status"], got["version"]) == ("inventory", "running", 1)
+        r = await c.post("/events", content=b"{oops")
+        assert r.status_code == 400
+        assert "not JSON" in r.json()["error"]
+        r = await c.post("/events", content=orjson.dumps({"specversion": "1.0"}))
+        assert r.status_code == 400
+        assert "attribute 'id'" in r.json()["error"]
+    started = time.monotonic()
+    assert p.terminate() == 0, "\n".join(p.lines)
+    assert time.monotonic() - started < 5
+    assert any('"stopped"' in line for line in p.lines)
+
+
+@pytest.mark.skipif(not _sqlite_available(), reason="a restart needs a durable store")
+async def test_sigterm_under_load_loses_nothing(process: Any) -> None:
+    """Every event that got a 202 has its instance after SIGTERM and a restart."""
+    total = 400
+    p = process()
+    base = p.wait_running()
+    accepted: list[str] = []
+    answered = 0
+    limits = httpx.Limits(max_connections=50)
+
+    async def place(c: httpx.AsyncClient, i: int) -> None:
+        nonlocal answered
+        try:
+            r = await c.post("/events", content=orjson.dumps(order_placed(f"load-{i}")))
+        except httpx.TransportError:
+            return
+        finally:
+            answered += 1
+        if r.status_code == 202:
+            accepted.append(f"load-{i}")
+        else:
+            assert r.status_code == 503, r.text
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as c:
+        await _until_status(c, "/readyz", 200)
+        tasks = [asyncio.create_task(place(c, i)) for i in range(total)]
+        await _until(lambda: answered >= total // 4)
+        code = await asyncio.to_thread(p.terminate)
+        await asyncio.gather(*tasks)
+    assert code == 0, "\n".join(p.lines)
+    assert accepted, "no event was accepted before SIGTERM"
+    assert not any('"level":"error"' in line for line in p.lines), "\n".join(p.lines)
+
+    again = process()
+    base = again.wait_running()
+    async with httpx.AsyncClient(base_url=base, limits=limits) as c:
+        missing = []
+
+        async def check(order_id: str) -> None:
+            r = await c.get(f"/instances/order/{order_id}")
+            if r.status_code != 200 or r.json()["state"] != "inventory":
+                missing.append(order_id)
+
+        await asyncio.gather(*(check(o) for o in accepted))
+    assert not missing, f"{len(missing)} of {len(accepted)} accepted events lost: {missing[:5]}"
+    assert again.terminate() == 0
