@@ -1,0 +1,313 @@
+"""``sagawire bench``: order sagas per second on a given broker and store, with a yardstick.
+
+A throughput figure alone says little: on a slow broker every program is slow.
+So the same run also relays as many messages as the engine consumed through the
+same transport URL — consume, publish each to another destination, ack, in
+batches of the same size, with no engine — and reports ``ratio``, the engine's
+transitions per second over that relay's messages per second: how much of what
+the broker allows the engine keeps.
+
+The simulated services answer every command at once (:data:`BENCH`), so every
+saga is exactly four transitions (placed, reserved, charged, scheduled). At most
+``concurrency`` sagas are in flight; latency is wall time from publishing
+``order.placed`` to the commit that completes the saga.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import resource
+import sys
+import time
+import uuid
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypedDict
+from urllib.parse import urlsplit
+
+import orjson
+
+from adapters import open_transport
+from adapters._util import redact_url
+from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, Transport
+from adapters.memory import MemoryBroker
+from orchestrator.engine import Engine, EngineConfig
+from orchestrator.loader import load_sagas
+from orchestrator.model import Decision, Instance
+from orchestrator.participants import BENCH, start_participants
+from orchestrator.store import open_store
+from schemas.codec import encode
+from schemas.envelope import CONTENT_TYPE, Envelope
+
+__all__ = ["BenchResult", "fresh_sqlite", "percentile", "run_bench", "stop_engine"]
+
+TRANSITIONS_PER_SAGA = 4
+MAX_BATCH = 256  # the engine's batch size and the relay's
+_STALL_SECONDS = 60.0
+_RELAY_IN = "sagawire.bench.relay.in"
+_RELAY_OUT = "sagawire.bench.relay.out"
+
+
+class BenchResult(TypedDict):
+    broker: str
+    store: str
+    sagas: int
+    concurrency: int
+    transitions_per_s: float
+    sagas_per_s: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mb: float
+    rss_growth_mb: float
+    baseline_relay_per_s: float
+    ratio: float
+    elapsed_s: float  # wall time of the saga run
+    cpu_s: float  # CPU time of this process during it (the machine may be shared)
+
+
+def fresh_sqlite(store_url: str) -> None:
+    """Delete the file of a ``sqlite:///`` store URL and its ``-wal``/``-shm`` companions,
+    so a run starts from an empty store. Other URLs are left alone."""
+    parts = urlsplit(store_url)
+    path = parts.path[1:]
+    if parts.scheme != "sqlite" or not path or path == ":memory:":
+        return
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(path + suffix).unlink(missing_ok=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100) of ``values``."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+async def stop_engine(running: asyncio.Future[None], stopping: asyncio.Event,
+                      transport: Transport, grace: float = 2.0) -> None:
+    """Stop ``Engine.run`` and wait for it; close its transport if it does not return.
+
+    Why the fallback: when ``stopping`` is set while housekeeping holds the engine's
+    lock, ``Engine.run`` does not cancel its consumer, which then waits for a next
+    batch that an idle broker never sends. Closing the transport ends that wait.
+    """
+    stopping.set()
+    try:
+        await asyncio.wait_for(asyncio.shield(running), grace)
+    except TimeoutError:
+        await transport.close()
+        await running
+
+
+def _rss_now_mb() -> float:
+    """Resident set size now (Linux /proc), falling back to the peak so far."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def _forget_memory_broker(broker_url: str) -> None:
+    parts = urlsplit(broker_url)
+    if parts.scheme == "memory":
+        MemoryBroker.forget(parts.netloc + parts.path)
+
+
+class _Feeder:
+    """Keeps at most ``limit`` sagas in flight and times each from start to completion.
+
+    Used as the engine observer: it sees every committed transition."""
+
+    def __init__(self, transport: Transport, total: int, limit: int, run: str) -> None:
+        self.transport = transport
+        self.total = total
+        self.limit = limit
+        self.run = run
+        self.placed = 0
+        self.finished = 0
+        self.transitions = 0
+        self.started: dict[str, float] = {}
+        self.latencies = array("d")
+        self.room = asyncio.Event()
+
+    def __call__(self, instance: Instance, decision: Decision) -> None:
+        self.transitions += 1
+        if instance.status.final:
+            began = self.started.pop(instance.correlation_id, None)
+            if began is not None:
+                self.latencies.append(time.perf_counter() - began)
+                self.finished += 1
+                self.room.set()
+
+    async def feed(self) -> None:
+        """Publish ``order.placed`` events, in batches, whenever there is room."""
+        while self.placed < self.total:
+            room = min(self.limit - (self.placed - self.finished), self.total - self.placed)
+            if room <= 0:
+                await self._progress()
+                continue
+            for lo in range(0, room, MAX_BATCH):
+                batch = [self._order(self.placed + i) for i in range(min(MAX_BATCH, room - lo))]
+                now = time.perf_counter()
+                for m in batch:
+                    self.started[m.key or ""] = now
+                await self.transport.publish(batch)
+                self.placed += len(batch)
+
+    async def done(self) -> None:
+        """Return once every saga finished."""
+        while self.finished < self.total:
+            await self._progress()
+
+    def _order(self, i: int) -> OutgoingMessage:
+        order_id = f"{self.run}-{i}"
+        env = Envelope.new("order.placed", {
+            "order_id": order_id, "customer_id": "bench",
+            "items": [{"sku": "sku-1", "qty": 1}], "amount_cents": 1000,
+        }, id=f"{order_id}/placed", source="sagawire/bench", correlationid=order_id)
+        return OutgoingMessage("order.placed", encode(env), env.id, order_id,
+                               {HEADER_CONTENT_TYPE: CONTENT_TYPE})
+
+    async def _progress(self) -> None:
+        """Wait for a saga to finish; fail if none does for a long while."""
+        before = self.finished
+        self.room.clear()
+        try:
+            async with asyncio.timeout(_STALL_SECONDS):
+                await self.room.wait()
+        except TimeoutError:
+            if self.finished == before:
+                raise RuntimeError(f"bench stalled: no saga finished in {_STALL_SECONDS:g}s;"
+                                   f" {self.placed - self.finished} in flight") from None
+
+
+async def _engine_run(broker_url: str, store_url: str, sagas: int, concurrency: int,
+                      seed: int) -> tuple[float, float, _Feeder]:
+    """Run the sagas; return the elapsed wall and CPU time and the feeder's tallies."""
+    fresh_sqlite(store_url)
+    store = open_store(store_url)
+    await store.open()
+    participants = await start_participants(broker_url, seed=seed, behaviour=BENCH,
+                                            max_batch=MAX_BATCH)
+    transport = open_transport(broker_url)
+    stopping = asyncio.Event()
+    try:
+        await transport.start()
+        engine = Engine(load_sagas("sagas.order"), store, transport,
+                        config=EngineConfig(group="sagawire-bench", max_batch=MAX_BATCH))
+        feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
+        engine.observers.append(feeder)
+        await engine.prepare()
+        running = asyncio.ensure_future(engine.run(stopping))
+        began, cpu = time.perf_counter(), time.process_time()
+        feeding = asyncio.ensure_future(feeder.feed())
+        waiting = asyncio.ensure_future(feeder.done())
+        pending = {running, waiting, feeding}
+        while waiting in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise a failure of the engine or the feeder
+            if running in done:
+                raise RuntimeError("the engine stopped before the bench finished")
+        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+        await stop_engine(running, stopping, transport)
+        return elapsed, cpu, feeder
+    finally:
+        stopping.set()
+        await participants.close()
+        await transport.close()
+        await store.close()
+
+
+async def _relay_run(broker_url: str, messages: int, window: int) -> float:
+    """Relay ``messages`` messages in -> out through one transport; messages per second.
+
+    A feeder keeps at most ``window`` messages queued ahead of the relay, as the
+    engine run keeps ``concurrency`` sagas in flight."""
+    transport = open_transport(broker_url)
+    await transport.start()
+    run = uuid.uuid4().hex[:8].encode()
+    topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,),
+                        group="sagawire-bench-relay")
+    env = Envelope.new("order.placed", {"order_id": "relay", "customer_id": "bench",
+                                        "items": [{"sku": "sku-1", "qty": 1}],
+                                        "amount_cents": 1000},
+                       id="relay", source="sagawire/bench", correlationid="relay")
+    body = run + b" " + encode(env)
+    headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE}
+    relayed = 0
+    room = asyncio.Event()
+    try:
+        await transport.declare(topology)
+
+        async def feed() -> None:
+            sent = 0
+            while sent < messages:
+                free = min(window - (sent - relayed), messages - sent, MAX_BATCH)
+                if free <= 0:
+                    room.clear()
+                    await room.wait()
+                    continue
+                await transport.publish([OutgoingMessage(_RELAY_IN, body, f"{sent + i}",
+                                                         f"{sent + i}", headers)
+                                         for i in range(free)])
+                sent += free
+
+        began = time.perf_counter()
+        feeding = asyncio.ensure_future(feed())
+        try:
+            async with asyncio.timeout(_STALL_SECONDS * 10):
+                async for batch in transport.consume(topology, max_batch=MAX_BATCH):
+                    await transport.publish([OutgoingMessage(_RELAY_OUT, d.body, "", d.key,
+                                                             d.headers) for d in batch])
+                    await transport.ack(batch)
+                    relayed += sum(1 for d in batch if d.body.startswith(run))
+                    room.set()
+                    if relayed >= messages:
+                        break
+        finally:
+            feeding.cancel()
+        return messages / (time.perf_counter() - began)
+    finally:
+        await transport.close()
+
+
+async def run_bench(broker_url: str, store_url: str, sagas: int, concurrency: int,
+                    seed: int = 1) -> BenchResult:
+    """Run the bench, print its one JSON line, and return the figures."""
+    _forget_memory_broker(broker_url)
+    rss_start = _rss_now_mb()
+    try:
+        relay_per_s = await _relay_run(broker_url, sagas * TRANSITIONS_PER_SAGA, concurrency)
+        elapsed, cpu, feeder = await _engine_run(broker_url, store_url, sagas, concurrency, seed)
+    finally:
+        _forget_memory_broker(broker_url)
+    peak = _peak_rss_mb()
+    tps = feeder.transitions / elapsed
+    result: BenchResult = {
+        "broker": redact_url(broker_url),
+        "store": redact_url(store_url),
+        "sagas": sagas,
+        "concurrency": concurrency,
+        "transitions_per_s": round(tps, 1),
+        "sagas_per_s": round(feeder.finished / elapsed, 1),
+        "p50_ms": round(percentile(feeder.latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(feeder.latencies, 99) * 1000, 2),
+        "peak_rss_mb": round(peak, 1),
+        "rss_growth_mb": round(peak - rss_start, 1),
+        "baseline_relay_per_s": round(relay_per_s, 1),
+        "ratio": float(f"{tps / relay_per_s:.4g}"),
+        "elapsed_s": round(elapsed, 2),
+        "cpu_s": round(cpu, 2),
+    }
+    print(orjson.dumps(result).decode(), flush=True)
+    return result

@@ -1,0 +1,267 @@
+"""Simulated inventory, payment and shipping services for ``sagawire demo`` and the bench.
+
+Each service is a consumer group of its own (``sim-inventory``, ...) on any
+transport: it reads the order saga's commands and answers with the CloudEvents
+a real service would send (``correlationid`` copied, ``causationid`` = the
+command's id, published before the command is acked). What a service does with
+one command — answer, refuse, or stay silent so the saga's timeout and retry
+fire — is a pure function of ``(seed, order id, command type, attempt)``, not of
+arrival order, so concurrency and batching never change an outcome: the same
+seed gives the same sagas on every run and every broker.
+
+Replies may be delayed. The ``sleep`` callable given to a service is *called*
+the moment the reply is decided and only awaited later, so a virtual clock can
+note the wake-up time at once (see :mod:`orchestrator.demo`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from adapters import open_transport
+from adapters.base import (
+    HEADER_CONTENT_TYPE,
+    HEADER_MESSAGE_ID,
+    Delivery,
+    OutgoingMessage,
+    Topology,
+    Transport,
+)
+from schemas.codec import encode
+from schemas.envelope import CONTENT_TYPE, Envelope
+
+__all__ = ["BENCH", "SERVICES", "Behaviour", "Participant", "Participants", "start_participants"]
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How badly the simulated services behave; probabilities are per command attempt.
+
+    ``refuse``: a reserve/charge/schedule is answered negatively (rejected,
+    declined, failed). ``silent``: it is not answered at all. ``undo_silent``: a
+    release/refund is not answered (two silent attempts in a row end the saga in
+    ``compensation_failed``). ``delay``: replies come after a uniform delay in this
+    range (seconds). ``always_succeed`` skips all of it: the bench's mode.
+    """
+
+    refuse: float = 0.06
+    silent: float = 0.05
+    undo_silent: float = 0.45
+    delay: tuple[float, float] = (0.02, 0.4)
+    always_succeed: bool = False
+
+
+BENCH = Behaviour(refuse=0.0, silent=0.0, undo_silent=0.0, delay=(0.0, 0.0), always_succeed=True)
+"""Answer every command at once, successfully, with as little work as possible."""
+
+
+@dataclass(frozen=True)
+class _Reply:
+    ok: str  # event type on success
+    refused: str | None  # event type of a negative answer; None for compensations
+    field: str | None  # the id field a success carries (reservation_id, ...)
+    reason: str = ""
+
+
+SERVICES: dict[str, dict[str, _Reply]] = {
+    "inventory": {
+        "inventory.reserve": _Reply("inventory.reserved", "inventory.rejected",
+                                    "reservation_id", "out of stock"),
+        "inventory.release": _Reply("inventory.released", None, None),
+    },
+    "payment": {
+        "payment.charge": _Reply("payment.charged", "payment.declined", "payment_id",
+                                 "card declined"),
+        "payment.refund": _Reply("payment.refunded", None, None),
+    },
+    "shipping": {
+        "shipping.schedule": _Reply("shipping.scheduled", "shipping.failed", "tracking_id",
+                                    "no carrier available"),
+    },
+}
+"""Service name -> the commands it handles -> how it answers (the order saga's contract)."""
+
+
+def _uniform(seed: int, order_id: str, command: str, attempt: int) -> tuple[float, float]:
+    """Two numbers in [0, 1) fixed by the arguments: the fate and the delay of a reply."""
+    digest = hashlib.blake2b(f"{seed}|{order_id}|{command}|{attempt}".encode(),
+                             digest_size=16).digest()
+    scale = float(1 << 64)
+    return (int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale)
+
+
+class Participant:
+    """One simulated service consuming its commands as group ``sim-<name>``.
+
+    A delayed reply holds its command unacked until it is sent, so a crash
+    mid-delay means redelivery, as with a real service.
+    """
+
+    def __init__(self, name: str, transport: Transport, *, seed: int = 0,
+                 behaviour: Behaviour = Behaviour(), sleep: Sleep = asyncio.sleep,
+                 max_batch: int = 256) -> None:
+        self.name = name
+        self.transport = transport
+        self.seed = seed
+        self.behaviour = behaviour
+        self.sleep = sleep
+        self.max_batch = max_batch
+        self.replies = SERVICES[name]
+        self.topology = Topology(
+            consumes=tuple(self.replies),
+            produces=tuple(t for r in self.replies.values() for t in (r.ok, r.refused) if t),
+            group=f"sim-{name}",
+        )
+        self.handled = 0
+        self._later: set[asyncio.Future[None]] = set()
+
+    async def run(self) -> None:
+        """Answer commands until the transport's stream ends (close) or the task is cancelled."""
+        try:
+            async for batch in self.transport.consume(self.topology, max_batch=self.max_batch):
+                await self._handle(batch)
+        finally:
+            for f in list(self._later):
+                f.cancel()
+
+    async def _handle(self, batch: Sequence[Delivery]) -> None:
+        out: list[OutgoingMessage] = []
+        done: list[Delivery] = []
+        for d in batch:
+            self.handled += 1
+            command = _parse(d.body)
+            if command is None:
+                await self.transport.dead_letter(d, f"{self.name} simulator: not a command")
+                done.append(d)
+                continue
+            reply, delay = self._answer(command)
+            if reply is None:  # silent: the command is "lost"
+                done.append(d)
+            elif delay > 0:
+                # Start the wait now (a virtual clock registers the wake-up here), send later.
+                wait = asyncio.ensure_future(self.sleep(delay))
+                task = asyncio.ensure_future(self._reply_later(wait, reply, d))
+                for f in (wait, task):
+                    self._later.add(f)
+                    f.add_done_callback(self._later.discard)
+            else:
+                out.append(reply)
+                done.append(d)
+        if out:
+            await self.transport.publish(out)
+        if done:
+            await self.transport.ack(done)
+
+    async def _reply_later(self, wait: asyncio.Future[None], reply: OutgoingMessage,
+                           delivery: Delivery) -> None:
+        await wait
+        await self.transport.publish([reply])
+        await self.transport.ack([delivery])
+
+    def _answer(self, command: dict[str, Any]) -> tuple[OutgoingMessage | None, float]:
+        """The reply to ``command`` (None: stay silent) and how long to wait before sending it."""
+        kind: str = command["type"]
+        spec = self.replies[kind]
+        data = command["data"]
+        order_id = str(data.get("order_id", "")) if isinstance(data, dict) else ""
+        b = self.behaviour
+        if b.always_succeed:
+            return self._reply(command, spec.ok, order_id, spec), 0.0
+        attempt = command.get("attempt") or 1
+        fate, spread = _uniform(self.seed, order_id, kind, attempt)
+        low, high = b.delay
+        delay = round(low + (high - low) * spread, 2)  # 10 ms steps: replies coincide
+        if spec.refused is None:  # a compensation: acknowledged, unless silent
+            if fate < b.undo_silent:
+                return None, 0.0
+            return self._reply(command, spec.ok, order_id, spec), delay
+        if fate < b.silent:
+            return None, 0.0
+        if fate < b.silent + b.refuse:
+            return self._reply(command, spec.refused, order_id, spec, refused=True), delay
+        return self._reply(command, spec.ok, order_id, spec), delay
+
+    def _reply(self, command: dict[str, Any], kind: str, order_id: str, spec: _Reply,
+               *, refused: bool = False) -> OutgoingMessage:
+        data: dict[str, str] = {"order_id": order_id}
+        if refused:
+            data["reason"] = spec.reason
+        elif spec.field is not None:
+            data[spec.field] = f"{spec.field[:3]}-{order_id}"
+        cid = command.get("correlationid") or order_id
+        # Derived from the command id: a redelivered command gets the same reply id,
+        # which the engine's inbox then ignores.
+        reply_id = f"{command['id']}/{kind}"
+        env = Envelope.new(kind, data, id=reply_id, source=f"sim/{self.name}",
+                           correlationid=cid, causationid=command["id"])
+        return OutgoingMessage(kind, encode(env), reply_id, cid,
+                               {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id})
+
+
+def _parse(body: bytes) -> dict[str, Any] | None:
+    """The fields a simulator needs, read straight from the JSON (no model validation:
+    these services must cost next to nothing in the bench)."""
+    try:
+        raw = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) \
+            or not isinstance(raw.get("type"), str):
+        return None
+    return raw
+
+
+class Participants:
+    """The running simulated services; ``close()`` stops them and their transports."""
+
+    def __init__(self, services: list[Participant]) -> None:
+        self.services = services
+        self._tasks = [asyncio.ensure_future(p.run()) for p in services]
+
+    @property
+    def command_types(self) -> tuple[str, ...]:
+        return tuple(t for p in self.services for t in p.topology.consumes)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for p in self.services:
+            await p.transport.close()
+
+
+async def start_participants(
+    broker_url: str, *, seed: int = 0, behaviour: Behaviour = Behaviour(),
+    sleep: Sleep = asyncio.sleep, max_batch: int = 256,
+    wrap: Callable[[Transport], Transport] | None = None,
+) -> Participants:
+    """Start inventory, payment and shipping, one transport each, queues declared.
+
+    Declared before returning, so commands the engine sends from now on are kept
+    for them. ``wrap`` lets the caller decorate each transport (the demo counts
+    messages through it).
+    """
+    services: list[Participant] = []
+    try:
+        for name in SERVICES:
+            transport = open_transport(broker_url)
+            if wrap is not None:
+                transport = wrap(transport)
+            await transport.start()
+            p = Participant(name, transport, seed=seed, behaviour=behaviour, sleep=sleep,
+                            max_batch=max_batch)
+            services.append(p)
+            await transport.declare(p.topology)
+    except BaseException:
+        for p in services:
+            await p.transport.close()
+        raise
+    return Participants(services)
