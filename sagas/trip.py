@@ -105,7 +105,11 @@ class TripState(BaseModel):
     car_ref: str | None = None
 
 
-BOOKED: dict[str, type[BaseModel]] = {"flight": FlightBooked, "hotel": HotelBooked, "car": CarBooked}
+BOOKED: dict[str, type[BaseModel]] = {
+    "flight": FlightBooked,
+    "hotel": HotelBooked,
+    "car": CarBooked,
+}
 BOOK: dict[str, type[BaseModel]] = {"flight": BookFlight, "hotel": BookHotel, "car": BookCar}
 
 
@@ -176,11 +180,7 @@ for leg in LEGS:
         .cancel("booking")
         .to("confirmed"),
         When("booking", f"{leg}.booked").update(set_leg(leg, "booked")).to("booking"),
-        send_cancels(
-            When("booking", f"{leg}.failed")
-            .update(fail_leg(leg))
-            .fail(leg_failure(leg))
-        )
+        send_cancels(When("booking", f"{leg}.failed").update(fail_leg(leg)).fail(leg_failure(leg)))
         .cancel("booking")
         .timer("cancelling", CANCEL_TIMEOUT)
         .to("cancelling"),
