@@ -11,6 +11,7 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 ==================  =========  ==================================================
 ``stream``          SAGAWIRE   JetStream stream holding every destination
 ``deadletter``      (note 1)   subject that carries :data:`~adapters.base.DEADLETTER`
+``subject_prefix``  (none)     (note 2) destination ``X`` is subject ``PREFIX.X``
 ``max_age``         604800     seconds a message is kept, for a stream we create
 ``max_deliver``     10         deliveries of one message before JetStream gives up
 ``ack_wait``        30         seconds before an unacked delivery is redelivered
@@ -29,6 +30,11 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 Note 1: default ``sagawire.deadletter``. A subject can belong to one stream only,
 so two deployments with different streams in one NATS account (or tests running
 side by side) must each pick their own, e.g. ``sagawire.deadletter.ORDERS``.
+
+Note 2: the prefix applies to every subject, the dead-letter one included
+(``PREFIX.sagawire.deadletter``), and is stripped on delivery, so the engine
+still sees destination ``X``. Use it to run two deployments of the same sagas
+(or tests side by side) in one NATS account: their subjects never overlap.
 
 Environment (used when the URL does not say): ``SAGAWIRE_NATS_USER``,
 ``SAGAWIRE_NATS_PASSWORD``, ``SAGAWIRE_NATS_TOKEN``, ``SAGAWIRE_NATS_CREDS``.
@@ -60,6 +66,7 @@ class NatsOptions:
     display: str
     stream: str = "SAGAWIRE"
     deadletter: str = DEADLETTER
+    subject_prefix: str = ""
     max_age: float = 604800.0
     max_deliver: int = 10
     ack_wait: float = 30.0
@@ -99,6 +106,12 @@ class NatsOptions:
             raise ConfigError(
                 f"bad stream name {stream!r} in {display}: no '.', '*', '>' or spaces"
             )
+        subject_prefix = q.get("subject_prefix", "")
+        if subject_prefix and not _valid_subject(subject_prefix):
+            raise ConfigError(
+                f"bad subject_prefix {subject_prefix!r} in {display}: dot-separated tokens, "
+                "no '*', '>', spaces or empty tokens"
+            )
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         token = q.get("token")
@@ -112,6 +125,7 @@ class NatsOptions:
             display=f"{display} (stream {stream})",
             stream=stream,
             deadletter=q.get("deadletter") or DEADLETTER,
+            subject_prefix=subject_prefix,
             max_age=_positive(q, "max_age", 604800.0, display),
             max_deliver=int(_positive(q, "max_deliver", 10, display, whole=True)),
             ack_wait=_positive(q, "ack_wait", 30.0, display),
@@ -131,6 +145,18 @@ class NatsOptions:
             tls_cert=q.get("tls_cert"),
             tls_key=q.get("tls_key"),
         )
+
+    def subject(self, destination: str) -> str:
+        """The NATS subject of ``destination`` (the dead-letter one is configurable)."""
+        subject = self.deadletter if destination == DEADLETTER else destination
+        return f"{self.subject_prefix}.{subject}" if self.subject_prefix else subject
+
+    def destination(self, subject: str) -> str:
+        """The destination a message on ``subject`` was published to: :meth:`subject`
+        reversed."""
+        if self.subject_prefix:
+            subject = subject.removeprefix(f"{self.subject_prefix}.")
+        return DEADLETTER if subject == self.deadletter else subject
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -174,6 +200,13 @@ class NatsOptions:
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(f"cannot load TLS files for {self.display}: {exc}") from exc
         return ctx
+
+
+def _valid_subject(subject: str) -> bool:
+    """A literal NATS subject: non-empty dot-separated tokens, no wildcards or spaces."""
+    return all(
+        token and not any(c in token for c in "*> \t\r\n") for token in subject.split(".")
+    )
 
 
 def _positive(

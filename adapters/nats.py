@@ -1,5 +1,7 @@
 """NATS JetStream transport (nats-py): destinations are subjects of one stream.
 
+A destination is its own subject unless ``?subject_prefix=P`` makes it ``P.<destination>``.
+
 URL: ``nats://host:4222?stream=SAGAWIRE`` or ``tls://...``; every option and the
 credential sources are listed in :mod:`adapters._nats_options`, and what
 :meth:`NatsTransport.declare` creates in :mod:`adapters._nats_topology`.
@@ -238,8 +240,8 @@ class NatsTransport:
         return consumer_plans(Topology(subjects, group=topology.group), multi_filter=multi)
 
     def _subject(self, destination: str) -> str:
-        """The subject for ``destination``: itself, except the dead-letter one."""
-        return self.options.deadletter if destination == DEADLETTER else destination
+        """The subject for ``destination`` (see :meth:`NatsOptions.subject`)."""
+        return self.options.subject(destination)
 
     # -- consuming ----------------------------------------------------------------
 
@@ -367,7 +369,7 @@ class NatsTransport:
         except nats.errors.NotJSMessageError:
             count = 1
         return Delivery(
-            destination=DEADLETTER if msg.subject == self.options.deadletter else msg.subject,
+            destination=self.options.destination(msg.subject),
             body=msg.data,
             headers=headers,
             key=key,

@@ -86,8 +86,9 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-async def stop_engine(running: asyncio.Future[None], stopping: asyncio.Event,
-                      transport: Transport, grace: float = 2.0) -> None:
+async def stop_engine(
+    running: asyncio.Future[None], stopping: asyncio.Event, transport: Transport, grace: float = 2.0
+) -> None:
     """Stop ``Engine.run`` and wait for it; close its transport if it does not return.
 
     Why the fallback: when ``stopping`` is set while housekeeping holds the engine's
@@ -170,12 +171,21 @@ class _Feeder:
 
     def _order(self, i: int) -> OutgoingMessage:
         order_id = f"{self.run}-{i}"
-        env = Envelope.new("order.placed", {
-            "order_id": order_id, "customer_id": "bench",
-            "items": [{"sku": "sku-1", "qty": 1}], "amount_cents": 1000,
-        }, id=f"{order_id}/placed", source="sagawire/bench", correlationid=order_id)
-        return OutgoingMessage("order.placed", encode(env), env.id, order_id,
-                               {HEADER_CONTENT_TYPE: CONTENT_TYPE})
+        env = Envelope.new(
+            "order.placed",
+            {
+                "order_id": order_id,
+                "customer_id": "bench",
+                "items": [{"sku": "sku-1", "qty": 1}],
+                "amount_cents": 1000,
+            },
+            id=f"{order_id}/placed",
+            source="sagawire/bench",
+            correlationid=order_id,
+        )
+        return OutgoingMessage(
+            "order.placed", encode(env), env.id, order_id, {HEADER_CONTENT_TYPE: CONTENT_TYPE}
+        )
 
     async def _progress(self) -> None:
         """Wait for a saga to finish; fail if none does for a long while."""
@@ -186,24 +196,32 @@ class _Feeder:
                 await self.room.wait()
         except TimeoutError:
             if self.finished == before:
-                raise RuntimeError(f"bench stalled: no saga finished in {_STALL_SECONDS:g}s;"
-                                   f" {self.placed - self.finished} in flight") from None
+                raise RuntimeError(
+                    f"bench stalled: no saga finished in {_STALL_SECONDS:g}s;"
+                    f" {self.placed - self.finished} in flight"
+                ) from None
 
 
-async def _engine_run(broker_url: str, store_url: str, sagas: int, concurrency: int,
-                      seed: int) -> tuple[float, float, _Feeder]:
+async def _engine_run(
+    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int
+) -> tuple[float, float, _Feeder]:
     """Run the sagas; return the elapsed wall and CPU time and the feeder's tallies."""
     fresh_sqlite(store_url)
     store = open_store(store_url)
     await store.open()
-    participants = await start_participants(broker_url, seed=seed, behaviour=BENCH,
-                                            max_batch=MAX_BATCH)
+    participants = await start_participants(
+        broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH
+    )
     transport = open_transport(broker_url)
     stopping = asyncio.Event()
     try:
         await transport.start()
-        engine = Engine(load_sagas("sagas.order"), store, transport,
-                        config=EngineConfig(group="sagawire-bench", max_batch=MAX_BATCH))
+        engine = Engine(
+            load_sagas("sagas.order"),
+            store,
+            transport,
+            config=EngineConfig(group="sagawire-bench", max_batch=MAX_BATCH),
+        )
         feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
         engine.observers.append(feeder)
         await engine.prepare()
@@ -236,12 +254,19 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
     transport = open_transport(broker_url)
     await transport.start()
     run = uuid.uuid4().hex[:8].encode()
-    topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,),
-                        group="sagawire-bench-relay")
-    env = Envelope.new("order.placed", {"order_id": "relay", "customer_id": "bench",
-                                        "items": [{"sku": "sku-1", "qty": 1}],
-                                        "amount_cents": 1000},
-                       id="relay", source="sagawire/bench", correlationid="relay")
+    topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,), group="sagawire-bench-relay")
+    env = Envelope.new(
+        "order.placed",
+        {
+            "order_id": "relay",
+            "customer_id": "bench",
+            "items": [{"sku": "sku-1", "qty": 1}],
+            "amount_cents": 1000,
+        },
+        id="relay",
+        source="sagawire/bench",
+        correlationid="relay",
+    )
     body = run + b" " + encode(env)
     headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE}
     relayed = 0
@@ -257,9 +282,12 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
                     room.clear()
                     await room.wait()
                     continue
-                await transport.publish([OutgoingMessage(_RELAY_IN, body, f"{sent + i}",
-                                                         f"{sent + i}", headers)
-                                         for i in range(free)])
+                await transport.publish(
+                    [
+                        OutgoingMessage(_RELAY_IN, body, f"{sent + i}", f"{sent + i}", headers)
+                        for i in range(free)
+                    ]
+                )
                 sent += free
 
         began = time.perf_counter()
@@ -267,8 +295,9 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
         try:
             async with asyncio.timeout(_STALL_SECONDS * 10):
                 async for batch in transport.consume(topology, max_batch=MAX_BATCH):
-                    await transport.publish([OutgoingMessage(_RELAY_OUT, d.body, "", d.key,
-                                                             d.headers) for d in batch])
+                    await transport.publish(
+                        [OutgoingMessage(_RELAY_OUT, d.body, "", d.key, d.headers) for d in batch]
+                    )
                     await transport.ack(batch)
                     relayed += sum(1 for d in batch if d.body.startswith(run))
                     room.set()
@@ -281,8 +310,9 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
         await transport.close()
 
 
-async def run_bench(broker_url: str, store_url: str, sagas: int, concurrency: int,
-                    seed: int = 1) -> BenchResult:
+async def run_bench(
+    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int = 1
+) -> BenchResult:
     """Run the bench, print its one JSON line, and return the figures."""
     _forget_memory_broker(broker_url)
     rss_start = _rss_now_mb()

@@ -146,8 +146,7 @@ class _Counted:
     async def declare(self, topology: Topology) -> None:
         await self.inner.declare(topology)
 
-    def consume(self, topology: Topology, *, max_batch: int = 256
-                ) -> AsyncIterator[list[Delivery]]:
+    def consume(self, topology: Topology, *, max_batch: int = 256) -> AsyncIterator[list[Delivery]]:
         return self.inner.consume(topology, max_batch=max_batch)
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
@@ -188,11 +187,15 @@ class _Tally:
         if not instance.status.final:
             return
         self.latencies.setdefault(instance.status, []).append(
-            instance.updated_at - instance.created_at)
+            instance.updated_at - instance.created_at
+        )
         self.finished += 1
         counts = " · ".join(f"{s.value} {len(v)}" for s, v in self.latencies.items())
-        self.progress.update(self.task, completed=self.finished,
-                             detail=f"{counts} · saga time {self.clock.now() - START:.1f}s")
+        self.progress.update(
+            self.task,
+            completed=self.finished,
+            detail=f"{counts} · saga time {self.clock.now() - START:.1f}s",
+        )
 
 
 def _order(i: int, seed: int) -> OutgoingMessage:
@@ -200,14 +203,26 @@ def _order(i: int, seed: int) -> OutgoingMessage:
     data = {
         "order_id": order_id,
         "customer_id": f"customer-{i % 97:02d}",
-        "items": [{"sku": f"sku-{(i * 7 + j) % 50:03d}", "qty": 1 + (i + j) % 3}
-                  for j in range(1 + i % 3)],
+        "items": [
+            {"sku": f"sku-{(i * 7 + j) % 50:03d}", "qty": 1 + (i + j) % 3} for j in range(1 + i % 3)
+        ],
         "amount_cents": 500 + (i * 7919 + seed) % 20_000,
     }
-    env = Envelope.new("order.placed", data, id=f"{order_id}/placed/{seed}", source="sim/shop",
-                       time=datetime.fromtimestamp(START, UTC), correlationid=order_id)
-    return OutgoingMessage("order.placed", encode(env), env.id, order_id,
-                           {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: env.id})
+    env = Envelope.new(
+        "order.placed",
+        data,
+        id=f"{order_id}/placed/{seed}",
+        source="sim/shop",
+        time=datetime.fromtimestamp(START, UTC),
+        correlationid=order_id,
+    )
+    return OutgoingMessage(
+        "order.placed",
+        encode(env),
+        env.id,
+        order_id,
+        {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
+    )
 
 
 async def _until_idle(flight: _Flight, clock: SimClock, engine_task: asyncio.Task[None]) -> None:
@@ -218,8 +233,10 @@ async def _until_idle(flight: _Flight, clock: SimClock, engine_task: asyncio.Tas
             engine_task.result()  # re-raise what stopped the engine
             raise RuntimeError("the engine stopped before the demo finished")
         if time.monotonic() > stalled:
-            raise RuntimeError(f"demo stalled: {flight.unacked} message(s) unacked for"
-                               f" {_STALL_SECONDS:g}s; is the broker delivering?")
+            raise RuntimeError(
+                f"demo stalled: {flight.unacked} message(s) unacked for"
+                f" {_STALL_SECONDS:g}s; is the broker delivering?"
+            )
         flight.changed.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(0.05):
@@ -239,16 +256,18 @@ class DemoResult:
     wall_seconds: float
 
 
-async def run_demo(orders: int, seed: int, store_url: str, broker_url: str,
-                   console: rich.console.Console) -> int:
+async def run_demo(
+    orders: int, seed: int, store_url: str, broker_url: str, console: rich.console.Console
+) -> int:
     """Run ``orders`` order sagas against simulated services; print a summary; return 0."""
     result = await simulate(orders, seed, store_url, broker_url, console)
     console.print(_summary(result))
     return 0
 
 
-async def simulate(orders: int, seed: int, store_url: str, broker_url: str,
-                   console: rich.console.Console) -> DemoResult:
+async def simulate(
+    orders: int, seed: int, store_url: str, broker_url: str, console: rich.console.Console
+) -> DemoResult:
     """The demo without its summary table: run the sagas to their end, with live progress."""
     sagas = load_sagas("sagas.order")
     fresh_sqlite(store_url)
@@ -261,32 +280,39 @@ async def simulate(orders: int, seed: int, store_url: str, broker_url: str,
     store = open_store(store_url)
     await store.open()
     wall = time.perf_counter()
-    progress = Progress(TextColumn("[bold]orders"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
-                        console=console)
+    progress = Progress(
+        TextColumn("[bold]orders"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     tally = _Tally(progress, progress.add_task("orders", total=orders, detail=""), clock)
-    participants = await start_participants(broker_url, seed=seed, behaviour=DEMO,
-                                            sleep=clock.after, wrap=flight.wrap)
+    participants = await start_participants(
+        broker_url, seed=seed, behaviour=DEMO, sleep=clock.after, wrap=flight.wrap
+    )
     transport = flight.wrap(open_transport(broker_url))
     stopping = asyncio.Event()
     try:
         await transport.start()
-        engine = Engine(sagas, store, transport, clock=clock,
-                        config=EngineConfig(group="sagawire-demo"))
+        engine = Engine(
+            sagas, store, transport, clock=clock, config=EngineConfig(group="sagawire-demo")
+        )
         flight.watched = frozenset((*engine.topology.consumes, *participants.command_types))
         engine.observers.append(tally)
         await engine.prepare()
         engine_task = asyncio.ensure_future(engine.run(stopping))
         with progress:
             for start in range(0, orders, 256):
-                await transport.publish([_order(i, seed) for i in
-                                         range(start, min(orders, start + 256))])
+                await transport.publish(
+                    [_order(i, seed) for i in range(start, min(orders, start + 256))]
+                )
             while tally.finished < orders:
                 await _until_idle(flight, clock, engine_task)
                 if tally.finished >= orders:
                     break
-                due = [t for t in (clock.next_due(), await store.next_timer_due())
-                       if t is not None]
+                due = [t for t in (clock.next_due(), await store.next_timer_due()) if t is not None]
                 if not due:
                     console.print("[red]nothing left to wait for, yet some orders are unfinished")
                     break
@@ -294,8 +320,15 @@ async def simulate(orders: int, seed: int, store_url: str, broker_url: str,
                 while await engine.fire_due():
                     pass
         await stop_engine(engine_task, stopping, transport)
-        return DemoResult(orders, seed, await store.counts(), tally.latencies, tally.transitions,
-                          engine.stats.timers_fired, time.perf_counter() - wall)
+        return DemoResult(
+            orders,
+            seed,
+            await store.counts(),
+            tally.latencies,
+            tally.transitions,
+            engine.stats.timers_fired,
+            time.perf_counter() - wall,
+        )
     finally:
         stopping.set()
         await participants.close()
@@ -311,27 +344,43 @@ def _seconds(values: Sequence[float], q: float) -> str:
 
 def _summary(r: DemoResult) -> Table:
     orders = r.orders
-    table = Table(title=f"sagawire demo: {orders} orders, seed {r.seed}",
-                  caption=f"latency from order.placed to the final status, in saga time"
-                  f" (a virtual clock: 30 s step timeouts cost no wall time)\n"
-                  f"{r.transitions} transitions, {r.timers_fired} timers fired,"
-                  f" {r.wall_seconds:.2f} s wall time")
+    table = Table(
+        title=f"sagawire demo: {orders} orders, seed {r.seed}",
+        caption=f"latency from order.placed to the final status, in saga time"
+        f" (a virtual clock: 30 s step timeouts cost no wall time)\n"
+        f"{r.transitions} transitions, {r.timers_fired} timers fired,"
+        f" {r.wall_seconds:.2f} s wall time",
+    )
     table.add_column("outcome")
     for name in ("orders", "share", "p50", "p90", "p99", "max"):
         table.add_column(name, justify="right")
-    style = {Status.COMPLETED: "green", Status.COMPENSATED: "yellow",
-             Status.COMPENSATION_FAILED: "red"}
+    style = {
+        Status.COMPLETED: "green",
+        Status.COMPENSATED: "yellow",
+        Status.COMPENSATION_FAILED: "red",
+    }
     everything: list[float] = []
     for status, values in r.latencies.items():
         everything += values
-        table.add_row(f"[{style.get(status, 'white')}]{status.value}", str(len(values)),
-                      f"{100 * len(values) / max(1, orders):.1f}%",
-                      *(_seconds(values, q) for q in (50, 90, 99, 100)))
+        table.add_row(
+            f"[{style.get(status, 'white')}]{status.value}",
+            str(len(values)),
+            f"{100 * len(values) / max(1, orders):.1f}%",
+            *(_seconds(values, q) for q in (50, 90, 99, 100)),
+        )
     unfinished = orders - sum(len(v) for v in r.latencies.values())
     if unfinished:
-        table.add_row("[magenta]unfinished", str(unfinished),
-                      f"{100 * unfinished / max(1, orders):.1f}%", "-", "-", "-", "-")
+        table.add_row(
+            "[magenta]unfinished",
+            str(unfinished),
+            f"{100 * unfinished / max(1, orders):.1f}%",
+            "-",
+            "-",
+            "-",
+            "-",
+        )
     table.add_section()
-    table.add_row("[bold]all", str(orders), "100%",
-                  *(_seconds(everything, q) for q in (50, 90, 99, 100)))
+    table.add_row(
+        "[bold]all", str(orders), "100%", *(_seconds(everything, q) for q in (50, 90, 99, 100))
+    )
     return table

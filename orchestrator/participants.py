@@ -73,18 +73,21 @@ class _Reply:
 
 SERVICES: dict[str, dict[str, _Reply]] = {
     "inventory": {
-        "inventory.reserve": _Reply("inventory.reserved", "inventory.rejected",
-                                    "reservation_id", "out of stock"),
+        "inventory.reserve": _Reply(
+            "inventory.reserved", "inventory.rejected", "reservation_id", "out of stock"
+        ),
         "inventory.release": _Reply("inventory.released", None, None),
     },
     "payment": {
-        "payment.charge": _Reply("payment.charged", "payment.declined", "payment_id",
-                                 "card declined"),
+        "payment.charge": _Reply(
+            "payment.charged", "payment.declined", "payment_id", "card declined"
+        ),
         "payment.refund": _Reply("payment.refunded", None, None),
     },
     "shipping": {
-        "shipping.schedule": _Reply("shipping.scheduled", "shipping.failed", "tracking_id",
-                                    "no carrier available"),
+        "shipping.schedule": _Reply(
+            "shipping.scheduled", "shipping.failed", "tracking_id", "no carrier available"
+        ),
     },
 }
 """Service name -> the commands it handles -> how it answers (the order saga's contract)."""
@@ -92,8 +95,9 @@ SERVICES: dict[str, dict[str, _Reply]] = {
 
 def _uniform(seed: int, order_id: str, command: str, attempt: int) -> tuple[float, float]:
     """Two numbers in [0, 1) fixed by the arguments: the fate and the delay of a reply."""
-    digest = hashlib.blake2b(f"{seed}|{order_id}|{command}|{attempt}".encode(),
-                             digest_size=16).digest()
+    digest = hashlib.blake2b(
+        f"{seed}|{order_id}|{command}|{attempt}".encode(), digest_size=16
+    ).digest()
     scale = float(1 << 64)
     return (int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale)
 
@@ -105,9 +109,16 @@ class Participant:
     mid-delay means redelivery, as with a real service.
     """
 
-    def __init__(self, name: str, transport: Transport, *, seed: int = 0,
-                 behaviour: Behaviour = Behaviour(), sleep: Sleep = asyncio.sleep,
-                 max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        name: str,
+        transport: Transport,
+        *,
+        seed: int = 0,
+        behaviour: Behaviour = Behaviour(),
+        sleep: Sleep = asyncio.sleep,
+        max_batch: int = 256,
+    ) -> None:
         self.name = name
         self.transport = transport
         self.seed = seed
@@ -160,8 +171,9 @@ class Participant:
         if done:
             await self.transport.ack(done)
 
-    async def _reply_later(self, wait: asyncio.Future[None], reply: OutgoingMessage,
-                           delivery: Delivery) -> None:
+    async def _reply_later(
+        self, wait: asyncio.Future[None], reply: OutgoingMessage, delivery: Delivery
+    ) -> None:
         await wait
         await self.transport.publish([reply])
         await self.transport.ack([delivery])
@@ -189,8 +201,15 @@ class Participant:
             return self._reply(command, spec.refused, order_id, spec, refused=True), delay
         return self._reply(command, spec.ok, order_id, spec), delay
 
-    def _reply(self, command: dict[str, Any], kind: str, order_id: str, spec: _Reply,
-               *, refused: bool = False) -> OutgoingMessage:
+    def _reply(
+        self,
+        command: dict[str, Any],
+        kind: str,
+        order_id: str,
+        spec: _Reply,
+        *,
+        refused: bool = False,
+    ) -> OutgoingMessage:
         data: dict[str, str] = {"order_id": order_id}
         if refused:
             data["reason"] = spec.reason
@@ -200,10 +219,21 @@ class Participant:
         # Derived from the command id: a redelivered command gets the same reply id,
         # which the engine's inbox then ignores.
         reply_id = f"{command['id']}/{kind}"
-        env = Envelope.new(kind, data, id=reply_id, source=f"sim/{self.name}",
-                           correlationid=cid, causationid=command["id"])
-        return OutgoingMessage(kind, encode(env), reply_id, cid,
-                               {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id})
+        env = Envelope.new(
+            kind,
+            data,
+            id=reply_id,
+            source=f"sim/{self.name}",
+            correlationid=cid,
+            causationid=command["id"],
+        )
+        return OutgoingMessage(
+            kind,
+            encode(env),
+            reply_id,
+            cid,
+            {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id},
+        )
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:
@@ -213,8 +243,11 @@ def _parse(body: bytes) -> dict[str, Any] | None:
         raw = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) \
-            or not isinstance(raw.get("type"), str):
+    if (
+        not isinstance(raw, dict)
+        or not isinstance(raw.get("id"), str)
+        or not isinstance(raw.get("type"), str)
+    ):
         return None
     return raw
 
@@ -239,8 +272,12 @@ class Participants:
 
 
 async def start_participants(
-    broker_url: str, *, seed: int = 0, behaviour: Behaviour = Behaviour(),
-    sleep: Sleep = asyncio.sleep, max_batch: int = 256,
+    broker_url: str,
+    *,
+    seed: int = 0,
+    behaviour: Behaviour = Behaviour(),
+    sleep: Sleep = asyncio.sleep,
+    max_batch: int = 256,
     wrap: Callable[[Transport], Transport] | None = None,
 ) -> Participants:
     """Start inventory, payment and shipping, one transport each, queues declared.
@@ -256,8 +293,9 @@ async def start_participants(
             if wrap is not None:
                 transport = wrap(transport)
             await transport.start()
-            p = Participant(name, transport, seed=seed, behaviour=behaviour, sleep=sleep,
-                            max_batch=max_batch)
+            p = Participant(
+                name, transport, seed=seed, behaviour=behaviour, sleep=sleep, max_batch=max_batch
+            )
             services.append(p)
             await transport.declare(p.topology)
     except BaseException:

@@ -297,3 +297,63 @@ async def test_publish_before_start_is_a_transport_error() -> None:
     with pytest.raises(TransportError, match="not started"):
         await t.publish([msg("x", 1)])
     await asyncio.sleep(0)
+
+
+# -- subject_prefix ----------------------------------------------------------------
+
+
+def test_subject_prefix_maps_destinations_both_ways() -> None:
+    o = NatsOptions.from_url("nats://h?stream=S&subject_prefix=e2e.abc", {})
+    assert o.subject("order.placed") == "e2e.abc.order.placed"
+    assert o.subject(DEADLETTER) == f"e2e.abc.{DEADLETTER}"
+    assert o.destination("e2e.abc.order.placed") == "order.placed"
+    assert o.destination(f"e2e.abc.{DEADLETTER}") == DEADLETTER
+    custom = NatsOptions.from_url("nats://h?subject_prefix=p&deadletter=dl.x", {})
+    assert custom.subject(DEADLETTER) == "p.dl.x"
+    assert custom.destination("p.dl.x") == DEADLETTER
+    plain = NatsOptions.from_url("nats://h", {})
+    assert plain.subject("a.b") == "a.b" and plain.destination("a.b") == "a.b"
+    for bad in ("a..b", ".a", "a.", "a.*", "a.>", "a b"):
+        with pytest.raises(ConfigError, match="subject_prefix"):
+            NatsOptions.from_url(f"nats://h?subject_prefix={bad}", {})
+
+
+async def test_subject_prefix_keeps_two_deployments_of_one_destination_apart(
+    stream: str, names: Names
+) -> None:
+    """Two streams carry the same destination (and the default dead-letter subject)
+    side by side; each sees only its own messages, under the unprefixed name."""
+    other = unique("SW_")
+    dest = names.dest("a")
+    topo = Topology(consumes=(dest, DEADLETTER), group=names.group)
+    first = NatsTransport.from_url(f"nats://{HOST}:{PORT}?stream={stream}&subject_prefix=p1.{stream}")
+    second = NatsTransport.from_url(f"nats://{HOST}:{PORT}?stream={other}&subject_prefix=p2.{other}")
+    nc = await nats.connect(f"nats://{HOST}:{PORT}")
+    try:
+        for t in (first, second):
+            await t.start()
+            await t.declare(topo)
+        assert sorted((await stream_info(stream)).config.subjects or []) == sorted(
+            [f"p1.{stream}.{dest}", f"p1.{stream}.{DEADLETTER}"]
+        )
+        raw = await nc.jetstream().subscribe(f"p1.{stream}.{dest}", ordered_consumer=True)
+        await first.publish([msg(dest, 1)])
+        await second.publish([msg(dest, 2)])
+        assert (await raw.next_msg(timeout=5)).data == b'{"n":1}'
+        async with Receiver(first, topo) as rx:
+            (d,) = await rx.wait_for(1)
+            assert (d.destination, d.body) == (dest, b'{"n":1}')
+            await first.dead_letter(d, "test")
+            await first.ack([d])
+            _, dl = await rx.wait_for(2)
+            assert (dl.destination, dl.body) == (DEADLETTER, b'{"n":1}')
+            assert len(await rx.quiet(0.5)) == 2
+            await first.ack([dl])
+    finally:
+        await nc.close()
+        for t in (first, second):
+            await t.close()
+        nc = await nats.connect(f"nats://{HOST}:{PORT}")
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(other)
+        await nc.close()
