@@ -22,7 +22,7 @@ from schemas.errors import DefinitionError, PayloadError, RoutingError
 __all__ = ["Routed", "Router"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Routed:
     """An event bound for one instance of one saga, with its validated payload."""
 

@@ -14,7 +14,8 @@ import hashlib
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -58,29 +59,59 @@ def message_id(cause: str, saga: str, index: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _fields(payload: Any) -> dict[str, Any]:
-    if isinstance(payload, BaseModel):
-        return {k: getattr(payload, k) for k in type(payload).model_fields}
-    if isinstance(payload, dict):
-        return payload
-    return {}
+_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+_SAME_TYPES: dict[tuple[type[BaseModel], type[BaseModel]], bool] = {}
+
+
+def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(cls.model_fields)
+    return names
+
+
+def _same_types(payload: type[BaseModel], state: type[BaseModel]) -> bool:
+    """Whether every field ``payload`` shares with ``state`` has the same annotation, so
+    its (already validated) values can be copied into the state without re-validation."""
+    key = (payload, state)
+    same = _SAME_TYPES.get(key)
+    if same is None:
+        pf, sf = payload.model_fields, state.model_fields
+        same = _SAME_TYPES[key] = all(
+            _assignable(pf[n].annotation, sf[n].annotation) for n in pf if n in sf
+        )
+    return same
+
+
+def _assignable(source: Any, target: Any) -> bool:
+    """A value validated as ``source`` is valid as ``target`` (same type, or ``target``
+    is a union that lists ``source``, such as ``str | None`` for ``str``)."""
+    if source == target:
+        return True
+    return get_origin(target) in (Union, UnionType) and source in get_args(target)
 
 
 def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> BaseModel:
-    incoming = {k: v for k, v in _fields(payload).items() if k in model.model_fields}
+    """``state`` with the same-named fields of ``payload`` copied in (a new state from
+    ``payload`` alone when ``state`` is None)."""
+    fields = _field_names(model)
+    if isinstance(payload, BaseModel):
+        incoming = {k: getattr(payload, k) for k in _field_names(type(payload)) if k in fields}
+        if state is not None and _same_types(type(payload), model):
+            return state.model_copy(update=incoming) if incoming else state
+    elif isinstance(payload, dict):
+        incoming = {k: v for k, v in payload.items() if k in fields}
+    else:
+        incoming = {}
     if state is not None and not incoming:
         return state
     base = state.model_dump() if state is not None else {}
     for k, v in incoming.items():
-        base[k] = (
-            v.model_dump()
-            if isinstance(v, BaseModel)
-            else (
-                [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
-                if isinstance(v, list)
-                else v
-            )
-        )
+        if isinstance(v, BaseModel):
+            v = v.model_dump()
+        elif isinstance(v, list):
+            v = [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
+        base[k] = v
     return model.model_validate(base)
 
 
@@ -144,6 +175,18 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
         )
 
 
+def _with(ctx: Context, *, state: BaseModel | None = None, meta: Meta | None = None) -> Context:
+    """``dataclasses.replace`` for the one hot case, without its per-call introspection."""
+    return Context(
+        ctx.state if state is None else state,
+        ctx.event,
+        ctx.envelope,
+        ctx.correlation_id,
+        ctx.meta if meta is None else meta,
+        ctx.now,
+    )
+
+
 def _apply(
     saga: SagaDefinition,
     instance: Instance,
@@ -159,7 +202,7 @@ def _apply(
     ctx = Context(data, event.payload, env, instance.correlation_id, instance.meta, when)
     row: Transition | None = None
     for candidate in rows:
-        trial = replace(ctx, state=candidate.update(ctx)) if candidate.update else ctx
+        trial = _with(ctx, state=candidate.update(ctx)) if candidate.update else ctx
         if candidate.guard is None or candidate.guard(trial):
             row, ctx = candidate, trial
             break
@@ -178,7 +221,7 @@ def _apply(
                 attempts = dict(ctx.meta.attempts)
                 attempt = attempts.get(action.attempt_key, 0) + 1
                 attempts[action.attempt_key] = attempt
-                ctx = replace(ctx, meta=Meta(attempts, ctx.meta.failure))
+                ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure))
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
                 payload = action.model.model_validate(payload)
@@ -202,7 +245,7 @@ def _apply(
         elif isinstance(action, CancelTimer):
             timers.append(TimerChange(action.name, None))
         elif isinstance(action, SetFailure):
-            ctx = replace(ctx, meta=Meta(ctx.meta.attempts, action.reason(ctx)))
+            ctx = _with(ctx, meta=Meta(ctx.meta.attempts, action.reason(ctx)))
     status = saga.final.get(row.target, Status.RUNNING)
     if status.final:
         live = {t.name for t in timers if t.due is not None}

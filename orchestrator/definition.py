@@ -48,7 +48,7 @@ def timer_event(name: str) -> str:
     return TIMER_PREFIX + name
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Context:
     """What guards, updates and payload builders see. Read-only."""
 

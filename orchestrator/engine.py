@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from orchestrator.persist import (
 )
 from orchestrator.store.base import (
     InstanceKey,
+    InstanceRecord,
     Outcome,
     ParkedRecord,
     Store,
@@ -62,6 +64,8 @@ class EngineConfig:
     conflict_retries: int = 5
     housekeeping_interval: float = 0.5
     transient_retry_delay: float = 1.0
+    cache_size: int = 20_000
+    """Running instances kept in memory between messages (0 disables the cache)."""
 
 
 @dataclass(eq=False)
@@ -83,6 +87,13 @@ class _Stats:
     timers_fired: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Reads:
+    seen: set[tuple[str, str]]
+    records: dict[InstanceKey, InstanceRecord]
+    parked: list[ParkedRecord]
+
+
 @dataclass(eq=False)
 class _Batch:
     """What one pass over a batch produced, before and after commit."""
@@ -90,13 +101,25 @@ class _Batch:
     units: list[UnitOfWork] = field(default_factory=list)
     owners: list[_Item] = field(default_factory=list)
     decisions: list[Decision | None] = field(default_factory=list)
+    afters: list[Instance | None] = field(default_factory=list)  # with their new version
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
     failed: set[int] = field(default_factory=set)  # id(delivery) not to ack
+    deliveries: list[Delivery] = field(default_factory=list)
+    items: list[_Item] = field(default_factory=list)
+    parked_items: dict[InstanceKey, list[_Item]] = field(default_factory=dict)
+    serial: int = 0
 
-    def add(self, unit: UnitOfWork, item: _Item, decision: Decision | None) -> None:
+    def add(
+        self,
+        unit: UnitOfWork,
+        item: _Item,
+        decision: Decision | None,
+        after: Instance | None = None,
+    ) -> None:
         self.units.append(unit)
         self.owners.append(item)
         self.decisions.append(decision)
+        self.afters.append(after)
 
 
 class Engine:
@@ -125,6 +148,12 @@ class Engine:
         self.observers: list[Observer] = []
         self._lock = asyncio.Lock()
         self._parked_keys: set[InstanceKey] = set()
+        self._cache: dict[InstanceKey, Instance] = {}  # insertion-ordered: oldest first
+        self._pending: _Batch | None = None  # decided by the pipeline, not yet committed
+        self._provisional: dict[InstanceKey, tuple[int, Instance]] = {}
+        self._inflight: dict[tuple[str, str], int] = {}
+        self._pending_parked: dict[InstanceKey, list[_Item]] = {}
+        self._serial = 0
         self._published: list[str] = []
         self._relay_needed = True
         self._consuming = False
@@ -181,24 +210,52 @@ class Engine:
         return self._consuming
 
     async def _consume(self, stopping: asyncio.Event) -> None:
+        """Feed batches to the pipeline; when no batch is waiting, commit the pending one
+        rather than hold it (its commands may be what the participants wait for)."""
         stream = self.transport.consume(self.topology, max_batch=self.config.max_batch)
+        queue: asyncio.Queue[list[Delivery] | None] = asyncio.Queue(maxsize=1)
+
+        async def read() -> None:
+            try:
+                async for batch in stream:
+                    await queue.put(batch)
+            finally:
+                await queue.put(None)
+
+        reader = asyncio.ensure_future(read())
         self._consuming = True
         self.ready_reason = ""
         try:
-            async for batch in stream:
+            while True:
+                if queue.empty() and self._pending is not None:
+                    self._handling = True
+                    try:
+                        async with self._lock:
+                            await asyncio.shield(self._drain())
+                    finally:
+                        self._handling = False
+                batch = await queue.get()
+                if batch is None:
+                    break
                 self._handling = True
                 try:
-                    await asyncio.shield(self.handle(batch))
+                    async with self._lock:
+                        await asyncio.shield(self._step(batch))
                 finally:
                     self._handling = False
                 if stopping.is_set() or self._stop:
                     break
         finally:
             self._consuming = False
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+            async with self._lock:
+                await self._drain()
 
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval
@@ -224,22 +281,67 @@ class Engine:
     # -- the batch ------------------------------------------------------------
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Handle one batch of deliveries end to end (ack or nack each)."""
+        """Handle one batch of deliveries end to end (ack or nack each), unpipelined."""
         async with self._lock:
-            self.stats.deliveries += len(deliveries)
-            pending = list(deliveries)
-            for _ in range(self.config.conflict_retries):
-                pending = await self._attempt(pending)
-                if not pending:
-                    return
-                self.stats.conflicts += len(pending)
-            await self.transport.nack(pending, delay=self.config.transient_retry_delay)
+            await self._drain()
+            await self._handle_serially(list(deliveries))
 
-    async def _attempt(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
-        """One pass; returns the deliveries to try again (version conflicts)."""
-        now = self.clock.now()
-        batch = _Batch()
-        items: list[_Item] = []
+    async def _handle_serially(self, deliveries: list[Delivery]) -> None:
+        self.stats.deliveries += len(deliveries)
+        pending = deliveries
+        for _ in range(self.config.conflict_retries):
+            batch = self._parse(pending)
+            reads = await self._read(batch.items)
+            self._decide_batch(batch, reads, self.clock.now())
+            pending = await self._complete(batch)
+            if not pending:
+                return
+            self.stats.conflicts += len(pending)
+            self._provisional.clear()
+        await self.transport.nack(pending, delay=self.config.transient_retry_delay)
+
+    async def _step(self, deliveries: list[Delivery]) -> None:
+        """The pipelined path: decide this batch while the previous one commits.
+
+        The store reads for this batch happen *before* the previous commit starts (one
+        writer thread serves both); instances the previous batch decided but has not
+        yet committed are read from ``_provisional``, its inbox marks from
+        ``_inflight``. Commits stay in batch order, so an instance's transitions are
+        persisted, published and acknowledged in arrival order. If the previous batch
+        met a version conflict, this one is committed too and both are retried
+        serially, in order."""
+        self.stats.deliveries += len(deliveries)
+        batch = self._parse(deliveries)
+        reads = await self._read(batch.items)
+        prev, self._pending = self._pending, None
+        committing = asyncio.ensure_future(self._complete(prev)) if prev is not None else None
+        if committing is not None:
+            await asyncio.sleep(0)  # let the commit reach the store thread before we decide
+        try:
+            self._decide_batch(batch, reads, self.clock.now())
+        finally:
+            retry = await committing if committing is not None else []
+        if retry:
+            retry += await self._complete(batch)
+            self.stats.conflicts += len(retry)
+            self._provisional.clear()
+            await self._handle_serially(retry)
+            return
+        self._pending = batch
+
+    async def _drain(self) -> None:
+        """Complete the batch the pipeline decided but has not committed yet."""
+        batch, self._pending = self._pending, None
+        if batch is not None:
+            retry = await self._complete(batch)
+            if retry:
+                self.stats.conflicts += len(retry)
+                self._provisional.clear()
+                await self._handle_serially(retry)
+
+    def _parse(self, deliveries: list[Delivery]) -> _Batch:
+        self._serial += 1
+        batch = _Batch(deliveries=deliveries, serial=self._serial)
         for d in deliveries:
             try:
                 env = decode(d.body)
@@ -248,16 +350,21 @@ class Engine:
                 continue
             for r in self.router.route(env):
                 if isinstance(r, Routed):
-                    items.append(_Item(r, delivery=d))
+                    batch.items.append(_Item(r, delivery=d))
                 else:
                     batch.dead.append((d, str(r)))
+        return batch
+
+    async def _complete(self, batch: _Batch) -> list[Delivery]:
+        """Commit, publish, dead-letter, ack. Returns deliveries to retry (conflicts)."""
         try:
-            await self._decide_all(items, batch, now)
             retry = await self._commit(batch)
         except StoreError as exc:
+            self._forget(batch)
             if not exc.retryable:
                 raise
             log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+            deliveries = batch.deliveries
             final = [d for d in deliveries if d.final_attempt]
             for d in final:  # the broker would drop it after this: keep it, with why
                 await self.transport.dead_letter(
@@ -268,27 +375,64 @@ class Engine:
             rest = [d for d in deliveries if not d.final_attempt]
             await self.transport.nack(rest, delay=self.config.transient_retry_delay)
             return []
-        await self._finish(deliveries, batch)
+        self._forget(batch)
+        await self._finish(batch.deliveries, batch)
         return retry
 
+    def _forget(self, batch: _Batch) -> None:
+        """Drop this batch's provisional instances and in-flight marks (committed now,
+        or failed: either way the store and the cache say what is true)."""
+        if self._pending_parked is batch.parked_items:
+            self._pending_parked = {}
+        serial = batch.serial
+        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
+            if after is not None:
+                entry = self._provisional.get(item.routed.key)
+                if entry is not None and entry[0] == serial:
+                    del self._provisional[item.routed.key]
+            if unit.inbox is not None and self._inflight.get(unit.inbox) == serial:
+                del self._inflight[unit.inbox]
+
     async def _decide_all(self, items: list[_Item], batch: _Batch, now: float) -> None:
-        by_key: dict[InstanceKey, list[_Item]] = {}
-        for item in items:
-            by_key.setdefault(item.routed.key, []).append(item)
+        batch.items = items
+        self._decide_batch(batch, await self._read(items), now)
+
+    async def _read(self, items: list[_Item]) -> _Reads:
+        """Everything the store must say before deciding: inbox marks, instances not
+        held in memory, parked messages of these instances."""
+        keys = list(dict.fromkeys(i.routed.key for i in items))
         marks = [(i.routed.saga.name, i.routed.envelope.id) for i in items if i.timer is None]
         seen = await self.store.seen(marks) if marks else set()
-        records = await self.store.load(list(by_key))
-        parked_keys = [k for k in by_key if k in self._parked_keys]
+        missing = [k for k in keys if k not in self._cache and k not in self._provisional]
+        records = await self.store.load(missing) if missing else {}
+        parked_keys = [k for k in keys if k in self._parked_keys]
+        parked = await self.store.parked(parked_keys) if parked_keys else []
+        return _Reads(seen, records, parked)
+
+    def _decide_batch(self, batch: _Batch, reads: _Reads, now: float) -> None:
+        """Decide every item of the batch, per instance in arrival order. No I/O."""
+        by_key: dict[InstanceKey, list[_Item]] = {}
+        for item in batch.items:
+            by_key.setdefault(item.routed.key, []).append(item)
+        seen = reads.seen
+        seen.update(self._inflight)  # decided by the previous batch, not yet committed
+        records = reads.records
         waiting: dict[InstanceKey, list[_Item]] = {}
-        if parked_keys:
-            for p in await self.store.parked(parked_keys):
-                revived = self._from_parked(p, batch)
-                if revived is not None:
-                    waiting.setdefault(revived.routed.key, []).append(revived)
+        for p in reads.parked:
+            revived = self._from_parked(p, batch)
+            if revived is not None:
+                waiting.setdefault(revived.routed.key, []).append(revived)
+        prev = self._pending_parked
+        for key in by_key:
+            if key in prev:
+                waiting.setdefault(key, []).extend(prev[key])
         for key, key_items in by_key.items():
             saga = key_items[0].routed.saga
-            record = records.get(key)
-            current = instance_from_record(saga, record) if record is not None else None
+            entry = self._provisional.get(key)
+            current = entry[1] if entry is not None else self._cache.get(key)
+            if current is None:
+                record = records.get(key)
+                current = instance_from_record(saga, record) if record is not None else None
             current = self._settle(current, waiting.get(key, []), batch, seen, now)
             held: list[_Item] = []
             for item in key_items:
@@ -313,18 +457,25 @@ class Engine:
             for item in held:
                 assert item.delivery is not None
                 reason = f"parked: {decide(saga, current, item.routed, now).reason}"
-                batch.add(
-                    parked_unit(
-                        item.routed,
-                        item.delivery.body,
-                        item.delivery.destination,
-                        now,
-                        reason,
-                        saga.park_for,
-                    ),
-                    item,
-                    None,
+                unit = parked_unit(
+                    item.routed,
+                    item.delivery.body,
+                    item.delivery.destination,
+                    now,
+                    reason,
+                    saga.park_for,
                 )
+                batch.add(unit, item, None)
+                batch.parked_items.setdefault(key, []).append(
+                    _Item(item.routed, parked=unit.parked[0])
+                )
+        serial = batch.serial
+        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
+            if after is not None:
+                self._provisional[item.routed.key] = (serial, after)
+            if unit.inbox is not None:
+                self._inflight[unit.inbox] = serial
+        self._pending_parked = batch.parked_items
 
     def _settle(
         self,
@@ -366,11 +517,10 @@ class Engine:
         unit = unit_for(item.routed, before, decision, now, fired_timer=item.timer)
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
-        batch.add(unit, item, decision)
         after = decision.instance
         assert after is not None
         assert unit.instance is not None
-        return Instance(
+        versioned = Instance(
             after.saga,
             after.correlation_id,
             after.state,
@@ -381,6 +531,8 @@ class Engine:
             after.created_at,
             after.updated_at,
         )
+        batch.add(unit, item, decision, versioned)
+        return versioned
 
     def _reject(self, item: _Item, reason: str, batch: _Batch) -> None:
         if item.timer is not None:
@@ -409,14 +561,21 @@ class Engine:
     async def _commit(self, batch: _Batch) -> list[Delivery]:
         if not batch.units:
             return []
-        outcomes = await self.store.commit(batch.units, published=self._published)
+        try:
+            outcomes = await self.store.commit(batch.units, published=self._published)
+        except BaseException:
+            self._cache.clear()  # the outcome is unknown: trust only the store
+            raise
         self._published = []
+        debug = log.bind().is_enabled_for(logging.DEBUG)  # once per batch, not per line
         retry: dict[int, Delivery] = {}
         conflicted_keys: set[InstanceKey] = set()
         committed: list[OutgoingMessage] = []
-        for unit, item, decision, outcome in zip(
-            batch.units, batch.owners, batch.decisions, outcomes, strict=True
+        for unit, item, decision, after, outcome in zip(
+            batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True
         ):
+            if after is not None:
+                self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
             if outcome is Outcome.COMMITTED:
                 if unit.parked:
                     self.stats.parked += 1
@@ -424,17 +583,18 @@ class Engine:
                 if decision is not None and decision.instance is not None:
                     self.stats.transitions += 1
                     committed.extend(outgoing(o) for o in unit.outbox)
-                    log.debug(
-                        "transition",
-                        saga=item.routed.saga.name,
-                        correlation_id=item.routed.correlation_id,
-                        message_id=item.routed.envelope.id,
-                        message_type=item.routed.envelope.type,
-                        from_state=decision.from_state,
-                        state=decision.instance.state,
-                        status=decision.instance.status.value,
-                        sent=[m.type for m in decision.messages],
-                    )
+                    if debug:
+                        log.debug(
+                            "transition",
+                            saga=item.routed.saga.name,
+                            correlation_id=item.routed.correlation_id,
+                            message_id=item.routed.envelope.id,
+                            message_type=item.routed.envelope.type,
+                            from_state=decision.from_state,
+                            state=decision.instance.state,
+                            status=decision.instance.status.value,
+                            sent=[m.type for m in decision.messages],
+                        )
                     if decision.instance.status.final:
                         log.info(
                             "saga finished",
@@ -462,6 +622,18 @@ class Engine:
                 log.warning("publish failed; the outbox relay will retry", error=str(exc))
         return list(retry.values())
 
+    def _remember(self, instance: Instance | None, key: InstanceKey) -> None:
+        """Keep running instances this engine committed, so the next message for them
+        needs no store read; finished ones leave memory. A stale entry (another
+        sidecar moved the instance) is caught by the version check at commit."""
+        cache = self._cache
+        cache.pop(key, None)
+        if instance is None or instance.status.final or self.config.cache_size <= 0:
+            return
+        cache[key] = instance
+        if len(cache) > self.config.cache_size:
+            del cache[next(iter(cache))]
+
     async def _finish(self, deliveries: Sequence[Delivery], batch: _Batch) -> None:
         for d, reason in batch.dead:
             try:
@@ -487,6 +659,7 @@ class Engine:
     async def fire_due(self) -> int:
         """Fire due timers and expire parked messages. Returns timers fired."""
         async with self._lock:
+            await self._drain()
             now = self.clock.now()
             timers = await self.store.due_timers(now, limit=self.config.max_batch)
             if timers:
@@ -494,9 +667,18 @@ class Engine:
                 items = [i for i in (self._timer_item(t) for t in timers) if i is not None]
                 stale = [t for t in timers if t.saga not in self.router.sagas]
                 await self._decide_all(items, batch, now)
-                for t in stale:
-                    log.warning("timer of an unloaded saga dropped", saga=t.saga, timer=t.name)
-                await self._commit(batch)
+                if stale:
+                    for t in stale:
+                        log.warning(
+                            "timer of an unloaded saga dropped",
+                            saga=t.saga,
+                            correlation_id=t.correlation_id,
+                            timer=t.name,
+                        )
+                    await self.store.commit(
+                        [UnitOfWork(timers_cancelled=tuple(t.key for t in stale))]
+                    )
+                await self._complete(batch)
                 self.stats.timers_fired += len(items)
             await self._expire_parked(now)
             return len(timers)
@@ -534,6 +716,7 @@ class Engine:
     async def relay_pending(self) -> int:
         """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""
         async with self._lock:
+            await self._drain()
             total = 0
             while True:
                 rows = await self.store.pending_outbox(limit=1000)
@@ -568,9 +751,10 @@ class Engine:
         if await self.instance(saga, correlation_id) is None:
             return None
         async with self._lock:
+            await self._drain()
             batch = _Batch()
             await self._decide_all([_Item(routed)], batch, self.clock.now())
-            await self._commit(batch)
+            await self._complete(batch)
         return await self.instance(saga, correlation_id)
 
     async def instance(self, saga: str, correlation_id: str) -> Instance | None:

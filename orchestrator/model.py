@@ -31,7 +31,7 @@ class Status(enum.StrEnum):
         return self is not Status.RUNNING
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Meta:
     """Engine-owned bookkeeping stored beside the saga's own state."""
 
@@ -49,7 +49,7 @@ class Meta:
         return cls(attempts=dict(raw.get("attempts", {})), failure=raw.get("failure"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Instance:
     """One saga instance. ``version`` is what the store holds (0 = not yet stored)."""
 
@@ -64,7 +64,7 @@ class Instance:
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class TimerChange:
     """A timer to set (``due`` given) or cancel (``due`` None)."""
 
@@ -72,7 +72,7 @@ class TimerChange:
     due: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Decision:
     """The result of applying one event to one instance.
 

@@ -36,7 +36,7 @@ InstanceKey = tuple[str, str]
 """``(saga name, correlation id)``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class InstanceRecord:
     """One saga instance as stored. ``version`` starts at 1 and grows by one per commit.
 
@@ -58,7 +58,7 @@ class InstanceRecord:
         return (self.saga, self.correlation_id)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class HistoryRecord:
     """One transition, appended for every message an instance handled."""
 
@@ -73,7 +73,7 @@ class HistoryRecord:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class OutboxRecord:
     """A message to publish after commit. ``id`` is the message id: kept on re-publish."""
 
@@ -85,7 +85,7 @@ class OutboxRecord:
     created_at: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class TimerRecord:
     """A timer of an instance; ``(saga, correlation_id, name)`` is unique (setting it
     again moves it)."""
@@ -101,7 +101,7 @@ class TimerRecord:
         return (self.saga, self.correlation_id, self.name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class ParkedRecord:
     """A message that arrived before it could be applied (no instance yet, or not
     accepted in the current state). Retried after each change of its instance;
