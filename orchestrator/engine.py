@@ -89,9 +89,15 @@ class _Stats:
 
 @dataclass(frozen=True, slots=True)
 class _Reads:
+    """What the store said before deciding, plus what the batch still being committed
+    knows and the store does not yet (taken at the same moment, before that commit
+    can finish and forget it)."""
+
     seen: set[tuple[str, str]]
     records: dict[InstanceKey, InstanceRecord]
     parked: list[ParkedRecord]
+    pending_parked: dict[InstanceKey, list[_Item]]
+    provisional: dict[InstanceKey, Instance]
 
 
 @dataclass(eq=False)
@@ -407,7 +413,9 @@ class Engine:
         records = await self.store.load(missing) if missing else {}
         parked_keys = [k for k in keys if k in self._parked_keys]
         parked = await self.store.parked(parked_keys) if parked_keys else []
-        return _Reads(seen, records, parked)
+        seen.update(self._inflight)  # decided by the pending batch, not yet committed
+        provisional = {k: self._provisional[k][1] for k in keys if k in self._provisional}
+        return _Reads(seen, records, parked, self._pending_parked, provisional)
 
     def _decide_batch(self, batch: _Batch, reads: _Reads, now: float) -> None:
         """Decide every item of the batch, per instance in arrival order. No I/O."""
@@ -415,21 +423,19 @@ class Engine:
         for item in batch.items:
             by_key.setdefault(item.routed.key, []).append(item)
         seen = reads.seen
-        seen.update(self._inflight)  # decided by the previous batch, not yet committed
         records = reads.records
         waiting: dict[InstanceKey, list[_Item]] = {}
         for p in reads.parked:
             revived = self._from_parked(p, batch)
             if revived is not None:
                 waiting.setdefault(revived.routed.key, []).append(revived)
-        prev = self._pending_parked
+        prev = reads.pending_parked
         for key in by_key:
             if key in prev:
                 waiting.setdefault(key, []).extend(prev[key])
         for key, key_items in by_key.items():
             saga = key_items[0].routed.saga
-            entry = self._provisional.get(key)
-            current = entry[1] if entry is not None else self._cache.get(key)
+            current = reads.provisional.get(key) or self._cache.get(key)
             if current is None:
                 record = records.get(key)
                 current = instance_from_record(saga, record) if record is not None else None
