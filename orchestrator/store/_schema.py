@@ -67,12 +67,10 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
             data BLOB NOT NULL, meta BLOB NOT NULL,
             created_at REAL NOT NULL, updated_at REAL NOT NULL,
             PRIMARY KEY (saga, correlation_id))""",
-        "CREATE INDEX instances_status ON instances (status, updated_at)",
-        "CREATE INDEX instances_updated ON instances (updated_at)",
+        "CREATE INDEX instances_status ON instances (status)",
         """CREATE TABLE inbox (
             saga TEXT NOT NULL, message_id TEXT NOT NULL, at REAL NOT NULL,
             PRIMARY KEY (saga, message_id)) WITHOUT ROWID""",
-        "CREATE INDEX inbox_at ON inbox (at)",
         """CREATE TABLE history (
             id INTEGER PRIMARY KEY,
             saga TEXT NOT NULL, correlation_id TEXT NOT NULL, seq INTEGER NOT NULL,
@@ -80,7 +78,6 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
             from_state TEXT NOT NULL, to_state TEXT NOT NULL,
             commands TEXT NOT NULL, at REAL NOT NULL)""",
         "CREATE INDEX history_instance ON history (saga, correlation_id, id)",
-        "CREATE INDEX history_at ON history (at)",
         """CREATE TABLE outbox (
             id TEXT PRIMARY KEY, destination TEXT NOT NULL, key TEXT,
             body BLOB NOT NULL, headers TEXT NOT NULL, created_at REAL NOT NULL)""",
@@ -107,12 +104,10 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
             data bytea NOT NULL, meta bytea NOT NULL,
             created_at double precision NOT NULL, updated_at double precision NOT NULL,
             PRIMARY KEY (saga, correlation_id))""",
-        "CREATE INDEX instances_status ON instances (status, updated_at)",
-        "CREATE INDEX instances_updated ON instances (updated_at)",
+        "CREATE INDEX instances_status ON instances (status)",
         """CREATE TABLE inbox (
             saga text NOT NULL, message_id text NOT NULL, at double precision NOT NULL,
             PRIMARY KEY (saga, message_id))""",
-        "CREATE INDEX inbox_at ON inbox (at)",
         """CREATE TABLE history (
             id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             saga text NOT NULL, correlation_id text NOT NULL, seq bigint NOT NULL,
@@ -120,7 +115,6 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
             from_state text NOT NULL, to_state text NOT NULL,
             commands jsonb NOT NULL, at double precision NOT NULL)""",
         "CREATE INDEX history_instance ON history (saga, correlation_id, id)",
-        "CREATE INDEX history_at ON history (at)",
         """CREATE TABLE outbox (
             seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
             id text PRIMARY KEY, destination text NOT NULL, key text,

@@ -160,6 +160,7 @@ class SqliteStore:
             # default page cache within seconds at bench rates; 64 MiB keeps it in RAM.
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA mmap_size=268435456")
+            conn.execute("PRAGMA wal_autocheckpoint=10000")
             return conn
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
