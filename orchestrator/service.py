@@ -485,8 +485,25 @@ def build_app(sidecar: Sidecar) -> Starlette:
             }
         )
 
+    async def abort(request: Request) -> Response:
+        """Stop an instance where it is (``aborted``: no compensation, timers cancelled)."""
+        saga, cid = request.path_params["saga"], request.path_params["correlation_id"]
+        if saga not in {s.name for s in sidecar.sagas}:
+            return _JSON({"error": f"no saga named {saga!r}"}, 404)
+        if sidecar.engine is None:
+            return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
+        reason = request.query_params.get("reason", "")
+        try:
+            inst = await sidecar.engine.abort(saga, cid, reason)
+        except StoreError as exc:
+            return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        if inst is None:
+            return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
+        return _JSON({"state": inst.state, "status": inst.status.value})
+
     return Starlette(
         routes=[
+            Route("/instances/{saga}/{correlation_id}/abort", abort, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/events", events, methods=["POST"]),

@@ -380,3 +380,20 @@ async def test_sigterm_under_load_loses_nothing(process: Any) -> None:
         await asyncio.gather(*(check(o) for o in accepted))
     assert not missing, f"{len(missing)} of {len(accepted)} accepted events lost: {missing[:5]}"
     assert again.terminate() == 0
+
+
+async def test_an_operator_aborts_an_instance_over_http(
+    client: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    assert sidecar.engine is not None
+    await client.post("/events", content=orjson.dumps(order_placed("o-9", correlationid="o-9")))
+    transport = sidecar.transport
+    assert transport is not None
+    await sidecar.engine.handle(transport.poll(sidecar.engine.topology))  # type: ignore[attr-defined]
+    r = await client.post("/instances/order/o-9/abort", params={"reason": "fraud"})
+    assert r.status_code == 200
+    assert r.json() == {"state": "aborted", "status": "aborted"}
+    body = (await client.get("/instances/order/o-9")).json()
+    assert body["failure"] == "fraud" and body["history"][-1]["to_state"] == "aborted"
+    assert (await client.post("/instances/order/nope/abort")).status_code == 404
+    assert (await client.post("/instances/nosaga/x/abort")).status_code == 404
