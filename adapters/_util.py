@@ -26,19 +26,20 @@ def _redact_query(query: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password or token (userinfo or query) replaced by ``***``."""
+    """``url`` with any password or token (userinfo or query) replaced by ``***``.
+
+    Works on multi-host URLs (``kafka://u:p@h1:9092,h2:9092``) too: the netloc is
+    split by hand, never parsed as one host and port."""
     parts = urlsplit(url)
     query = _redact_query(parts.query)
-    if parts.password is None and parts.username is None:
-        if query == parts.query:
-            return url
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    userinfo = f"{user}:***@" if parts.password is not None else "***@"
-    return urlunsplit((parts.scheme, userinfo + host, parts.path, query, parts.fragment))
+    netloc = parts.netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def query_params(url: str) -> dict[str, str]:

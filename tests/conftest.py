@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+pytest_plugins = ["tests.support.kafka"]  # the session Tansu broker fixture: kafka_broker
+
 os.environ.setdefault("SAGAWIRE_LOG_LEVEL", "warning")
 
 from orchestrator.logs import configure_logging  # noqa: E402 - after the env default

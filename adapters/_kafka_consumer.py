@@ -1,0 +1,241 @@
+"""One ``consume()`` of :class:`~adapters.kafka.KafkaTransport`: a group member, its
+offsets, its committer and its in-flight window.
+
+Kafka has no per-message ack, so this module builds one on manual commits: the
+:class:`~adapters._kafka_offsets.OffsetTracker` says which offsets are safely acked,
+a background task commits them (coalesced, never per message), and a rebalance
+commits what was acked before the partitions go. Only this module touches the
+``AIOKafkaConsumer``; the transport facade stays broker-agnostic in shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import errors as kafka_errors
+
+from adapters._kafka_offsets import OffsetTracker, Ticket
+from adapters._kafka_settings import KafkaSettings, translate_error
+from adapters._util import Backoff
+from adapters.base import Delivery, Topology
+
+__all__ = ["ConsumerRun"]
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.2
+"""Longest a fetch waits for records; bounds close() and rewind latency."""
+COMMIT_EVERY = 0.2
+"""Acks arriving within this window share one commit request."""
+FINAL_COMMIT_TIMEOUT = 5.0
+"""A commit on close/rebalance gives up after this (the broker may be gone)."""
+
+
+class _Record(Protocol):
+    """The fields of aiokafka's ``ConsumerRecord`` this adapter reads."""
+
+    topic: str
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+Report = Callable[[BaseException | None], None]
+
+
+class ConsumerRun:
+    """Consume ``topology.consumes`` as ``topology.group``; see the module docstring."""
+
+    def __init__(
+        self, settings: KafkaSettings, topology: Topology, max_batch: int, report: Report
+    ) -> None:
+        self._settings = settings
+        self._topology = topology
+        self._max_batch = max_batch
+        self._report = report
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        """This run's offsets; its tickets identify the run (see KafkaTransport.ack)."""
+        self._consumer = AIOKafkaConsumer(
+            group_id=topology.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
+            **settings.client_kwargs(),
+        )
+        self._settled = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._closing = False
+        self._committer: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        topics = [self._settings.topic(d) for d in self._topology.consumes]
+        self._consumer.subscribe(topics, listener=_Rebalance(self))
+        try:
+            await self._consumer.start()
+        except Exception as err:
+            await self._consumer.stop()
+            raise translate_error(err, "consumer start", self._settings.redacted_url) from err
+        self._committer = asyncio.create_task(self._commit_loop())
+
+    async def batches(self) -> AsyncGenerator[list[Delivery], None]:
+        """Fetch, pause and rewind; ends when :meth:`stop` is called."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
+        window = self._settings.max_in_flight
+        try:
+            while not self._closing:
+                self._rewind(loop.time())
+                full = self.tracker.outstanding >= window
+                self._sync_pauses(full)
+                if full:  # nothing is fetched until the engine settles something
+                    self._settled.clear()
+                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                    # cancel that races the event, and the iterator would never end.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_SECONDS):
+                            await self._settled.wait()
+                room = max(1, min(self._max_batch, window - self.tracker.outstanding))
+                try:
+                    records = await self._consumer.getmany(
+                        timeout_ms=0 if full else int(POLL_SECONDS * 1000), max_records=room
+                    )
+                except kafka_errors.ConsumerStoppedError:
+                    return
+                except kafka_errors.KafkaError as err:
+                    self._report(err)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                backoff.reset()
+                if records:
+                    self._report(None)  # records just came from the broker: it is reachable
+                batch = self._deliveries(records)
+                if batch:
+                    yield batch
+        finally:
+            await self.stop()
+
+    def ack(self, tickets: Sequence[Ticket[TopicPartition]]) -> None:
+        moved = [self.tracker.ack(t) for t in tickets]  # every ticket, no short-circuit
+        if any(moved):
+            self._dirty.set()
+        self._settled.set()
+
+    def nack(self, tickets: Sequence[Ticket[TopicPartition]], delay: float) -> None:
+        due = asyncio.get_running_loop().time() + delay
+        for t in tickets:
+            self.tracker.nack(t, due)
+        self._settled.set()
+
+    async def stop(self) -> None:
+        """Commit what is acked, leave the group, end :meth:`batches`. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FINAL_COMMIT_TIMEOUT):
+                await self._commit()
+        await self._consumer.stop()
+
+    # -- internals ----------------------------------------------------------------
+    def _deliveries(self, records: dict[TopicPartition, list[_Record]]) -> list[Delivery]:
+        batch: list[Delivery] = []
+        rewinding = self.tracker.rewinding
+        for tp, recs in records.items():
+            if tp in rewinding:
+                continue  # fetched before a nack paused it; the rewind fetches them again
+            for r in recs:
+                ticket = self.tracker.accept(tp, r.offset)
+                if ticket is not None:
+                    batch.append(self._delivery(r, ticket))
+        return batch
+
+    def _delivery(self, r: _Record, ticket: Ticket[TopicPartition]) -> Delivery:
+        return Delivery(
+            destination=self._settings.destination(r.topic),
+            body=r.value or b"",
+            headers={k: v.decode("utf-8", "replace") for k, v in r.headers},
+            key=None if r.key is None else r.key.decode("utf-8", "replace"),
+            delivery_count=self.tracker.delivery_count(ticket),
+            handle=ticket,
+        )
+
+    def _rewind(self, now: float) -> None:
+        assigned = self._consumer.assignment()
+        for tp, offset in self.tracker.due_rewinds(now).items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    def _sync_pauses(self, full: bool) -> None:
+        """Paused = partitions waiting for a rewind, plus all of them while the window is
+        full. Pausing (not just not polling) keeps the group membership alive."""
+        assigned = self._consumer.assignment()
+        want = (set(assigned) if full else self.tracker.rewinding) & assigned
+        paused = self._consumer.paused()
+        if want - paused:
+            self._consumer.pause(*(want - paused))
+        if paused - want:
+            self._consumer.resume(*(paused - want))
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._commit()
+            await asyncio.sleep(COMMIT_EVERY)
+
+    async def _commit(self) -> None:
+        offsets = self.tracker.pending_commits()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (kafka_errors.CommitFailedError, kafka_errors.IllegalStateError) as err:
+            # The group rebalanced: the partitions' new owner resumes from the last
+            # commit and redelivers; the engine's inbox absorbs the repeats.
+            log.warning(
+                "kafka commit for group %s lost to a rebalance: %s", self._topology.group, err
+            )
+        except kafka_errors.KafkaError as err:
+            self._report(err)
+            self._dirty.set()
+        else:
+            self.tracker.mark_committed(offsets)
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        offsets = self.tracker.revoke(revoked)
+        if not offsets:
+            return
+        try:
+            async with asyncio.timeout(FINAL_COMMIT_TIMEOUT):
+                await self._consumer.commit(offsets)
+        except (TimeoutError, kafka_errors.KafkaError) as err:
+            log.warning(
+                "kafka commit on revocation failed for group %s (%s); "
+                "acked messages will be delivered again",
+                self._topology.group,
+                translate_error(err, "commit", self._settings.redacted_url),
+            )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Commit acked offsets before partitions move; start clean on new ones."""
+
+    def __init__(self, run: ConsumerRun) -> None:
+        self._run = run
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._run._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._run.tracker.assign(assigned)

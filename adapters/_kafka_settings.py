@@ -1,0 +1,209 @@
+"""``kafka://`` URLs parsed into one immutable settings object, and driver errors translated.
+
+Kept apart from :mod:`adapters.kafka` so the transport reads as broker logic, not
+string handling; the URL is the only configuration a Kafka transport takes.
+
+``kafka://[user:password@]host:port[,host2:port2][?option=value...]``
+
+==================  =========  ==========================================================
+option              default    meaning
+==================  =========  ==========================================================
+partitions          3          partitions of topics :meth:`declare` creates; 3 lets three
+                               sidecars share a group without a re-partition on day one
+replication         1          replication factor of created topics (set 3 in production)
+topic_prefix        (none)     topic = prefix + destination, e.g. ``prod.``
+max_in_flight       2048       unacked deliveries per consumer before fetching pauses
+session_timeout_ms  10000      group session; a silent member is replaced after this
+                               (heartbeats every third of it)
+idempotence         false      idempotent producer (brokers that support it; Tansu does not)
+transactions        false      wrap each publish batch in a Kafka transaction (implies
+                               idempotence); correctness never rests on it
+security_protocol   PLAINTEXT  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+sasl_mechanism      PLAIN      PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+ssl_cafile          (system)   CA bundle for SSL / SASL_SSL
+==================  =========  ==========================================================
+
+User and password come from the URL's userinfo, else from ``SAGAWIRE_KAFKA_USER`` and
+``SAGAWIRE_KAFKA_PASSWORD``. They never appear in ``repr``, logs or errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from aiokafka import errors as kafka_errors
+
+from adapters._util import query_params, redact_url
+from schemas.errors import ConfigError, DeclarationError, TransportError
+
+__all__ = ["KafkaSettings", "translate_error"]
+
+_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+_OPTIONS = {
+    "partitions",
+    "replication",
+    "topic_prefix",
+    "max_in_flight",
+    "session_timeout_ms",
+    "idempotence",
+    "transactions",
+    "security_protocol",
+    "sasl_mechanism",
+    "ssl_cafile",
+}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    """Everything a :class:`~adapters.kafka.KafkaTransport` needs, read from its URL."""
+
+    bootstrap: str
+    redacted_url: str
+    partitions: int = 3
+    replication: int = 1
+    topic_prefix: str = ""
+    max_in_flight: int = 2048
+    session_timeout_ms: int = 10000
+    idempotence: bool = False
+    transactions: bool = False
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+
+    @classmethod
+    def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        """Parse ``url``; a :class:`ConfigError` naming the bad option otherwise."""
+        env = os.environ if env is None else env
+        safe = _redact(url)
+        parts = urlsplit(url)
+        hosts = parts.netloc.rpartition("@")[2]
+        if parts.scheme != "kafka" or not hosts:
+            raise ConfigError(f"not a kafka URL: {safe!r}; expected kafka://host:port[,host:port]")
+        q = query_params(url)
+        unknown = set(q) - _OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown option(s) {sorted(unknown)} in {safe!r}")
+        protocol = q.get("security_protocol", "PLAINTEXT").upper()
+        mechanism = q.get("sasl_mechanism", "PLAIN").upper()
+        if protocol not in _PROTOCOLS:
+            raise ConfigError(f"security_protocol={protocol!r} in {safe!r}; one of {_PROTOCOLS}")
+        if mechanism not in _MECHANISMS:
+            raise ConfigError(f"sasl_mechanism={mechanism!r} in {safe!r}; one of {_MECHANISMS}")
+        transactions = _flag(q, "transactions", safe)
+        return cls(
+            bootstrap=hosts,
+            redacted_url=safe,
+            partitions=_positive(q, "partitions", 3, safe),
+            replication=_positive(q, "replication", 1, safe),
+            topic_prefix=q.get("topic_prefix", ""),
+            max_in_flight=_positive(q, "max_in_flight", 2048, safe),
+            session_timeout_ms=_positive(q, "session_timeout_ms", 10000, safe),
+            idempotence=_flag(q, "idempotence", safe) or transactions,
+            transactions=transactions,
+            security_protocol=protocol,
+            sasl_mechanism=mechanism,
+            username=unquote(parts.username) if parts.username else env.get("SAGAWIRE_KAFKA_USER"),
+            password=(
+                unquote(parts.password)
+                if parts.password is not None
+                else env.get("SAGAWIRE_KAFKA_PASSWORD")
+            ),
+            ssl_cafile=q.get("ssl_cafile"),
+        )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security keywords every aiokafka client (producer, consumer,
+        admin) takes; built in one place so the three never disagree."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.security_protocol in {"SSL", "SASL_SSL"}:
+            from aiokafka.helpers import create_ssl_context
+
+            kwargs["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile)
+        if self.security_protocol.startswith("SASL"):
+            if not self.username or self.password is None:
+                raise ConfigError(
+                    f"{self.security_protocol} needs a user and password: put them in "
+                    f"{self.redacted_url!r} or set SAGAWIRE_KAFKA_USER/SAGAWIRE_KAFKA_PASSWORD"
+                )
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+            )
+        return kwargs
+
+    def topic(self, destination: str) -> str:
+        return self.topic_prefix + destination
+
+    def destination(self, topic: str) -> str:
+        return topic.removeprefix(self.topic_prefix)
+
+
+def translate_error(err: BaseException, doing: str, where: str) -> TransportError:
+    """The project error for a driver error: what failed, where, and whether to retry.
+
+    Connection-level trouble is retryable; authorization and invalid requests are not
+    (nothing changes by retrying), and topic-shape problems while declaring are
+    :class:`DeclarationError`."""
+    text = f"kafka {doing} failed at {where}: {type(err).__name__}: {err}"
+    if isinstance(err, TransportError):
+        return err
+    if isinstance(err, OSError | asyncio.TimeoutError):
+        return TransportError(text, retryable=True)
+    if isinstance(
+        err,
+        kafka_errors.InvalidTopicError
+        | kafka_errors.InvalidPartitionsError
+        | kafka_errors.InvalidReplicationFactorError
+        | kafka_errors.TopicAlreadyExistsError,
+    ):
+        return DeclarationError(text)
+    if isinstance(err, kafka_errors.KafkaError):
+        retryable = bool(getattr(err, "retriable", False)) or isinstance(
+            err, kafka_errors.KafkaConnectionError | kafka_errors.KafkaTimeoutError
+        )
+        return TransportError(text, retryable=retryable)
+    return TransportError(text, retryable=False)
+
+
+def _redact(url: str) -> str:
+    """:func:`redact_url`, also for multi-host netlocs (``h1:9092,h2:9092``), on
+    which it raises because it reads the URL's single port."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        parts = urlsplit(url)
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            hosts = f"{user}:***@{hosts}" if colon else f"***@{hosts}"
+        return parts._replace(netloc=hosts).geturl()
+
+
+def _positive(q: Mapping[str, str], name: str, default: int, safe: str) -> int:
+    raw = q.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} in {safe!r}: expected a positive integer")
+    return int(raw)
+
+
+def _flag(q: Mapping[str, str], name: str, safe: str) -> bool:
+    raw = q.get(name, "false").lower()
+    if raw not in _TRUE | _FALSE:
+        raise ConfigError(f"{name}={raw!r} in {safe!r}: expected true or false")
+    return raw in _TRUE

@@ -1,0 +1,338 @@
+"""The transport contract against Kafka (a Tansu broker started for the session),
+plus what only Kafka has: offsets, partitions, rewinds.
+
+Group joins are slow on Tansu (about the session timeout, which the test URL sets
+to 2 s), so only tests about consuming as a group join one; the others read with
+``assign()``.
+
+Reconnect: a plain TCP proxy cannot sit in front of Kafka, because after
+bootstrapping a client connects to the broker's *advertised* address and would
+bypass it. The ``proxy`` fixture chains TcpProxy -> Tansu's Kafka-aware proxy ->
+the session broker; the Tansu proxy advertises the TcpProxy's port, so every
+connection of the proxied transport (metadata, fetch, produce, group coordinator)
+goes through the cut, while ``direct`` keeps publishing to the same broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from adapters import open_transport
+from adapters._kafka_offsets import OffsetTracker
+from adapters._kafka_settings import KafkaSettings
+from adapters.base import DEADLETTER, Delivery, Topology, Transport
+from adapters.kafka import KafkaTransport
+from schemas.errors import ConfigError, TransportError
+from tests.support.kafka import Tansu, free_port, start_tansu_proxy
+from tests.support.proxy import TcpProxy
+from tests.transport.contract import (
+    Names,
+    Receiver,
+    ReconnectContract,
+    TransportContract,
+    TransportFactory,
+    msg,
+)
+
+
+@pytest.mark.broker("kafka")
+class TestKafkaTransport(TransportContract, ReconnectContract):
+    @pytest.fixture
+    def transport_factory(self, kafka_broker: Tansu) -> TransportFactory:
+        async def make() -> KafkaTransport:
+            return KafkaTransport.from_url(kafka_broker.url)
+
+        return make
+
+    @pytest.fixture
+    async def proxy(self, kafka_broker: Tansu) -> AsyncIterator[TcpProxy]:
+        inner_port = free_port()
+        tcp = await TcpProxy("127.0.0.1", inner_port).start()
+        kafka_proxy = start_tansu_proxy(
+            kafka_broker.port, advertised_port=tcp.port, port=inner_port
+        )
+        try:
+            yield tcp
+        finally:
+            await tcp.close()
+            kafka_proxy.stop()
+
+    @pytest.fixture
+    def proxied_factory(self) -> Callable[[TcpProxy], Awaitable[Transport]]:
+        async def make(proxy: TcpProxy) -> Transport:
+            return KafkaTransport.from_url(
+                f"kafka://127.0.0.1:{proxy.port}?session_timeout_ms=2000"
+            )
+
+        return make
+
+    @pytest.fixture(autouse=True)
+    async def cleanup(self, kafka_broker: Tansu, names: Names) -> AsyncIterator[None]:
+        """Delete the topics this test created (its names share ``names.prefix``)."""
+        yield
+        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka_broker.port}")
+        try:
+            await admin.start()
+            mine = [t for t in await admin.list_topics() if t.startswith(names.prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+
+    # -- Kafka only -------------------------------------------------------------------
+    async def test_declare_creates_topics_with_partitions_and_prefix(
+        self, kafka_broker: Tansu, names: Names
+    ) -> None:
+        t = KafkaTransport.from_url(f"{kafka_broker.url}&partitions=5&topic_prefix={names.prefix}.")
+        await t.start()
+        try:
+            await t.declare(Topology(consumes=("a",), produces=("b",), group=names.group))
+            await t.declare(Topology(consumes=("a",), produces=("b",), group=names.group))
+            partitions = await topic_partitions(
+                kafka_broker, [f"{names.prefix}.a", f"{names.prefix}.b"]
+            )
+            assert partitions == {f"{names.prefix}.a": 5, f"{names.prefix}.b": 5}
+            assert (await topic_partitions(kafka_broker, [DEADLETTER]))[DEADLETTER] >= 1
+        finally:
+            await t.close()
+
+    async def test_same_key_same_partition_in_order(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
+    ) -> None:
+        t = await open_transport()
+        topic = names.dest("a")
+        await t.declare(self.topology(names, "a"))
+        await t.publish([msg(topic, i, key=f"k{i % 7}") for i in range(140)])
+        records = await read_all(kafka_broker, topic, 140)
+        partitions: dict[str, set[int]] = {}
+        for r in records:
+            partitions.setdefault(r.key.decode(), set()).add(r.partition)
+        assert all(len(p) == 1 for p in partitions.values()), partitions
+        assert len({p for ps in partitions.values() for p in ps}) > 1, "all keys on one partition"
+        for key in partitions:
+            seq = [int(r.value[5:-1]) for r in records if r.key.decode() == key]
+            assert seq == sorted(seq) and len(seq) == 20
+
+    async def test_commits_only_the_contiguous_acked_prefix(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
+    ) -> None:
+        t = await open_transport()
+        topo = self.topology(names, "a")
+        await t.declare(topo)
+        async with Receiver(t, topo) as rx:
+            await t.publish([msg(names.dest("a"), i, key="one") for i in range(3)])
+            first, second, third = await rx.wait_for(3)
+            tp = first.handle.tp  # type: ignore[union-attr]
+            await t.ack([second, third])
+            await asyncio.sleep(1.0)
+            assert await committed(kafka_broker, names.group, tp) is None, "committed past a gap"
+            await t.ack([first])
+            for _ in range(50):
+                if await committed(kafka_broker, names.group, tp) == 3:
+                    break
+                await asyncio.sleep(0.1)
+            assert await committed(kafka_broker, names.group, tp) == 3
+
+    async def test_nack_rewinds_and_redelivers_only_what_was_nacked(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names
+    ) -> None:
+        t = await open_transport()
+        topo = self.topology(names, "a")
+        await t.declare(topo)
+        async with Receiver(t, topo) as rx:
+            await t.publish([msg(names.dest("a"), i, key="one") for i in range(3)])
+            a, b, c = await rx.wait_for(3)
+            await t.nack([a], delay=0.3)
+            await t.ack([b])  # c stays with "the engine"
+            (again,) = (await rx.wait_for(4))[3:]
+            assert again.body == a.body and again.delivery_count == 2
+            assert len(await rx.quiet(1.0)) == 4, "b (acked) or c (held) came back"
+            await t.ack([again, c])
+
+    async def test_in_flight_window_pauses_fetching_until_acks(
+        self, kafka_broker: Tansu, names: Names
+    ) -> None:
+        t = KafkaTransport.from_url(f"{kafka_broker.url}&max_in_flight=100")
+        await t.start()
+        topo = self.topology(names, "a")
+        try:
+            await t.declare(topo)
+            await t.publish([msg(names.dest("a"), i, key=f"k{i % 10}") for i in range(500)])
+            async with Receiver(t, topo, max_batch=64) as rx:
+                first = await rx.wait_for(100)
+                assert len(await rx.quiet(1.0)) == 100, "fetched past the in-flight window"
+                acked = 100
+                await t.ack(first)
+                while acked < 500:  # the window moves as acks come
+                    await rx.wait_for(min(acked + 100, 500))
+                    assert len(rx.deliveries) <= acked + 100
+                    await t.ack(rx.deliveries[acked:])
+                    acked = len(rx.deliveries)
+            assert sorted(int(d.body[5:-1]) for d in rx.deliveries) == list(range(500))
+        finally:
+            await t.close()
+
+    async def test_close_ends_the_iterator_and_keeps_acks(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
+    ) -> None:
+        t = await open_transport()
+        topo = self.topology(names, "a")
+        await t.declare(topo)
+        await t.publish([msg(names.dest("a"), i, key="one") for i in range(2)])
+        batches: list[list[Delivery]] = []
+        both = asyncio.Event()
+
+        async def run() -> None:
+            async for batch in t.consume(topo):
+                batches.append(batch)
+                await t.ack(batch)
+                if sum(map(len, batches)) >= 2:
+                    both.set()
+
+        task = asyncio.ensure_future(run())
+        async with asyncio.timeout(20):
+            await both.wait()
+        tp = batches[0][0].handle.tp  # type: ignore[union-attr]
+        await t.close()
+        async with asyncio.timeout(5):
+            await task  # ended, not cancelled
+        assert not t.readiness.ready
+        assert await committed(kafka_broker, names.group, tp) == 2
+
+    async def test_readiness_and_errors_before_start(self, kafka_broker: Tansu) -> None:
+        t = KafkaTransport.from_url(kafka_broker.url)
+        assert not t.readiness.ready and "not started" in t.readiness.reason
+        with pytest.raises(TransportError):
+            await t.publish([msg("x", 1)])
+        dead = KafkaTransport.from_url(f"kafka://127.0.0.1:{free_port()}")
+        with pytest.raises(TransportError) as info:
+            await dead.start()
+        assert info.value.retryable
+
+
+# -- helpers reading Kafka directly (assign(), no group join) ---------------------------
+async def topic_partitions(broker: Tansu, topics: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{broker.port}")
+    await admin.start()
+    try:
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+
+
+async def read_all(broker: Tansu, topic: str, n: int) -> list[object]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{broker.port}", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            await consumer._client.force_metadata_update()
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[object] = []
+        async with asyncio.timeout(20):
+            while len(records) < n:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def committed(broker: Tansu, group: str, tp: TopicPartition) -> int | None:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=f"127.0.0.1:{broker.port}", group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        result: int | None = await consumer.committed(tp)
+        return result
+    finally:
+        await consumer.stop()
+
+
+# -- no broker needed ---------------------------------------------------------------------
+def test_url_options_and_credentials_never_leak() -> None:
+    s = KafkaSettings.from_url(
+        "kafka://alice:s3cr%40t@h1:9092,h2:9092?partitions=6&replication=3&topic_prefix=p."
+        "&security_protocol=SASL_SSL&sasl_mechanism=SCRAM-SHA-512",
+        env={},
+    )
+    assert s.bootstrap == "h1:9092,h2:9092"
+    assert (s.partitions, s.replication, s.topic_prefix) == (6, 3, "p.")
+    assert (s.username, s.password) == ("alice", "s3cr@t")
+    assert "s3cr" not in repr(s) and "s3cr" not in s.redacted_url
+    assert s.topic("order.created") == "p.order.created"
+    assert s.destination("p.order.created") == "order.created"
+    kwargs = s.client_kwargs()
+    assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512" and kwargs["ssl_context"] is not None
+
+
+def test_credentials_from_env_and_missing_ones_are_a_config_error() -> None:
+    url = "kafka://h:9092?security_protocol=SASL_PLAINTEXT"
+    s = KafkaSettings.from_url(
+        url, env={"SAGAWIRE_KAFKA_USER": "bob", "SAGAWIRE_KAFKA_PASSWORD": "pw"}
+    )
+    assert s.client_kwargs()["sasl_plain_username"] == "bob"
+    with pytest.raises(ConfigError, match="SAGAWIRE_KAFKA_USER"):
+        KafkaSettings.from_url(url, env={}).client_kwargs()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "kafka://h:9092?partitions=0",
+        "kafka://h:9092?idempotence=maybe",
+        "kafka://h:9092?security_protocol=TLS",
+        "kafka://h:9092?sasl_mechanism=GSSAPI",
+        "kafka://h:9092?acks=1",
+        "kafka://",
+    ],
+)
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        KafkaSettings.from_url(url, env={})
+
+
+def test_registry_opens_kafka() -> None:
+    assert isinstance(open_transport("kafka://127.0.0.1:9092"), KafkaTransport)
+
+
+def test_tracker_commits_the_contiguous_prefix_and_rewinds() -> None:
+    tr: OffsetTracker[str] = OffsetTracker()
+    tr.assign(["p"])
+    t0, t1, t2 = (tr.accept("p", o) for o in (10, 11, 13))  # 12: a transaction marker
+    assert t0 and t1 and t2 and tr.outstanding == 3
+    assert not tr.ack(t1)
+    assert tr.pending_commits() == {}
+    tr.nack(t2, due=5.0)
+    assert tr.rewinding == {"p"} and tr.due_rewinds(4.0) == {}
+    assert tr.due_rewinds(5.0) == {"p": 13}
+    assert tr.ack(t0)
+    assert tr.pending_commits() == {"p": 12}
+    again = tr.accept("p", 13)
+    assert again and tr.delivery_count(again) == 2
+    assert tr.accept("p", 11) is None  # acked before: never handed out twice
+    tr.mark_committed({"p": 12})
+    assert tr.ack(again) and tr.pending_commits() == {"p": 14}
+    assert tr.revoke(["p"]) == {"p": 14} and tr.outstanding == 0
+    assert not tr.ack(again), "a ticket from before a rebalance is ignored"
+
+
+def test_tracker_skips_deliveries_still_held_after_a_rewind() -> None:
+    tr: OffsetTracker[str] = OffsetTracker()
+    tr.assign(["p"])
+    a, b = tr.accept("p", 0), tr.accept("p", 1)
+    assert a and b
+    tr.nack(a, due=0.0)
+    assert tr.due_rewinds(0.0) == {"p": 0}
+    assert tr.accept("p", 0) is not None
+    assert tr.accept("p", 1) is None  # b is still with the engine
