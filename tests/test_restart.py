@@ -17,8 +17,12 @@ from sagas.order import order
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope
 
-PLACED = {"order_id": "o-1", "customer_id": "c", "items": [{"sku": "A", "qty": 1}],
-          "amount_cents": 10}
+PLACED = {
+    "order_id": "o-1",
+    "customer_id": "c",
+    "items": [{"sku": "A", "qty": 1}],
+    "amount_cents": 10,
+}
 
 
 async def boot(path: Path, broker: MemoryBroker, clock: VirtualClock) -> tuple[Engine, Store]:
@@ -63,8 +67,10 @@ async def test_state_and_timers_survive_a_restart(tmp_path: Path) -> None:
     by_id = {c.id: c.attempt for c in charges}
     assert sorted(by_id.values()) == [1, 2]
     history = await store.history(("order", "o-1"))
-    assert [h.message_type for h in history][-2:] == ["timer:payment.timeout",
-                                                      "timer:payment.retry"]
+    assert [h.message_type for h in history][-2:] == [
+        "timer:payment.timeout",
+        "timer:payment.retry",
+    ]
     await store.close()
 
 
