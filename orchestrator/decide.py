@@ -212,6 +212,10 @@ def _apply(
         )
     messages: list[Envelope] = []
     timers: list[TimerChange] = []
+    known = instance.meta.timers is not None
+    live = set(instance.meta.timers or ())
+    if env.type.startswith(TIMER_PREFIX):
+        live.discard(env.type[len(TIMER_PREFIX) :])  # it fired: the engine deletes its row
     for action in row.actions:
         if isinstance(action, SendSpec):
             if action.condition is not None and not action.condition(ctx):
@@ -221,7 +225,7 @@ def _apply(
                 attempts = dict(ctx.meta.attempts)
                 attempt = attempts.get(action.attempt_key, 0) + 1
                 attempts[action.attempt_key] = attempt
-                ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure))
+                ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure, ctx.meta.timers))
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
                 payload = action.model.model_validate(payload)
@@ -242,17 +246,23 @@ def _apply(
         elif isinstance(action, SetTimer):
             after = action.after(ctx) if callable(action.after) else action.after
             timers.append(TimerChange(action.name, now + float(after)))
+            live.add(action.name)
         elif isinstance(action, CancelTimer):
-            timers.append(TimerChange(action.name, None))
+            if action.name in live or not known:
+                timers.append(TimerChange(action.name, None))
+            live.discard(action.name)
         elif isinstance(action, SetFailure):
-            ctx = _with(ctx, meta=Meta(ctx.meta.attempts, action.reason(ctx)))
+            ctx = _with(ctx, meta=Meta(ctx.meta.attempts, action.reason(ctx), ctx.meta.timers))
     status = saga.final.get(row.target, Status.RUNNING)
     if status.final:
-        live = {t.name for t in timers if t.due is not None}
+        cancelled = {t.name for t in timers if t.due is None}
         timers = [t for t in timers if t.due is None]
-        timers += [TimerChange(name, None) for name in sorted(live | saga.timer_names)]
+        remaining = live if known else set(saga.timer_names)
+        timers += [TimerChange(name, None) for name in sorted(remaining - cancelled)]
+        live = set()
+    meta = Meta(ctx.meta.attempts, ctx.meta.failure, tuple(sorted(live)))
     new = replace(
-        instance, state=row.target, status=status, data=ctx.state, meta=ctx.meta, updated_at=now
+        instance, state=row.target, status=status, data=ctx.state, meta=meta, updated_at=now
     )
     return Decision(
         "applied", new, from_state=instance.state, messages=tuple(messages), timers=tuple(timers)
@@ -262,7 +272,8 @@ def _apply(
 def _abort(saga: SagaDefinition, instance: Instance, event: Routed, now: float) -> Decision:
     data = event.envelope.data if isinstance(event.envelope.data, dict) else {}
     reason = str(data.get("reason") or "aborted by an operator")
-    meta = replace(instance.meta, failure=reason)
+    live = saga.timer_names if instance.meta.timers is None else instance.meta.timers
+    meta = Meta(instance.meta.attempts, reason, ())
     new = replace(instance, state="aborted", status=Status.ABORTED, meta=meta, updated_at=now)
-    timers = tuple(TimerChange(name, None) for name in sorted(saga.timer_names))
+    timers = tuple(TimerChange(name, None) for name in sorted(live))
     return Decision("applied", new, from_state=instance.state, timers=timers)

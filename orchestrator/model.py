@@ -37,16 +37,24 @@ class Meta:
 
     attempts: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
+    timers: tuple[str, ...] | None = ()
+    """Timers set and not yet fired or cancelled, so that cancelling touches only rows
+    that exist (None: unknown, cancel by name regardless)."""
 
     def attempt(self, key: str) -> int:
         return self.attempts.get(key, 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "failure": self.failure}
+        return {"attempts": self.attempts, "failure": self.failure, "timers": self.timers}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Meta:
-        return cls(attempts=dict(raw.get("attempts", {})), failure=raw.get("failure"))
+        timers = raw.get("timers")
+        return cls(
+            attempts=dict(raw.get("attempts", {})),
+            failure=raw.get("failure"),
+            timers=None if timers is None else tuple(timers),
+        )
 
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
