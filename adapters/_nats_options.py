@@ -204,9 +204,7 @@ class NatsOptions:
 
 def _valid_subject(subject: str) -> bool:
     """A literal NATS subject: non-empty dot-separated tokens, no wildcards or spaces."""
-    return all(
-        token and not any(c in token for c in "*> \t\r\n") for token in subject.split(".")
-    )
+    return all(token and not any(c in token for c in "*> \t\r\n") for token in subject.split("."))
 
 
 def _positive(

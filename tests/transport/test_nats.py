@@ -326,8 +326,12 @@ async def test_subject_prefix_keeps_two_deployments_of_one_destination_apart(
     other = unique("SW_")
     dest = names.dest("a")
     topo = Topology(consumes=(dest, DEADLETTER), group=names.group)
-    first = NatsTransport.from_url(f"nats://{HOST}:{PORT}?stream={stream}&subject_prefix=p1.{stream}")
-    second = NatsTransport.from_url(f"nats://{HOST}:{PORT}?stream={other}&subject_prefix=p2.{other}")
+    first = NatsTransport.from_url(
+        f"nats://{HOST}:{PORT}?stream={stream}&subject_prefix=p1.{stream}"
+    )
+    second = NatsTransport.from_url(
+        f"nats://{HOST}:{PORT}?stream={other}&subject_prefix=p2.{other}"
+    )
     nc = await nats.connect(f"nats://{HOST}:{PORT}")
     try:
         for t in (first, second):
