@@ -1,0 +1,123 @@
+"""Step 5: commit a decided batch as one unit of work, publish its outbox, dead-letter
+what can never be handled, acknowledge the rest; and keep the instance cache."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage
+from orchestrator.batch import Batch, log
+from orchestrator.deciding import Deciding
+from orchestrator.model import Instance
+from orchestrator.persist import (
+    outgoing,
+)
+from orchestrator.store.base import (
+    InstanceKey,
+    Outcome,
+)
+from schemas.errors import TransportError
+
+__all__ = ["Committing"]
+
+
+class Committing(Deciding):
+    """Commit, publish, dead-letter, ack."""
+
+    async def _commit(self, batch: Batch) -> list[Delivery]:
+        if not batch.units:
+            return []
+        try:
+            outcomes = await self.store.commit(batch.units, published=self._published)
+        except BaseException:
+            self._cache.clear()  # the outcome is unknown: trust only the store
+            raise
+        self._published = []
+        debug = log.bind().is_enabled_for(logging.DEBUG)  # once per batch, not per line
+        retry: dict[int, Delivery] = {}
+        conflicted_keys: set[InstanceKey] = set()
+        committed: list[OutgoingMessage] = []
+        for unit, item, decision, after, outcome in zip(
+            batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True
+        ):
+            if after is not None:
+                self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
+            if outcome is Outcome.COMMITTED:
+                if unit.parked:
+                    self.stats.parked += 1
+                    self._parked_keys.add(item.routed.key)
+                if decision is not None and decision.instance is not None:
+                    self.stats.transitions += 1
+                    committed.extend(outgoing(o) for o in unit.outbox)
+                    if debug:
+                        log.debug(
+                            "transition",
+                            saga=item.routed.saga.name,
+                            correlation_id=item.routed.correlation_id,
+                            message_id=item.routed.envelope.id,
+                            message_type=item.routed.envelope.type,
+                            from_state=decision.from_state,
+                            state=decision.instance.state,
+                            status=decision.instance.status.value,
+                            sent=[m.type for m in decision.messages],
+                        )
+                    if decision.instance.status.final:
+                        log.info(
+                            "saga finished",
+                            saga=item.routed.saga.name,
+                            correlation_id=item.routed.correlation_id,
+                            state=decision.instance.state,
+                            status=decision.instance.status.value,
+                            failure=decision.instance.meta.failure,
+                        )
+                    for observe in self.observers:
+                        observe(decision.instance, decision)
+            elif outcome is Outcome.DUPLICATE:
+                self.stats.duplicates += 1
+            else:
+                conflicted_keys.add(item.routed.key)
+                if item.delivery is not None:
+                    retry[id(item.delivery)] = item.delivery
+                    batch.failed.add(id(item.delivery))
+        if committed:
+            try:
+                await self.transport.publish(committed)
+                self._published.extend(m.message_id for m in committed)
+            except TransportError as exc:
+                self._relay_needed = True
+                log.warning("publish failed; the outbox relay will retry", error=str(exc))
+        return list(retry.values())
+
+    def _remember(self, instance: Instance | None, key: InstanceKey) -> None:
+        """Keep running instances this engine committed, so the next message for them
+        needs no store read; finished ones leave memory. A stale entry (another
+        sidecar moved the instance) is caught by the version check at commit."""
+        cache = self._cache
+        cache.pop(key, None)
+        if instance is None or instance.status.final or self.config.cache_size <= 0:
+            return
+        cache[key] = instance
+        if len(cache) > self.config.cache_size:
+            del cache[next(iter(cache))]
+
+    async def _finish(self, deliveries: Sequence[Delivery], batch: Batch) -> None:
+        for d, reason in batch.dead:
+            try:
+                await self.transport.dead_letter(d, reason)
+                self.stats.dead_letters += 1
+                log.warning(
+                    "dead-lettered",
+                    reason=reason,
+                    destination=d.destination,
+                    message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
+                )
+            except TransportError as exc:
+                batch.failed.add(id(d))
+                log.warning("dead-letter failed; will be redelivered", error=str(exc))
+                with contextlib.suppress(TransportError):
+                    await self.transport.nack([d], delay=self.config.transient_retry_delay)
+        done = [d for d in deliveries if id(d) not in batch.failed]
+        if done:
+            await self.transport.ack(done)

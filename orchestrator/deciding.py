@@ -1,0 +1,195 @@
+"""Steps 2-4 for a whole batch: read what the store knows, then decide every item,
+per instance in arrival order, with parked messages retried after each change.
+Calls the pure :func:`orchestrator.decide.decide` for each message; does no I/O
+itself once the reads are in."""
+
+from __future__ import annotations
+
+from adapters.base import Delivery
+from orchestrator.batch import Batch, EngineState, Item, Reads
+from orchestrator.correlate import Routed
+from orchestrator.decide import decide
+from orchestrator.model import Decision, Instance
+from orchestrator.persist import (
+    instance_from_record,
+    parked_unit,
+    unit_for,
+)
+from orchestrator.store.base import (
+    InstanceKey,
+    ParkedRecord,
+    UnitOfWork,
+)
+from schemas.codec import decode
+from schemas.errors import MessageError
+
+__all__ = ["Deciding"]
+
+
+class Deciding(EngineState):
+    """Reads and decisions for one batch."""
+
+    async def _decide_all(self, items: list[Item], batch: Batch, now: float) -> None:
+        batch.items = items
+        self._decide_batch(batch, await self._read(items), now)
+
+    async def _read(self, items: list[Item]) -> Reads:
+        """Everything the store must say before deciding: inbox marks, instances not
+        held in memory, parked messages of these instances."""
+        keys = list(dict.fromkeys(i.routed.key for i in items))
+        marks = [(i.routed.saga.name, i.routed.envelope.id) for i in items if i.timer is None]
+        seen = await self.store.seen(marks) if marks else set()
+        missing = [k for k in keys if k not in self._cache and k not in self._provisional]
+        records = await self.store.load(missing) if missing else {}
+        parked_keys = [k for k in keys if k in self._parked_keys]
+        parked = await self.store.parked(parked_keys) if parked_keys else []
+        seen.update(self._inflight)  # decided by the pending batch, not yet committed
+        provisional = {k: self._provisional[k][1] for k in keys if k in self._provisional}
+        return Reads(seen, records, parked, self._pending_parked, provisional)
+
+    def _decide_batch(self, batch: Batch, reads: Reads, now: float) -> None:
+        """Decide every item of the batch, per instance in arrival order. No I/O."""
+        by_key: dict[InstanceKey, list[Item]] = {}
+        for item in batch.items:
+            by_key.setdefault(item.routed.key, []).append(item)
+        seen = reads.seen
+        records = reads.records
+        waiting: dict[InstanceKey, list[Item]] = {}
+        for p in reads.parked:
+            revived = self._from_parked(p, batch)
+            if revived is not None:
+                waiting.setdefault(revived.routed.key, []).append(revived)
+        prev = reads.pending_parked
+        for key in by_key:
+            if key in prev:
+                waiting.setdefault(key, []).extend(prev[key])
+        for key, key_items in by_key.items():
+            saga = key_items[0].routed.saga
+            current = reads.provisional.get(key) or self._cache.get(key)
+            if current is None:
+                record = records.get(key)
+                current = instance_from_record(saga, record) if record is not None else None
+            current = self._settle(current, waiting.get(key, []), batch, seen, now)
+            held: list[Item] = []
+            for item in key_items:
+                mark = (saga.name, item.routed.envelope.id)
+                if item.timer is None and mark in seen:
+                    self.stats.duplicates += 1
+                    continue
+                decision = decide(saga, current, item.routed, now)
+                if decision.kind == "applied":
+                    current = self._applied(item, current, decision, batch, now)
+                    seen.add(mark)
+                    current = self._settle(current, held, batch, seen, now)
+                    current = self._settle(current, waiting.get(key, []), batch, seen, now)
+                elif decision.kind == "park":
+                    held.append(item)
+                elif decision.kind == "reject":
+                    self._reject(item, decision.reason, batch)
+                elif item.timer is not None:
+                    batch.add(
+                        UnitOfWork(timers_cancelled=((saga.name, key[1], item.timer),)), item, None
+                    )
+            for item in held:
+                assert item.delivery is not None
+                reason = f"parked: {decide(saga, current, item.routed, now).reason}"
+                unit = parked_unit(
+                    item.routed,
+                    item.delivery.body,
+                    item.delivery.destination,
+                    now,
+                    reason,
+                    saga.park_for,
+                )
+                batch.add(unit, item, None)
+                batch.parked_items.setdefault(key, []).append(
+                    Item(item.routed, parked=unit.parked[0])
+                )
+        serial = batch.serial
+        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
+            if after is not None:
+                self._provisional[item.routed.key] = (serial, after)
+            if unit.inbox is not None:
+                self._inflight[unit.inbox] = serial
+        self._pending_parked = batch.parked_items
+
+    def _settle(
+        self,
+        current: Instance | None,
+        waiting: list[Item],
+        batch: Batch,
+        seen: set[tuple[str, str]],
+        now: float,
+    ) -> Instance | None:
+        """Apply waiting (parked) items that the instance can now take, until none can."""
+        progress = True
+        while progress and waiting and current is not None:
+            progress = False
+            for item in list(waiting):
+                saga = item.routed.saga
+                mark = (saga.name, item.routed.envelope.id)
+                if mark in seen:
+                    waiting.remove(item)
+                    if item.parked is not None:
+                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
+                    continue
+                decision = decide(saga, current, item.routed, now)
+                if decision.kind == "park":
+                    continue
+                waiting.remove(item)
+                progress = True
+                if decision.kind == "applied":
+                    current = self._applied(item, current, decision, batch, now)
+                    seen.add(mark)
+                else:
+                    self._reject(item, decision.reason, batch)
+                    if item.parked is not None:
+                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
+        return current
+
+    def _applied(
+        self, item: Item, before: Instance | None, decision: Decision, batch: Batch, now: float
+    ) -> Instance:
+        unit = unit_for(item.routed, before, decision, now, fired_timer=item.timer)
+        if item.parked is not None:
+            unit.unparked = ((item.parked.saga, item.parked.message_id),)
+        after = decision.instance
+        assert after is not None
+        assert unit.instance is not None
+        versioned = Instance(
+            after.saga,
+            after.correlation_id,
+            after.state,
+            after.status,
+            unit.instance.version,
+            after.data,
+            after.meta,
+            after.created_at,
+            after.updated_at,
+        )
+        batch.add(unit, item, decision, versioned)
+        return versioned
+
+    def _reject(self, item: Item, reason: str, batch: Batch) -> None:
+        if item.timer is not None:
+            saga, cid = item.routed.key
+            batch.add(UnitOfWork(timers_cancelled=((saga, cid, item.timer),)), item, None)
+            return
+        d = item.delivery
+        if d is None and item.parked is not None:
+            d = Delivery(destination=item.parked.destination, body=item.parked.body, headers={})
+        if d is not None:
+            batch.dead.append((d, reason))
+
+    def _from_parked(self, p: ParkedRecord, batch: Batch) -> Item | None:
+        saga = self.router.sagas.get(p.saga)
+        if saga is None:
+            return None
+        try:
+            env = decode(p.body)
+        except MessageError:
+            return None
+        for r in self.router.route(env):
+            if isinstance(r, Routed) and r.saga.name == p.saga:
+                return Item(r, parked=p)
+        return None

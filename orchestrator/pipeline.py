@@ -1,0 +1,141 @@
+"""Steps 1 and 6 of the data flow, and the pipeline between them.
+
+Deliveries are parsed (decoded, routed, correlated), decided (``deciding``), committed
+and acknowledged (``committing``). The pipeline decides batch N+1 while batch N
+commits: store reads for N+1 happen before N's commit starts, instances N decided
+but has not committed are read from ``_provisional`` and its inbox marks from
+``_inflight``; commits, publishes and acks stay in batch order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from adapters.base import Delivery
+from orchestrator.batch import Batch, Item, log
+from orchestrator.committing import Committing
+from orchestrator.correlate import Routed
+from schemas.codec import decode
+from schemas.errors import MessageError, StoreError
+
+__all__ = ["Pipeline"]
+
+
+class Pipeline(Committing):
+    """Batches in, acknowledgements out: the serial path and the pipelined one."""
+
+    # -- the batch ------------------------------------------------------------
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle one batch of deliveries end to end (ack or nack each), unpipelined."""
+        async with self._lock:
+            await self._drain()
+            await self._handle_serially(list(deliveries))
+
+    async def _handle_serially(self, deliveries: list[Delivery]) -> None:
+        self.stats.deliveries += len(deliveries)
+        pending = deliveries
+        for _ in range(self.config.conflict_retries):
+            batch = self._parse(pending)
+            reads = await self._read(batch.items)
+            self._decide_batch(batch, reads, self.clock.now())
+            pending = await self._complete(batch)
+            if not pending:
+                return
+            self.stats.conflicts += len(pending)
+            self._provisional.clear()
+        await self.transport.nack(pending, delay=self.config.transient_retry_delay)
+
+    async def _step(self, deliveries: list[Delivery]) -> None:
+        """The pipelined path: decide this batch while the previous one commits.
+
+        The store reads for this batch happen *before* the previous commit starts (one
+        writer thread serves both); instances the previous batch decided but has not
+        yet committed are read from ``_provisional``, its inbox marks from
+        ``_inflight``. Commits stay in batch order, so an instance's transitions are
+        persisted, published and acknowledged in arrival order. If the previous batch
+        met a version conflict, this one is committed too and both are retried
+        serially, in order."""
+        self.stats.deliveries += len(deliveries)
+        batch = self._parse(deliveries)
+        reads = await self._read(batch.items)
+        prev, self._pending = self._pending, None
+        committing = asyncio.ensure_future(self._complete(prev)) if prev is not None else None
+        if committing is not None:
+            await asyncio.sleep(0)  # let the commit reach the store thread before we decide
+        try:
+            self._decide_batch(batch, reads, self.clock.now())
+        finally:
+            retry = await committing if committing is not None else []
+        if retry:
+            retry += await self._complete(batch)
+            self.stats.conflicts += len(retry)
+            self._provisional.clear()
+            await self._handle_serially(retry)
+            return
+        self._pending = batch
+
+    async def _drain(self) -> None:
+        """Complete the batch the pipeline decided but has not committed yet."""
+        batch, self._pending = self._pending, None
+        if batch is not None:
+            retry = await self._complete(batch)
+            if retry:
+                self.stats.conflicts += len(retry)
+                self._provisional.clear()
+                await self._handle_serially(retry)
+
+    def _parse(self, deliveries: list[Delivery]) -> Batch:
+        self._serial += 1
+        batch = Batch(deliveries=deliveries, serial=self._serial)
+        for d in deliveries:
+            try:
+                env = decode(d.body)
+            except MessageError as exc:
+                batch.dead.append((d, exc.reason))
+                continue
+            for r in self.router.route(env):
+                if isinstance(r, Routed):
+                    batch.items.append(Item(r, delivery=d))
+                else:
+                    batch.dead.append((d, str(r)))
+        return batch
+
+    async def _complete(self, batch: Batch) -> list[Delivery]:
+        """Commit, publish, dead-letter, ack. Returns deliveries to retry (conflicts)."""
+        try:
+            retry = await self._commit(batch)
+        except StoreError as exc:
+            self._forget(batch)
+            if not exc.retryable:
+                raise
+            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+            deliveries = batch.deliveries
+            final = [d for d in deliveries if d.final_attempt]
+            for d in final:  # the broker would drop it after this: keep it, with why
+                await self.transport.dead_letter(
+                    d, f"not handled after {d.delivery_count} deliveries: {exc}"
+                )
+            if final:
+                await self.transport.ack(final)
+            rest = [d for d in deliveries if not d.final_attempt]
+            await self.transport.nack(rest, delay=self.config.transient_retry_delay)
+            return []
+        self._forget(batch)
+        await self._finish(batch.deliveries, batch)
+        return retry
+
+    def _forget(self, batch: Batch) -> None:
+        """Drop this batch's provisional instances and in-flight marks (committed now,
+        or failed: either way the store and the cache say what is true)."""
+        if self._pending_parked is batch.parked_items:
+            self._pending_parked = {}
+        serial = batch.serial
+        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
+            if after is not None:
+                entry = self._provisional.get(item.routed.key)
+                if entry is not None and entry[0] == serial:
+                    del self._provisional[item.routed.key]
+            if unit.inbox is not None and self._inflight.get(unit.inbox) == serial:
+                del self._inflight[unit.inbox]
