@@ -69,6 +69,10 @@ class ConsumerRun:
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
             **settings.client_kwargs(),
         )
+        self.joined = False
+        """Set once the group gave this consumer its (possibly empty) assignment: until
+        then nothing is being consumed, and readiness says so."""
+        self.group = topology.group
         self._settled = asyncio.Event()
         self._dirty = asyncio.Event()
         self._closing = False
@@ -239,3 +243,4 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._run.tracker.assign(assigned)
+        self._run.joined = True

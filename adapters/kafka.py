@@ -176,6 +176,9 @@ class KafkaTransport:
             return Readiness(False, f"kafka transport {self._state}")
         if self._fault is not None:
             return Readiness(False, self._fault)
+        joining = sorted({run.group for run in self._runs if not run.joined})
+        if joining:
+            return Readiness(False, f"joining kafka consumer group {', '.join(joining)}")
         return Readiness(True)
 
     # -- internals ----------------------------------------------------------------

@@ -137,18 +137,30 @@ class Engine(Housekeeping):
 
     async def _consume(self, stopping: asyncio.Event) -> None:
         """Feed batches to the pipeline; when no batch is waiting, commit the pending one
-        rather than hold it (its commands may be what the participants wait for)."""
+        rather than hold it (its commands may be what the participants wait for).
+
+        A reader task pulls from the transport one batch ahead. It never blocks in a
+        ``finally`` (a full queue there once hung SIGTERM under load): the loop
+        watches the reader itself to learn that the stream ended or failed."""
         stream = self.transport.consume(self.topology, max_batch=self.config.max_batch)
-        queue: asyncio.Queue[list[Delivery] | None] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=1)
 
         async def read() -> None:
-            try:
-                async for batch in stream:
-                    await queue.put(batch)
-            finally:
-                await queue.put(None)
+            async for batch in stream:
+                await queue.put(batch)
 
         reader = asyncio.ensure_future(read())
+
+        async def next_batch() -> list[Delivery] | None:
+            if not queue.empty():
+                return queue.get_nowait()
+            getter = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                return getter.result()
+            getter.cancel()
+            return queue.get_nowait() if not queue.empty() else None
+
         self._consuming = True
         self.ready_reason = ""
         try:
@@ -160,7 +172,7 @@ class Engine(Housekeeping):
                             await asyncio.shield(self._drain())
                     finally:
                         self._handling = False
-                batch = await queue.get()
+                batch = await next_batch()
                 if batch is None:
                     break
                 self._handling = True
@@ -176,12 +188,17 @@ class Engine(Housekeeping):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            if not queue.empty():  # read ahead but not handled: give it back now
+                with contextlib.suppress(Exception):
+                    await self.transport.nack(queue.get_nowait())
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
             async with self._lock:
                 await self._drain()
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            raise reader.exception()  # type: ignore[misc]
 
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval

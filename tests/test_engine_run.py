@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from pydantic import BaseModel
 
-from adapters.base import OutgoingMessage
+from adapters.base import Delivery, OutgoingMessage
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Event, Send, Status, Step, StepSaga
 from orchestrator.engine import Engine, EngineConfig
@@ -191,3 +191,33 @@ async def test_a_fatal_store_error_stops_the_engine_with_that_error() -> None:
     with pytest.raises(StoreError, match="disk is gone"):
         await asyncio.wait_for(engine.run(asyncio.Event()), 5)
     assert "disk is gone" in engine.ready_reason
+
+
+class BusyTransport(MemoryTransport):
+    """Always has the next batch ready, and acks slowly: a SIGTERM under load."""
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:  # type: ignore[override]
+        await asyncio.sleep(0.02)
+        await super().ack(deliveries)
+
+
+async def test_stop_under_load_returns_and_gives_back_what_was_read_ahead() -> None:
+    broker = MemoryBroker(record=True)
+    store = MemoryStore()
+    await store.open()
+    transport = BusyTransport(broker)
+    await transport.start()
+    engine = Engine([quick], store, transport, config=EngineConfig(max_batch=5))
+    client = MemoryTransport(broker)
+    await client.start()
+    await engine.prepare()
+    await client.publish([event("job.started", f"j{i}") for i in range(400)])
+    stopping = asyncio.Event()
+    task = asyncio.ensure_future(engine.run(stopping))
+    await asyncio.sleep(0.1)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    await transport.close()
+    handled = len(broker.published("job.work"))
+    assert 0 < handled < 400
+    assert broker.depth("sagawire") == 400 - handled, "unhandled deliveries were not given back"
