@@ -180,12 +180,10 @@ def demo(
     """Run the order saga against simulated participants and show what happened."""
     from rich.console import Console
 
+    from orchestrator.demo import run_demo
+
     with _reporting(debug):
         configure_logging("debug" if debug else "warning")
-        try:
-            from orchestrator.demo import run_demo
-        except ImportError as exc:
-            raise ConfigError(f"sagawire demo is unavailable: {exc}") from exc
         code = asyncio.run(run_demo(orders, seed, store, broker, Console()))
     raise typer.Exit(code)
 
@@ -194,18 +192,16 @@ def demo(
 def bench(
     broker: Annotated[str, typer.Option(help="Broker URL.")] = "memory://",
     store: Annotated[str, typer.Option(help="Store URL.")] = "sqlite:///sagawire-bench.db",
-    sagas: Annotated[int, typer.Option(min=1, help="Saga instances to run.")] = 1000,
-    concurrency: Annotated[int, typer.Option(min=1, help="Instances in flight.")] = 64,
+    sagas: Annotated[int, typer.Option(min=1, help="Saga instances to run.")] = 2000,
+    concurrency: Annotated[int, typer.Option(min=1, help="Instances in flight.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the simulated participants.")] = 1,
     debug: DebugOpt = False,
 ) -> None:
     """Measure sagas per second and latency on a broker and store; print one JSON line."""
+    from orchestrator.bench import run_bench
+
     with _reporting(debug):
         configure_logging("debug" if debug else "warning")
-        try:
-            from orchestrator.bench import run_bench
-        except ImportError as exc:
-            raise ConfigError(f"sagawire bench is unavailable: {exc}") from exc
         asyncio.run(run_bench(broker, store, sagas, concurrency, seed))  # prints its line
 
 
