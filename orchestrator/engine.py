@@ -143,7 +143,7 @@ class Engine(Housekeeping):
         ``finally`` (a full queue there once hung SIGTERM under load): the loop
         watches the reader itself to learn that the stream ended or failed."""
         stream = self.transport.consume(self.topology, max_batch=self.config.max_batch)
-        queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=4)
 
         async def read() -> None:
             async for batch in stream:
@@ -175,6 +175,11 @@ class Engine(Housekeeping):
                 batch = await next_batch()
                 if batch is None:
                     break
+                # Brokers hand out what they have; merging what queued up while the last
+                # batch was handled makes fewer, larger commits (a commit's fixed cost is
+                # most of it when batches are small).
+                while not queue.empty() and len(batch) < self.config.max_batch:
+                    batch = batch + queue.get_nowait()
                 self._handling = True
                 try:
                     async with self._lock:
