@@ -7,7 +7,12 @@ URL and options: see :mod:`adapters._kafka_settings`. How it maps the protocol:
   ones (it warns when one has fewer partitions than configured).
 * **Publish** sends every message with its ``key`` (the correlation id) as record
   key, so one saga instance's messages share a partition and keep their order, and
-  waits for every ``acks=all`` confirmation. aiokafka keeps at most one produce
+  waits for every ``acks=all`` confirmation. Messages without a key are not spread
+  one by one (aiokafka's default picks a random partition per record, which lets
+  two messages published together arrive in either order): all unkeyed messages of
+  one :meth:`publish` call to one topic go to the same partition, so they keep
+  their order too, and successive calls rotate over the partitions (Kafka's own
+  "sticky" partitioning of null keys, KIP-480). aiokafka keeps at most one produce
   request in flight per broker and retries a failed batch before sending the next,
   so per-partition order survives retries even without the idempotent producer
   (which Tansu, our test broker, rejects; turn it on with ``?idempotence=true``).
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -60,6 +66,7 @@ class KafkaTransport:
         self._fault: str | None = None
         self._state = "not started"
         self._txn_lock = asyncio.Lock()
+        self._unkeyed_turn = itertools.count()
 
     @classmethod
     def from_url(cls, url: str) -> KafkaTransport:
@@ -186,15 +193,31 @@ class KafkaTransport:
         """Queue every message in order (``send`` only appends to a batch) and return
         the confirmations to wait for together."""
         s = self.settings
-        return [
-            await self._producer.send(
-                s.topic(m.destination),
-                value=m.body,
-                key=None if m.key is None else m.key.encode(),
-                headers=[(k, v.encode()) for k, v in m.headers.items()],
+        unkeyed: dict[str, int] = {}  # topic -> the partition of this call's unkeyed messages
+        futures = []
+        for m in messages:
+            topic = s.topic(m.destination)
+            partition = None
+            if m.key is None:
+                if topic not in unkeyed:
+                    unkeyed[topic] = await self._unkeyed_partition(topic)
+                partition = unkeyed[topic]
+            futures.append(
+                await self._producer.send(
+                    topic,
+                    value=m.body,
+                    key=None if m.key is None else m.key.encode(),
+                    partition=partition,
+                    headers=[(k, v.encode()) for k, v in m.headers.items()],
+                )
             )
-            for m in messages
-        ]
+        return futures
+
+    async def _unkeyed_partition(self, topic: str) -> int:
+        """The next partition, in turn, for one call's unkeyed messages to ``topic``
+        (see the module docstring)."""
+        partitions = sorted(await self._producer.partitions_for(topic))
+        return int(partitions[next(self._unkeyed_turn) % len(partitions)])
 
     def _by_run(self, deliveries: Sequence[Delivery]) -> dict[ConsumerRun, list[Ticket[Any]]]:
         """Tickets grouped by the consume run that issued them; tickets of runs that

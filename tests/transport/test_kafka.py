@@ -118,6 +118,27 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
             seq = [int(r.value[5:-1]) for r in records if r.key.decode() == key]
             assert seq == sorted(seq) and len(seq) == 20
 
+    async def test_unkeyed_messages_of_one_publish_share_a_partition_in_order(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
+    ) -> None:
+        """aiokafka alone picks a random partition per unkeyed record, so two messages
+        published together could be consumed in either order (the crash contract test
+        acks the first delivery and expects the second back)."""
+        t = await open_transport()
+        topic = names.dest("a")
+        await t.declare(self.topology(names, "a"))
+        for call in range(3):
+            await t.publish([msg(topic, call * 10 + i) for i in range(10)])
+        records = await read_all(kafka_broker, topic, 30)
+        by_call: dict[int, list[tuple[int, int]]] = {}
+        for r in records:
+            n = int(r.value[5:-1])
+            by_call.setdefault(n // 10, []).append((r.partition, n))
+        for call, got in by_call.items():
+            assert len({p for p, _ in got}) == 1, f"publish {call} spread over partitions"
+            assert [n for _, n in got] == list(range(call * 10, call * 10 + 10))
+        assert len({got[0][0] for got in by_call.values()}) == 3, "calls did not rotate"
+
     async def test_commits_only_the_contiguous_acked_prefix(
         self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
     ) -> None:
