@@ -66,6 +66,7 @@ class ConsumerRun:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
             **settings.client_kwargs(),
         )

@@ -15,6 +15,9 @@ topic_prefix        (none)     topic = prefix + destination, e.g. ``prod.``
 max_in_flight       2048       unacked deliveries per consumer before fetching pauses
 session_timeout_ms  10000      group session; a silent member is replaced after this
                                (heartbeats every third of it)
+fetch_max_wait_ms   50         longest a fetch waits for data; every saga step is a
+                               consume -> publish -> consume round trip, so this bounds
+                               the latency a step adds when traffic is light
 idempotence         false      idempotent producer (brokers that support it; Tansu does not)
 transactions        false      wrap each publish batch in a Kafka transaction (implies
                                idempotence); correctness never rests on it
@@ -51,6 +54,7 @@ _OPTIONS = {
     "topic_prefix",
     "max_in_flight",
     "session_timeout_ms",
+    "fetch_max_wait_ms",
     "idempotence",
     "transactions",
     "security_protocol",
@@ -72,6 +76,7 @@ class KafkaSettings:
     topic_prefix: str = ""
     max_in_flight: int = 2048
     session_timeout_ms: int = 10000
+    fetch_max_wait_ms: int = 50
     idempotence: bool = False
     transactions: bool = False
     security_protocol: str = "PLAINTEXT"
@@ -108,6 +113,7 @@ class KafkaSettings:
             topic_prefix=q.get("topic_prefix", ""),
             max_in_flight=_positive(q, "max_in_flight", 2048, safe),
             session_timeout_ms=_positive(q, "session_timeout_ms", 10000, safe),
+            fetch_max_wait_ms=_positive(q, "fetch_max_wait_ms", 50, safe),
             idempotence=_flag(q, "idempotence", safe) or transactions,
             transactions=transactions,
             security_protocol=protocol,
