@@ -41,6 +41,9 @@ class EngineConfig:
     conflict_retries: int = 5
     housekeeping_interval: float = 0.5
     transient_retry_delay: float = 1.0
+    inbox_retention: float = 7 * 24 * 3600.0
+    """How long a message id is remembered for de-duplication (past any redelivery)."""
+    prune_interval: float = 3600.0
     cache_size: int = 20_000
     """Running instances kept in memory between messages (0 disables the cache)."""
 

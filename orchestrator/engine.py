@@ -207,11 +207,15 @@ class Engine(Housekeeping):
 
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval
+        next_prune = self.clock.now()
         while not (stopping.is_set() or self._stop):
             try:
                 await self.fire_due()
                 if self._relay_needed:
                     await self.relay_pending()
+                if self.clock.now() >= next_prune:
+                    await self.prune()
+                    next_prune = self.clock.now() + self.config.prune_interval
                 async with self._lock:
                     await self._flush_marks()
                 nxt = await self.store.next_timer_due()
@@ -227,6 +231,14 @@ class Engine(Housekeeping):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
 
     # -- admin ---------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Forget inbox marks older than ``config.inbox_retention`` (they only have to
+        outlive the broker's redelivery window); runs hourly from housekeeping."""
+        n = await self.store.prune(inbox_before=self.clock.now() - self.config.inbox_retention)
+        if n:
+            log.info("pruned inbox", marks=n, retention_s=self.config.inbox_retention)
+        return n
 
     async def abort(self, saga: str, correlation_id: str, reason: str = "") -> Instance | None:
         """Stop a running instance where it is: status ``aborted``, timers cancelled, no

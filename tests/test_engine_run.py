@@ -221,3 +221,26 @@ async def test_stop_under_load_returns_and_gives_back_what_was_read_ahead() -> N
     handled = len(broker.published("job.work"))
     assert 0 < handled < 400
     assert broker.depth("sagawire") == 400 - handled, "unhandled deliveries were not given back"
+
+
+async def test_old_inbox_marks_are_pruned_after_the_retention() -> None:
+    from orchestrator.clock import VirtualClock
+
+    clock = VirtualClock()
+    store = MemoryStore()
+    await store.open()
+    transport = MemoryTransport(MemoryBroker())
+    await transport.start()
+    engine = Engine(
+        [quick], store, transport, clock=clock, config=EngineConfig(inbox_retention=100.0)
+    )
+    await engine.prepare()
+    client = MemoryTransport(transport.broker)
+    await client.start()
+    await client.publish([event("job.started", "a")])
+    await engine.handle(transport.poll(engine.topology))
+    assert await store.seen([("quick", "job.started-a")])
+    assert await engine.prune() == 0
+    clock.advance(101)
+    assert await engine.prune() == 1
+    assert not await store.seen([("quick", "job.started-a")])

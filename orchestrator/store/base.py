@@ -208,6 +208,12 @@ class Store(Protocol):
         """Parked messages whose ``expires <= now``."""
         ...
 
+    async def prune(self, *, inbox_before: float, history_before: float | None = None) -> int:
+        """Delete inbox marks written before ``inbox_before`` (and history rows before
+        ``history_before``, if given); return how many rows went. A mark only has to
+        outlive the broker's redelivery window; the engine prunes on a schedule."""
+        ...
+
     async def history(self, key: InstanceKey) -> list[HistoryRecord]:
         """The transitions of one instance, in order."""
         ...

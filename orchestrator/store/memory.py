@@ -32,7 +32,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._open = False
         self._instances: dict[InstanceKey, InstanceRecord] = {}
-        self._inbox: set[tuple[str, str]] = set()
+        self._inbox: dict[tuple[str, str], float] = {}  # mark -> when it was written
         self._history: dict[InstanceKey, list[HistoryRecord]] = defaultdict(list)
         self._outbox: dict[str, OutboxRecord] = {}
         self._timers: dict[tuple[str, str, str], TimerRecord] = {}
@@ -84,7 +84,10 @@ class MemoryStore:
 
     def _apply(self, unit: UnitOfWork) -> None:
         if unit.inbox is not None:
-            self._inbox.add(unit.inbox)
+            at = unit.history[0].at if unit.history else 0.0
+            if unit.instance is not None:
+                at = unit.instance.updated_at
+            self._inbox[unit.inbox] = at
         if unit.instance is not None:
             self._instances[unit.instance.key] = unit.instance
         for h in unit.history:
@@ -147,6 +150,20 @@ class MemoryStore:
             (p for p in self._parked.values() if p.expires <= now), key=lambda p: p.expires
         )
         return rows[:limit]
+
+    async def prune(self, *, inbox_before: float, history_before: float | None = None) -> int:
+        """Forget inbox marks (and, if asked, history entries) older than the given times."""
+        self._check()
+        old = [m for m, at in self._inbox.items() if at < inbox_before]
+        for m in old:
+            del self._inbox[m]
+        n = len(old)
+        if history_before is not None:
+            for key, rows in list(self._history.items()):
+                kept = [h for h in rows if h.at >= history_before]
+                n += len(rows) - len(kept)
+                self._history[key] = kept
+        return n
 
     async def history(self, key: InstanceKey) -> list[HistoryRecord]:
         self._check()
