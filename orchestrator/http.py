@@ -1,0 +1,224 @@
+"""The sidecar's HTTP API: health, readiness, events in, metrics, admin views.
+
+``/healthz`` (alive), ``/readyz`` (503 with the reason until the engine consumes),
+``POST /events`` (one structured CloudEvent, published through the broker),
+``/metrics`` (Prometheus), ``/sagas``, ``/instances/{saga}/{id}`` and
+``POST /instances/{saga}/{id}/abort``. It reads the :class:`~orchestrator.service.Sidecar`
+it serves and owns nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from orchestrator.model import Status
+from schemas.errors import MessageError, StoreError, TransportError
+
+if TYPE_CHECKING:
+    from orchestrator.service import Sidecar
+
+__all__ = ["MAX_EVENT_BYTES", "Metrics", "NotAccepting", "build_app"]
+
+log = structlog.get_logger("sagawire.http")
+
+MAX_EVENT_BYTES = 1 << 20
+"""Largest body ``POST /events`` accepts; a saga event is a message, not a file."""
+
+
+class NotAccepting(Exception):
+    """The sidecar is starting or stopping and takes no events now (HTTP 503)."""
+
+
+class _JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def build_app(sidecar: Sidecar) -> Starlette:
+    """The sidecar's HTTP API; every handler reads the sidecar, none owns state."""
+
+    async def healthz(_: Request) -> Response:
+        return _JSON({"status": "alive"})
+
+    async def readyz(_: Request) -> Response:
+        ready, reason = sidecar.readiness()
+        if ready:
+            return _JSON({"ready": True})
+        return _JSON({"ready": False, "reason": reason}, status_code=503)
+
+    async def events(request: Request) -> Response:
+        if "ce-specversion" in request.headers:
+            return _JSON(
+                {
+                    "error": "binary-mode CloudEvents are not supported; send one "
+                    "structured JSON event (application/cloudevents+json)"
+                },
+                400,
+            )
+        body = await request.body()
+        if len(body) > MAX_EVENT_BYTES:
+            return _JSON({"error": f"event larger than {MAX_EVENT_BYTES} bytes"}, 413)
+        try:
+            event_id = await sidecar.accept(body)
+        except MessageError as exc:
+            return _JSON({"error": exc.reason}, 400)
+        except NotAccepting as exc:
+            return _JSON({"error": str(exc)}, 503)
+        except TransportError as exc:
+            log.warning("publish of an HTTP event failed", error=str(exc))
+            return _JSON({"error": f"broker unavailable: {exc}"}, 503)
+        return _JSON({"id": event_id}, 202)
+
+    async def metrics(_: Request) -> Response:
+        await sidecar.metrics.refresh()
+        return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def sagas(_: Request) -> Response:
+        return _JSON(
+            {
+                "sagas": [
+                    {
+                        "name": s.name,
+                        "kind": s.kind,
+                        "states": list(s.states),
+                        "consumes": list(s.consumes()),
+                        "produces": list(s.produces()),
+                        "mermaid": s.to_mermaid(),
+                    }
+                    for s in sidecar.sagas
+                ]
+            }
+        )
+
+    async def instance(request: Request) -> Response:
+        saga, cid = request.path_params["saga"], request.path_params["correlation_id"]
+        if saga not in {s.name for s in sidecar.sagas}:
+            return _JSON({"error": f"no saga named {saga!r}"}, 404)
+        if sidecar.engine is None or sidecar.store is None:
+            return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
+        try:
+            inst = await sidecar.engine.instance(saga, cid)
+            history = await sidecar.store.history((saga, cid)) if inst else []
+        except StoreError as exc:
+            return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        if inst is None:
+            return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
+        return _JSON(
+            {
+                "saga": inst.saga,
+                "correlation_id": inst.correlation_id,
+                "state": inst.state,
+                "status": inst.status.value,
+                "version": inst.version,
+                "data": inst.data.model_dump(mode="json"),
+                "failure": inst.meta.failure,
+                "created_at": inst.created_at,
+                "updated_at": inst.updated_at,
+                "history": [
+                    {
+                        "seq": h.seq,
+                        "message_id": h.message_id,
+                        "message_type": h.message_type,
+                        "from_state": h.from_state,
+                        "to_state": h.to_state,
+                        "commands": list(h.commands),
+                        "at": h.at,
+                    }
+                    for h in history
+                ],
+            }
+        )
+
+    async def abort(request: Request) -> Response:
+        """Stop an instance where it is (``aborted``: no compensation, timers cancelled)."""
+        saga, cid = request.path_params["saga"], request.path_params["correlation_id"]
+        if saga not in {s.name for s in sidecar.sagas}:
+            return _JSON({"error": f"no saga named {saga!r}"}, 404)
+        if sidecar.engine is None:
+            return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
+        reason = request.query_params.get("reason", "")
+        try:
+            inst = await sidecar.engine.abort(saga, cid, reason)
+        except StoreError as exc:
+            return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        if inst is None:
+            return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
+        return _JSON({"state": inst.state, "status": inst.status.value})
+
+    return Starlette(
+        routes=[
+            Route("/instances/{saga}/{correlation_id}/abort", abort, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/events", events, methods=["POST"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/sagas", sagas, methods=["GET"]),
+            Route("/instances/{saga}/{correlation_id:path}", instance, methods=["GET"]),
+        ]
+    )
+
+
+_COUNTERS = (
+    ("deliveries", "Messages received from the broker"),
+    ("transitions", "Saga transitions committed"),
+    ("duplicates", "Redeliveries recognised by the inbox and skipped"),
+    ("parked", "Events parked until their instance can take them"),
+    ("dead_letters", "Messages sent to the dead-letter destination"),
+    ("conflicts", "Optimistic version conflicts retried"),
+    ("timers_fired", "Saga timers fired"),
+)
+
+
+class Metrics:
+    """Prometheus view of the engine's counters and the store's instance counts.
+
+    A private registry per sidecar (not the global one), so tests can run several.
+    Counts cost a query, so they are cached for ``Settings.counts_ttl`` seconds."""
+
+    def __init__(self, sidecar: Sidecar) -> None:
+        self.sidecar = sidecar
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        self._counts: dict[str, int] = {}
+        self._counted_at = float("-inf")
+
+    async def refresh(self) -> None:
+        store = self.sidecar.store
+        if store is None or not self.sidecar.store_open:
+            return
+        if time.monotonic() - self._counted_at < self.sidecar.settings.counts_ttl:
+            return
+        try:
+            self._counts = await store.counts()
+            self._counted_at = time.monotonic()
+        except StoreError as exc:
+            log.warning("instance counts unavailable for /metrics", error=str(exc))
+
+    def collect(self) -> Iterable[Metric]:
+        engine = self.sidecar.engine
+        for name, doc in _COUNTERS:
+            family = CounterMetricFamily(f"sagawire_{name}", doc)
+            family.add_metric([], getattr(engine.stats, name) if engine else 0)
+            yield family
+        by_status = GaugeMetricFamily(
+            "sagawire_instances", "Saga instances by status", labels=["status"]
+        )
+        counts = {s.value: 0 for s in Status} | self._counts
+        for status, n in sorted(counts.items()):
+            by_status.add_metric([status], n)
+        yield by_status
+        ready, _ = self.sidecar.readiness()
+        yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))
