@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
-pytest_plugins = ["tests.support.kafka"]  # the session Tansu broker fixture: kafka_broker
+pytest_plugins = [
+    "tests.support.kafka",  # the session Tansu broker fixture: kafka_broker
+    "tests.support.postgres",  # a fresh database per test: database_url
+]
 
 os.environ.setdefault("SAGAWIRE_LOG_LEVEL", "warning")
 

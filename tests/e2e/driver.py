@@ -104,13 +104,14 @@ async def _until(
 
 
 async def run_scenario(
-    client: RawClient, tmp_path: Path, restart: Restart | None = None
+    client: RawClient, tmp_path: Path, restart: Restart | None = None, store: str | None = None
 ) -> Timings:
-    """Run the whole scenario against ``client``'s broker; raise on any violation."""
+    """Run the whole scenario against ``client``'s broker (and ``store``, SQLite by
+    default); raise on any violation."""
     crash = restart is Restart.KILL
     t0 = time.monotonic()
     timings = Timings()
-    store = f"sqlite:///{tmp_path / 'e2e.db'}"
+    store = store or f"sqlite:///{tmp_path / 'e2e.db'}"
     sidecars: list[Sidecar] = []
 
     def start_sidecar() -> Sidecar:

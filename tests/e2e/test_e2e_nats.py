@@ -30,3 +30,11 @@ async def test_sigterm_under_load_exits_0_and_loses_nothing(
 ) -> None:
     timings = await run_scenario(nats_client, tmp_path, Restart.TERM)
     print(f"nats e2e with SIGTERM half way: {timings}")
+
+
+@pytest.mark.postgres
+async def test_kill_9_mid_run_on_postgresql(
+    nats_client: NatsClient, tmp_path: Path, database_url: str
+) -> None:
+    timings = await run_scenario(nats_client, tmp_path, Restart.KILL, store=database_url)
+    print(f"nats + postgresql e2e with kill -9: {timings}")

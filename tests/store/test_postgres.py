@@ -7,7 +7,6 @@ user): skipped on a laptop without one, a failure under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -17,36 +16,10 @@ from orchestrator.store.base import Outcome, UnitOfWork
 from orchestrator.store.postgres import PostgresStore
 from schemas.errors import SchemaVersionError, StoreError
 from tests.store.contract import StoreContract, StoreFactory, inst, step
-from tests.support.services import require, unique
 
 HOST, PORT = "127.0.0.1", 5432
 
 pytestmark = pytest.mark.postgres
-
-
-async def _admin() -> tuple[asyncpg.Connection, str]:
-    """A connection to the ``postgres`` database, as the first role that works."""
-    error: Exception | None = None
-    for user in ("postgres", "root"):
-        try:
-            conn = await asyncpg.connect(host=HOST, port=PORT, user=user, database="postgres")
-            return conn, user
-        except (asyncpg.PostgresError, OSError) as exc:
-            error = exc
-    raise RuntimeError(f"no PostgreSQL role works on {HOST}:{PORT}: {error}")
-
-
-@pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    require("postgres", HOST, PORT)
-    admin, user = await _admin()
-    name = unique("sw_")
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql://{user}@{HOST}:{PORT}/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 class TestPostgresStore(StoreContract):
