@@ -37,7 +37,6 @@ class Committing(Deciding):
         self._published = []
         debug = log.bind().is_enabled_for(logging.DEBUG)  # once per batch, not per line
         retry: dict[int, Delivery] = {}
-        conflicted_keys: set[InstanceKey] = set()
         committed: list[OutgoingMessage] = []
         for unit, item, decision, after, outcome in zip(
             batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True
@@ -76,11 +75,9 @@ class Committing(Deciding):
                         observe(decision.instance, decision)
             elif outcome is Outcome.DUPLICATE:
                 self.stats.duplicates += 1
-            else:
-                conflicted_keys.add(item.routed.key)
-                if item.delivery is not None:
-                    retry[id(item.delivery)] = item.delivery
-                    batch.failed.add(id(item.delivery))
+            elif item.delivery is not None:  # a version conflict: decide again
+                retry[id(item.delivery)] = item.delivery
+                batch.failed.add(id(item.delivery))
         if committed:
             try:
                 await self.transport.publish(committed)

@@ -56,7 +56,7 @@ class Deciding(EngineState):
         records = reads.records
         waiting: dict[InstanceKey, list[Item]] = {}
         for p in reads.parked:
-            revived = self._from_parked(p, batch)
+            revived = self._from_parked(p)
             if revived is not None:
                 waiting.setdefault(revived.routed.key, []).append(revived)
         prev = reads.pending_parked
@@ -181,7 +181,7 @@ class Deciding(EngineState):
         if d is not None:
             batch.dead.append((d, reason))
 
-    def _from_parked(self, p: ParkedRecord, batch: Batch) -> Item | None:
+    def _from_parked(self, p: ParkedRecord) -> Item | None:
         saga = self.router.sagas.get(p.saga)
         if saga is None:
             return None

@@ -1,33 +1,8 @@
-"""The sagawire error tree (defined in :mod:`schemas.errors`, the contract package)."""
+"""The sagawire error tree, for code that thinks of it as the orchestrator's.
 
-from schemas.errors import (
-    ConcurrencyError,
-    ConfigError,
-    DeclarationError,
-    DecodeError,
-    DefinitionError,
-    EnvelopeError,
-    MessageError,
-    PayloadError,
-    RoutingError,
-    SagawireError,
-    SchemaVersionError,
-    StoreError,
-    TransportError,
-)
+It is defined (with the whole tree drawn) in :mod:`schemas.errors`, the contract package
+every other package imports; this module re-exports it unchanged.
+"""
 
-__all__ = [
-    "ConcurrencyError",
-    "ConfigError",
-    "DeclarationError",
-    "DecodeError",
-    "DefinitionError",
-    "EnvelopeError",
-    "MessageError",
-    "PayloadError",
-    "RoutingError",
-    "SagawireError",
-    "SchemaVersionError",
-    "StoreError",
-    "TransportError",
-]
+from schemas.errors import *  # noqa: F403 - a deliberate, complete re-export
+from schemas.errors import __all__ as __all__

@@ -89,7 +89,8 @@ class Housekeeping(Pipeline):
             total = 0
             while True:
                 rows = await self.store.pending_outbox(limit=1000)
-                rows = [r for r in rows if r.id not in set(self._published)]
+                sent = set(self._published)  # published, not yet marked: not again
+                rows = [r for r in rows if r.id not in sent]
                 if not rows:
                     break
                 await self.transport.publish([outgoing(r) for r in rows])

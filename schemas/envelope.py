@@ -27,23 +27,6 @@ CONTENT_TYPE = "application/cloudevents+json"
 NonEmptyStr = Annotated[str, Field(min_length=1, strict=True)]
 
 _EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
-_CORE = frozenset(
-    {
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "time",
-        "datacontenttype",
-        "dataschema",
-        "subject",
-        "data",
-        "data_base64",
-        "correlationid",
-        "causationid",
-        "attempt",
-    }
-)
 
 
 class Envelope(BaseModel):
@@ -142,8 +125,3 @@ class Envelope(BaseModel):
 _NEW_FIELDS_SET = frozenset(
     {"specversion", "id", "source", "type", "time", "data", "correlationid", "causationid"}
 )
-
-
-def is_core_attribute(name: str) -> bool:
-    """Whether ``name`` is a CloudEvents core or sagawire extension attribute."""
-    return name in _CORE
