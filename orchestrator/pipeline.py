@@ -31,21 +31,25 @@ class Pipeline(Committing):
         """Handle one batch of deliveries end to end (ack or nack each), unpipelined."""
         async with self._lock:
             await self._drain()
-            await self._handle_serially(list(deliveries))
+            self.stats.deliveries += len(deliveries)
+            batch = self._parse(list(deliveries))
+            self._decide_batch(batch, await self._read(batch.items), self.clock.now())
+            await self._retry(await self._complete(batch))
 
-    async def _handle_serially(self, deliveries: list[Delivery]) -> None:
-        self.stats.deliveries += len(deliveries)
-        pending = deliveries
-        for _ in range(self.config.conflict_retries):
-            batch = self._parse(pending)
-            reads = await self._read(batch.items)
-            self._decide_batch(batch, reads, self.clock.now())
-            pending = await self._complete(batch)
+    async def _retry(self, conflicted: list[Delivery]) -> None:
+        """Decide again, serially and in order, what met a version conflict (another
+        writer moved the instance); give up to redelivery after ``conflict_retries``."""
+        pending = conflicted
+        for _ in range(self.config.conflict_retries - 1):  # the first attempt counts
             if not pending:
                 return
             self.stats.conflicts += len(pending)
             self._provisional.clear()
-        await self.transport.nack(pending, delay=self.config.transient_retry_delay)
+            batch = self._parse(pending)
+            self._decide_batch(batch, await self._read(batch.items), self.clock.now())
+            pending = await self._complete(batch)
+        if pending:
+            await self.transport.nack(pending, delay=self.config.transient_retry_delay)
 
     async def _step(self, deliveries: list[Delivery]) -> None:
         """The pipelined path: decide this batch while the previous one commits.
@@ -68,11 +72,8 @@ class Pipeline(Committing):
             self._decide_batch(batch, reads, self.clock.now())
         finally:
             retry = await committing if committing is not None else []
-        if retry:
-            retry += await self._complete(batch)
-            self.stats.conflicts += len(retry)
-            self._provisional.clear()
-            await self._handle_serially(retry)
+        if retry:  # this batch was decided on the previous one's failed chain
+            await self._retry(retry + await self._complete(batch))
             return
         self._pending = batch
 
@@ -80,11 +81,7 @@ class Pipeline(Committing):
         """Complete the batch the pipeline decided but has not committed yet."""
         batch, self._pending = self._pending, None
         if batch is not None:
-            retry = await self._complete(batch)
-            if retry:
-                self.stats.conflicts += len(retry)
-                self._provisional.clear()
-                await self._handle_serially(retry)
+            await self._retry(await self._complete(batch))
 
     def _parse(self, deliveries: list[Delivery]) -> Batch:
         self._serial += 1

@@ -244,3 +244,46 @@ async def test_old_inbox_marks_are_pruned_after_the_retention() -> None:
     clock.advance(101)
     assert await engine.prune() == 1
     assert not await store.seen([("quick", "job.started-a")])
+
+
+class ConflictingStore(MemoryStore):
+    """Reports a version conflict for the first ``n`` commits, as a second writer would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+        self.commits = 0
+
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
+        self.commits += 1
+        if self.left > 0:
+            self.left -= 1
+            return [Outcome.CONFLICT for _ in units]
+        return await super().commit(units, published=published)
+
+
+@pytest.mark.parametrize(("conflicts", "applied"), [(2, True), (5, False)])
+async def test_version_conflicts_are_decided_again_then_given_back(
+    conflicts: int, applied: bool
+) -> None:
+    broker = MemoryBroker(record=True)
+    store = ConflictingStore(conflicts)
+    await store.open()
+    transport = MemoryTransport(broker)
+    await transport.start()
+    engine = Engine(
+        [quick],
+        store,
+        transport,
+        config=EngineConfig(conflict_retries=5, transient_retry_delay=0.0),
+    )
+    client = MemoryTransport(broker)
+    await client.start()
+    await engine.prepare()
+    await client.publish([event("job.started", "a")])
+    await engine.handle(transport.poll(engine.topology))
+    assert store.commits == min(conflicts + 1, 5)  # at most conflict_retries attempts
+    assert (await engine.instance("quick", "a") is not None) is applied
+    assert broker.depth("sagawire") == (0 if applied else 1)  # nacked back, not lost

@@ -17,7 +17,6 @@ from orchestrator.store.postgres import PostgresStore
 from schemas.errors import SchemaVersionError, StoreError
 from tests.store.contract import StoreContract, StoreFactory, inst, step
 
-HOST, PORT = "127.0.0.1", 5432
 
 pytestmark = pytest.mark.postgres
 
