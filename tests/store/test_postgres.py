@@ -17,7 +17,6 @@ from orchestrator.store.postgres import PostgresStore
 from schemas.errors import SchemaVersionError, StoreError
 from tests.store.contract import StoreContract, StoreFactory, inst, step
 
-
 pytestmark = pytest.mark.postgres
 
 
