@@ -78,7 +78,7 @@ class Deciding(EngineState):
                     continue
                 decision = decide(saga, current, item.routed, now)
                 if decision.kind == "applied":
-                    current = self._applied(item, current, decision, batch, now)
+                    current = self._applied(item, decision, batch, now)
                     seen.add(mark)
                     current = self._settle(current, held, batch, seen, now)
                     current = self._settle(current, waiting.get(key, []), batch, seen, now)
@@ -139,7 +139,7 @@ class Deciding(EngineState):
                 waiting.remove(item)
                 progress = True
                 if decision.kind == "applied":
-                    current = self._applied(item, current, decision, batch, now)
+                    current = self._applied(item, decision, batch, now)
                     seen.add(mark)
                 else:
                     self._reject(item, decision.reason, batch)
@@ -147,28 +147,14 @@ class Deciding(EngineState):
                         batch.add(UnitOfWork(unparked=(mark,)), item, None)
         return current
 
-    def _applied(
-        self, item: Item, before: Instance | None, decision: Decision, batch: Batch, now: float
-    ) -> Instance:
-        unit = unit_for(item.routed, before, decision, now, fired_timer=item.timer)
+    def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance:
+        unit = unit_for(item.routed, decision, now, fired_timer=item.timer)
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
         after = decision.instance
         assert after is not None
-        assert unit.instance is not None
-        versioned = Instance(
-            after.saga,
-            after.correlation_id,
-            after.state,
-            after.status,
-            unit.instance.version,
-            after.data,
-            after.meta,
-            after.created_at,
-            after.updated_at,
-        )
-        batch.add(unit, item, decision, versioned)
-        return versioned
+        batch.add(unit, item, decision, after)
+        return after
 
     def _reject(self, item: Item, reason: str, batch: Batch) -> None:
         if item.timer is not None:

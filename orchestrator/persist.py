@@ -84,50 +84,37 @@ def outgoing(row: OutboxRecord) -> OutgoingMessage:
 
 def unit_for(
     event: Routed,
-    before: Instance | None,
     decision: Decision,
     now: float,
     fired_timer: str | None = None,
 ) -> UnitOfWork:
-    """The unit of work of an ``applied`` decision; ``before`` is what was loaded."""
+    """The unit of work of an ``applied`` decision (its instance is the next version)."""
     after = decision.instance
     assert after is not None, "only applied decisions have a unit"
-    version = (before.version if before is not None else 0) + 1
-    after = Instance(
-        after.saga,
-        after.correlation_id,
-        after.state,
-        after.status,
-        version,
-        after.data,
-        after.meta,
-        after.created_at,
-        after.updated_at,
-    )
     saga, cid = after.saga, after.correlation_id
     env = event.envelope
-    outbox = tuple(outbox_record(m, cid, now) for m in decision.messages)
+    messages = decision.messages
     cancelled = [(saga, cid, t.name) for t in decision.timers if t.due is None]
     if fired_timer is not None:
         cancelled.insert(0, (saga, cid, fired_timer))
     return UnitOfWork(
         instance=record_from_instance(after),
-        expected_version=before.version if before is not None else 0,
+        expected_version=after.version - 1,
         inbox=(saga, env.id),
         history=(
             HistoryRecord(
                 saga=saga,
                 correlation_id=cid,
-                seq=version,
+                seq=after.version,
                 message_id=env.id,
                 message_type=env.type,
                 from_state=decision.from_state,
                 to_state=after.state,
-                commands=tuple(f"{m.type}:{m.id}" for m in decision.messages),
+                commands=tuple(f"{m.type}:{m.id}" for m in messages) if messages else (),
                 at=now,
             ),
         ),
-        outbox=outbox,
+        outbox=tuple(outbox_record(m, cid, now) for m in messages) if messages else (),
         timers_set=tuple(
             TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None
         ),

@@ -103,7 +103,7 @@ async def test_outbox_rows_left_by_a_crash_are_published_with_their_ids() -> Non
 
     routed = Routed(quick, quick.events["job.started"], env, "x", Job(job_id="x"))
     decision = decide(quick, None, routed, 1000.0)
-    unit = unit_for(routed, None, decision, 1000.0)
+    unit = unit_for(routed, decision, 1000.0)
     assert await store.commit([unit]) == [Outcome.COMMITTED]
     assert broker.published() == []
     await first.prepare()
