@@ -35,6 +35,7 @@ from adapters._util import redact_url
 from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, Transport
 from adapters.memory import MemoryBroker
 from orchestrator.engine import Engine, EngineConfig
+from orchestrator.gc_tuning import tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
 from orchestrator.participants import BENCH, start_participants
@@ -225,6 +226,7 @@ async def _engine_run(
         feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
         engine.observers.append(feeder)
         await engine.prepare()
+        tune_gc()  # as ``sagawire run`` does
         running = asyncio.ensure_future(engine.run(stopping))
         began, cpu = time.perf_counter(), time.process_time()
         feeding = asyncio.ensure_future(feeder.feed())
@@ -315,6 +317,7 @@ async def run_bench(
 ) -> BenchResult:
     """Run the bench, print its one JSON line, and return the figures."""
     _forget_memory_broker(broker_url)
+    tune_gc()  # before the relay too: both halves run with the same collector settings
     rss_start = _rss_now_mb()
     try:
         relay_per_s = await _relay_run(broker_url, sagas * TRANSITIONS_PER_SAGA, concurrency)

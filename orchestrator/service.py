@@ -32,6 +32,7 @@ from adapters.memory import MemoryTransport
 from orchestrator.correlate import Routed
 from orchestrator.definition import SagaDefinition
 from orchestrator.engine import Engine, EngineConfig
+from orchestrator.gc_tuning import tune_gc
 from orchestrator.http import Metrics, NotAccepting, build_app
 from orchestrator.loader import load_sagas
 from orchestrator.store import Store, open_store
@@ -156,6 +157,7 @@ class Sidecar:
             raise TransportError(f"broker {redact_url(s.broker)} unreachable: {exc}") from exc
         except StoreError as exc:
             raise StoreError(f"store {redact_url(s.store)}: {exc}") from exc
+        tune_gc()  # what exists now lives as long as the process
         self.accepting = True
         self.phase = "starting consumer"
 
