@@ -286,6 +286,33 @@ class StoreContract:
         assert await store.commit(units[::2]) == [D] * 350
         assert (await store.counts()) == {"running": 700}
 
+    async def test_large_batch_keeps_order_and_net_effects(self, store: Store) -> None:
+        """Big enough that set-based stores split every table's rows into several
+        statements: order and net effects must hold across the pieces."""
+        n = 700
+        units = [
+            UnitOfWork(
+                instance=inst(f"j{i}"),
+                inbox=(SAGA, f"j{i}-m1"),
+                history=(hist(f"j{i}", 1),),
+                outbox=(out(f"o{i:04d}-{(i * 7919) % n}"),),
+                timers_set=(timer(f"j{i}", "t", 10.0 + i),),
+            )
+            for i in range(n)
+        ]
+        assert await store.commit(units) == [C] * n
+        pending = await store.pending_outbox(limit=n + 10)
+        assert [o.id for o in pending] == [u.outbox[0].id for u in units]
+        assert [t.correlation_id for t in await store.due_timers(10.0 + n)] == [
+            f"j{i}" for i in range(n)
+        ]
+        cancel = [UnitOfWork(timers_cancelled=((SAGA, f"j{i}", "t"),)) for i in range(0, n, 2)]
+        assert await store.commit(cancel, published=[o.id for o in pending]) == [C] * len(cancel)
+        assert await store.pending_outbox() == []
+        assert [t.correlation_id for t in await store.due_timers(10.0 + n)] == [
+            f"j{i}" for i in range(1, n, 2)
+        ]
+
     # -- outbox ---------------------------------------------------------------------
 
     async def test_outbox_pending_in_insertion_order(self, store: Store) -> None:

@@ -1,0 +1,146 @@
+"""The SQLite store's writes: a batch's :class:`~orchestrator.store._plan.Plan` as a
+handful of multi-row statements.
+
+Why not ``executemany``: it runs the statement once per row, and every run of
+``sqlite3_step`` lets go of the GIL and must take it back before the next row.
+While the event loop thread is busy (it always is under load), taking it back
+waits for that thread to yield, so a commit of 80 units measured 17 ms on a NATS
+bench, about 200 us per unit, against about 60 us when the loop thread was idle.
+One ``INSERT ... VALUES (...), (...), ...`` per table steps once for all its rows.
+
+Row counts are cut into power-of-two chunks (256, 128, ..., 1) so that only a
+few distinct SQL strings exist per table, and sqlite3's statement cache keeps
+them prepared.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from orchestrator.store import _schema as s
+from orchestrator.store._plan import Plan
+
+__all__ = ["MAX_ROWS", "delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
+
+MAX_ROWS = 256
+"""Rows per statement: 9 columns x 256 = 2,304 parameters, far below SQLite's limit."""
+
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """``(start, size)`` pieces of ``n`` rows, each size a power of two <= MAX_ROWS."""
+    out = []
+    i = 0
+    while i < n:
+        k = min(MAX_ROWS, 1 << ((n - i).bit_length() - 1))
+        out.append((i, k))
+        i += k
+    return out
+
+
+@lru_cache(maxsize=512)
+def _tuples(width: int, rows: int) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return ",".join([one] * rows)
+
+
+@lru_cache(maxsize=64)
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    return [v for r in rows for v in r]
+
+
+def insert_rows(
+    conn: sqlite3.Connection, head: str, tail: str, width: int, rows: Sequence[Sequence[Any]]
+) -> None:
+    """``{head} VALUES (...), ... {tail}`` for ``rows`` of ``width`` values, in order."""
+    for start, k in _chunks(len(rows)):
+        conn.execute(f"{head} VALUES {_tuples(width, k)} {tail}", _flat(rows[start : start + k]))
+
+
+def delete_by_id(conn: sqlite3.Connection, table: str, column: str, ids: Sequence[Any]) -> None:
+    """Delete the rows of ``table`` whose ``column`` (its primary key) is in ``ids``."""
+    for start, k in _chunks(len(ids)):
+        conn.execute(
+            f"DELETE FROM {table} WHERE {column} IN ({_marks(k)})",
+            list(ids[start : start + k]),
+        )
+
+
+def delete_by_key(
+    conn: sqlite3.Connection, table: str, columns: Sequence[str], keys: Sequence[Sequence[Any]]
+) -> None:
+    """Delete the rows of ``table`` whose ``columns`` equal one of ``keys``.
+
+    Through ``rowid IN (SELECT ... CROSS JOIN ...)``: SQLite plans a row-value
+    ``(a, b) IN (VALUES ...)`` as a full scan, while the join probes the primary key."""
+    on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(columns))
+    width = len(columns)
+    for start, k in _chunks(len(keys)):
+        conn.execute(
+            f"DELETE FROM {table} WHERE rowid IN (SELECT t.rowid FROM"
+            f" (VALUES {_tuples(width, k)}) AS k CROSS JOIN {table} t ON {on})",
+            _flat(keys[start : start + k]),
+        )
+
+
+def write_plan(conn: sqlite3.Connection, plan: Plan) -> None:
+    """Write ``plan``'s net rows (inside the caller's transaction), table by table in
+    the order the plan's rules assume: deletes of a table before its inserts."""
+    if plan.inbox:
+        insert_rows(conn, "INSERT INTO inbox (saga, message_id, at)", "", 3, plan.inbox)
+    if plan.instances:
+        insert_rows(
+            conn,
+            f"INSERT INTO instances ({s.INSTANCE_COLUMNS})",
+            "ON CONFLICT (saga, correlation_id) DO UPDATE SET state = excluded.state, "
+            "status = excluded.status, version = excluded.version, data = excluded.data, "
+            "meta = excluded.meta, created_at = excluded.created_at, "
+            "updated_at = excluded.updated_at",
+            9,
+            [s.instance_params(i) for i in plan.instances],
+        )
+    if plan.history:
+        insert_rows(
+            conn,
+            f"INSERT INTO history ({s.HISTORY_COLUMNS})",
+            "",
+            9,
+            [s.history_params(h) for h in plan.history],
+        )
+    if plan.outbox:
+        insert_rows(
+            conn,
+            f"INSERT INTO outbox ({s.OUTBOX_COLUMNS})",
+            "ON CONFLICT (id) DO UPDATE SET destination = excluded.destination, "
+            "key = excluded.key, body = excluded.body, headers = excluded.headers, "
+            "created_at = excluded.created_at",
+            6,
+            [s.outbox_params(o) for o in plan.outbox],
+        )
+    if plan.timer_deletes:
+        delete_by_key(conn, "timers", ("saga", "correlation_id", "name"), plan.timer_deletes)
+    if plan.timer_upserts:
+        insert_rows(
+            conn,
+            f"INSERT INTO timers ({s.TIMER_COLUMNS})",
+            "ON CONFLICT (saga, correlation_id, name) DO UPDATE SET "
+            "due = excluded.due, payload = excluded.payload",
+            5,
+            [s.timer_params(t) for t in plan.timer_upserts],
+        )
+    if plan.parked_deletes:
+        delete_by_key(conn, "parked", ("saga", "message_id"), plan.parked_deletes)
+    if plan.parked_inserts:
+        insert_rows(
+            conn,
+            f"INSERT INTO parked ({s.PARKED_COLUMNS})",
+            "ON CONFLICT (saga, message_id) DO NOTHING",
+            8,
+            [s.parked_params(p) for p in plan.parked_inserts],
+        )
