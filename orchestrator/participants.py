@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -33,8 +34,7 @@ from adapters.base import (
     Topology,
     Transport,
 )
-from schemas.codec import encode
-from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.envelope import CONTENT_TYPE
 
 __all__ = ["BENCH", "SERVICES", "Behaviour", "Participant", "Participants", "start_participants"]
 
@@ -219,17 +219,25 @@ class Participant:
         # Derived from the command id: a redelivered command gets the same reply id,
         # which the engine's inbox then ignores.
         reply_id = f"{command['id']}/{kind}"
-        env = Envelope.new(
-            kind,
-            data,
-            id=reply_id,
-            source=f"sim/{self.name}",
-            correlationid=cid,
-            causationid=command["id"],
+        # The CloudEvent as a plain dict, not an Envelope: the same bytes as
+        # encode(Envelope.new(...)), at half the cost, since the bench runs these
+        # services in the engine's process.
+        body = orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": reply_id,
+                "source": f"sim/{self.name}",
+                "type": kind,
+                "time": datetime.now(UTC),
+                "datacontenttype": "application/json",
+                "correlationid": cid,
+                "causationid": command["id"],
+                "data": data,
+            }
         )
         return OutgoingMessage(
             kind,
-            encode(env),
+            body,
             reply_id,
             cid,
             {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id},

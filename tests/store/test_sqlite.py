@@ -45,6 +45,11 @@ def test_from_url(url: str, path: str, synchronous: str) -> None:
     assert (store.path, store.synchronous) == (path, synchronous)
 
 
+def test_cache_mb_from_url() -> None:
+    assert SqliteStore.from_url("sqlite:///s.db").cache_mb == 32
+    assert SqliteStore.from_url("sqlite:///s.db?cache_mb=64").cache_mb == 64
+
+
 def test_open_store_picks_sqlite() -> None:
     assert isinstance(open_store("sqlite:///x.db"), SqliteStore)
 
@@ -57,6 +62,8 @@ def test_open_store_picks_sqlite() -> None:
         "sqlite:///s.db?synchronous=OFF",
         "sqlite:///s.db?journal=delete",
         "sqlite:///s.db?busy_timeout=soon",
+        "sqlite:///s.db?cache_mb=0",
+        "sqlite:///s.db?cache_mb=lots",
     ],
 )
 def test_bad_urls_are_config_errors(url: str) -> None:
