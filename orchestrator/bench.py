@@ -64,6 +64,7 @@ class BenchResult(TypedDict):
     peak_rss_mb: float
     rss_growth_mb: float
     baseline_relay_per_s: float
+    baseline_relay_runs: list[float]  # before and after the engine run; the mean is above
     ratio: float
     elapsed_s: float  # wall time of the saga run
     cpu_s: float  # CPU time of this process during it (the machine may be shared)
@@ -319,13 +320,19 @@ async def run_bench(
     _forget_memory_broker(broker_url)
     tune_gc()  # before the relay too: both halves run with the same collector settings
     rss_start = _rss_now_mb()
+    messages = sagas * TRANSITIONS_PER_SAGA
     try:
-        relay_per_s = await _relay_run(broker_url, sagas * TRANSITIONS_PER_SAGA, concurrency)
+        # The relay runs before and after the engine, and the ratio uses their mean: a
+        # broker's rate drifts within a run (a new stream's first files, a shared
+        # machine), and one relay measured only on one side of it skews the ratio.
+        relays = [await _relay_run(broker_url, messages, concurrency)]
         elapsed, cpu, feeder = await _engine_run(broker_url, store_url, sagas, concurrency, seed)
+        relays.append(await _relay_run(broker_url, messages, concurrency))
     finally:
         _forget_memory_broker(broker_url)
     peak = _peak_rss_mb()
     tps = feeder.transitions / elapsed
+    relay_per_s = sum(relays) / len(relays)
     result: BenchResult = {
         "broker": redact_url(broker_url),
         "store": redact_url(store_url),
@@ -338,6 +345,7 @@ async def run_bench(
         "peak_rss_mb": round(peak, 1),
         "rss_growth_mb": round(peak - rss_start, 1),
         "baseline_relay_per_s": round(relay_per_s, 1),
+        "baseline_relay_runs": [round(r, 1) for r in relays],
         "ratio": float(f"{tps / relay_per_s:.4g}"),
         "elapsed_s": round(elapsed, 2),
         "cpu_s": round(cpu, 2),

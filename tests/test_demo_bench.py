@@ -117,6 +117,8 @@ async def test_bench_reports_every_figure(capsys: pytest.CaptureFixture[str]) ->
     assert result["ratio"] == pytest.approx(
         result["transitions_per_s"] / result["baseline_relay_per_s"], rel=0.01
     )
+    before, after = result["baseline_relay_runs"]  # one relay each side of the engine
+    assert result["baseline_relay_per_s"] == pytest.approx((before + after) / 2, rel=0.01)
 
 
 async def test_bench_on_sqlite_starts_from_an_empty_store(tmp_path: Path) -> None:
