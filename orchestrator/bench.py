@@ -252,11 +252,15 @@ async def _engine_run(
 async def _relay_run(broker_url: str, messages: int, window: int) -> float:
     """Relay ``messages`` messages in -> out through one transport; messages per second.
 
+    Message ids carry a tag of this run: a broker that de-duplicates by id (NATS)
+    would otherwise drop a second relay's messages as repeats of the first's.
+
     A feeder keeps at most ``window`` messages queued ahead of the relay, as the
     engine run keeps ``concurrency`` sagas in flight."""
     transport = open_transport(broker_url)
     await transport.start()
-    run = uuid.uuid4().hex[:8].encode()
+    tag = uuid.uuid4().hex[:8]
+    run = tag.encode()
     topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,), group="sagawire-bench-relay")
     env = Envelope.new(
         "order.placed",
@@ -287,7 +291,9 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
                     continue
                 await transport.publish(
                     [
-                        OutgoingMessage(_RELAY_IN, body, f"{sent + i}", f"{sent + i}", headers)
+                        OutgoingMessage(
+                            _RELAY_IN, body, f"{tag}-{sent + i}", f"{sent + i}", headers
+                        )
                         for i in range(free)
                     ]
                 )

@@ -19,19 +19,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.bench import run_bench
+from orchestrator.bench import BenchResult, run_bench
 from orchestrator.logs import configure_logging
 
 GROUPS = ("sagawire-bench", "sim-inventory", "sim-payment", "sim-shipping", "sagawire-bench-relay")
 
 
-async def _nats(store: str, sagas: int, concurrency: int) -> None:
+async def _nats(store: str, sagas: int, concurrency: int) -> BenchResult:
     import nats
 
     tag = uuid.uuid4().hex[:6]
     stream = f"SWBENCH{tag}"
     try:
-        await run_bench(
+        return await run_bench(
             f"nats://127.0.0.1:4222?stream={stream}&subject_prefix=swb{tag}",
             store,
             sagas,
@@ -44,13 +44,13 @@ async def _nats(store: str, sagas: int, concurrency: int) -> None:
         await nc.close()
 
 
-async def _amqp(store: str, sagas: int, concurrency: int) -> None:
+async def _amqp(store: str, sagas: int, concurrency: int) -> BenchResult:
     import aio_pika
 
     tag = uuid.uuid4().hex[:6]
     exchange = f"swbench{tag}"
     try:
-        await run_bench(
+        return await run_bench(
             f"amqp://guest:guest@127.0.0.1:5672/?exchange={exchange}&queue_prefix=swb{tag}",
             store,
             sagas,
@@ -68,12 +68,12 @@ async def _amqp(store: str, sagas: int, concurrency: int) -> None:
         await conn.close()
 
 
-async def _kafka(store: str, sagas: int, concurrency: int) -> None:
+async def _kafka(store: str, sagas: int, concurrency: int) -> BenchResult:
     from tests.support.kafka import start_tansu
 
     broker = start_tansu()
     try:
-        await run_bench(broker.url + "&partitions=3", store, sagas, concurrency)
+        return await run_bench(broker.url + "&partitions=3", store, sagas, concurrency)
     finally:
         broker.process.terminate()
         broker.process.wait()

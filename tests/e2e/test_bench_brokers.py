@@ -1,0 +1,51 @@
+"""``sagawire bench`` on each real broker, small: every saga completes, both relays run.
+
+The figures are not checked (timed assertions flake on a shared machine); what is
+checked is that the bench *works* on each broker, including the relay measured
+again after the engine run, with its broker names removed afterwards
+(scripts/bench_brokers.py, the script behind the README table, does the naming
+and the clean-up)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator.bench import TRANSITIONS_PER_SAGA, BenchResult
+from scripts.bench_brokers import RUNNERS
+from tests.support.services import require
+
+SAGAS = 40
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _check(result: BenchResult) -> None:
+    assert result["transitions_per_s"] > 0
+    assert result["sagas_per_s"] * result["elapsed_s"] == pytest.approx(SAGAS, rel=0.05)
+    assert result["transitions_per_s"] * result["elapsed_s"] == pytest.approx(
+        SAGAS * TRANSITIONS_PER_SAGA, rel=0.05
+    )
+    assert len(result["baseline_relay_runs"]) == 2
+    assert all(r > 0 for r in result["baseline_relay_runs"])
+
+
+Runner = Callable[[str, int, int], Awaitable[BenchResult]]
+
+
+@pytest.mark.parametrize("store", ["memory://", "sqlite"])
+async def test_bench_on_nats(store: str, tmp_path: Path) -> None:
+    require("nats", "127.0.0.1", 4222)
+    url = store if store != "sqlite" else f"sqlite:///{tmp_path / 'b.db'}"
+    _check(await RUNNERS["nats"](url, SAGAS, 16))
+
+
+async def test_bench_on_rabbitmq(tmp_path: Path) -> None:
+    require("rabbitmq", "127.0.0.1", 5672)
+    _check(await RUNNERS["amqp"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 16))
+
+
+async def test_bench_on_kafka(tmp_path: Path) -> None:
+    _check(await RUNNERS["kafka"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 16))
