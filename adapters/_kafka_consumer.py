@@ -147,9 +147,17 @@ class ConsumerRun:
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(FINAL_COMMIT_TIMEOUT):
                 await self._commit()
+        except TimeoutError:
+            # Nothing is lost (the store's inbox absorbs the redelivery), but the next
+            # owner of these partitions will see already-handled records again: say so.
+            log.warning(
+                "final offset commit did not finish in %ss; acked records after the"
+                " last commit will be redelivered (and ignored as duplicates)",
+                FINAL_COMMIT_TIMEOUT,
+            )
         await self._consumer.stop()
 
     # -- internals ----------------------------------------------------------------
