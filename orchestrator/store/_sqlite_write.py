@@ -26,15 +26,19 @@ from orchestrator.store._plan import Plan
 __all__ = ["MAX_ROWS", "delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
 
 MAX_ROWS = 256
-"""Rows per statement: 9 columns x 256 = 2,304 parameters, far below SQLite's limit."""
+"""Rows per statement at most; fewer when SQLite's bound-parameter limit is lower (999
+before SQLite 3.32, 32,766 since): 9 columns x 256 rows = 2,304 parameters."""
 
 
-def _chunks(n: int) -> list[tuple[int, int]]:
-    """``(start, size)`` pieces of ``n`` rows, each size a power of two <= MAX_ROWS."""
+def _chunks(conn: sqlite3.Connection, n: int, width: int) -> list[tuple[int, int]]:
+    """``(start, size)`` pieces of ``n`` rows of ``width`` values, each size a power of
+    two, within MAX_ROWS and this SQLite's bound-parameter limit."""
+    fit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
+    cap = min(MAX_ROWS, 1 << (fit.bit_length() - 1))
     out = []
     i = 0
     while i < n:
-        k = min(MAX_ROWS, 1 << ((n - i).bit_length() - 1))
+        k = min(cap, 1 << ((n - i).bit_length() - 1))
         out.append((i, k))
         i += k
     return out
@@ -59,13 +63,13 @@ def insert_rows(
     conn: sqlite3.Connection, head: str, tail: str, width: int, rows: Sequence[Sequence[Any]]
 ) -> None:
     """``{head} VALUES (...), ... {tail}`` for ``rows`` of ``width`` values, in order."""
-    for start, k in _chunks(len(rows)):
+    for start, k in _chunks(conn, len(rows), width):
         conn.execute(f"{head} VALUES {_tuples(width, k)} {tail}", _flat(rows[start : start + k]))
 
 
 def delete_by_id(conn: sqlite3.Connection, table: str, column: str, ids: Sequence[Any]) -> None:
     """Delete the rows of ``table`` whose ``column`` (its primary key) is in ``ids``."""
-    for start, k in _chunks(len(ids)):
+    for start, k in _chunks(conn, len(ids), 1):
         conn.execute(
             f"DELETE FROM {table} WHERE {column} IN ({_marks(k)})",
             list(ids[start : start + k]),
@@ -81,7 +85,7 @@ def delete_by_key(
     ``(a, b) IN (VALUES ...)`` as a full scan, while the join probes the primary key."""
     on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(columns))
     width = len(columns)
-    for start, k in _chunks(len(keys)):
+    for start, k in _chunks(conn, len(keys), width):
         conn.execute(
             f"DELETE FROM {table} WHERE rowid IN (SELECT t.rowid FROM"
             f" (VALUES {_tuples(width, k)}) AS k CROSS JOIN {table} t ON {on})",

@@ -34,6 +34,7 @@ URLs: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,19 @@ def _values(n: int) -> str:
 def _chunks(pairs: Sequence[tuple[str, str]]) -> Iterable[Sequence[tuple[str, str]]]:
     for i in range(0, len(pairs), _CHUNK):
         yield pairs[i : i + _CHUNK]
+
+
+async def _until_done(work: asyncio.Future[T]) -> T:
+    """Await ``work``, running on the store's thread; if the caller is cancelled, still
+    wait for it before letting the cancellation through: the thread is using the
+    connection, and the caller's lock must not be released until it stops."""
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work})
+        raise
 
 
 class SqliteStore:
@@ -172,9 +186,12 @@ class SqliteStore:
                 raise
 
         async with self._lock:
+            executor = self._executor
+            if executor is None:  # closed while this call waited for the lock
+                raise StoreError(f"sqlite store {self.path} is closed", retryable=False)
             if inline:
                 return run()
-            return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+            return await _until_done(asyncio.get_running_loop().run_in_executor(executor, run))
 
     async def open(self) -> None:
         if self._executor is not None:
@@ -231,20 +248,23 @@ class SqliteStore:
         return s.SCHEMA_VERSION
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
+        """Close after the call in progress (and those already waiting) are done."""
+        if self._executor is None:
             return
-        loop = asyncio.get_running_loop()
+        async with self._lock:
+            executor, self._executor = self._executor, None
+            if executor is None:
+                return
 
-        def shut() -> None:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            def shut() -> None:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
 
-        try:
-            await loop.run_in_executor(executor, shut)
-        finally:
-            executor.shutdown(wait=True)
+            try:
+                await _until_done(asyncio.get_running_loop().run_in_executor(executor, shut))
+            finally:
+                executor.shutdown(wait=True)
 
     def info(self) -> StoreInfo:
         """What this store is, for ``/readyz`` and logs."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from orchestrator.store import open_store
 from orchestrator.store.sqlite import SqliteStore
 from schemas.errors import ConfigError, StoreError
-from tests.store.contract import StoreContract, StoreFactory
+from tests.store.contract import C, StoreContract, StoreFactory, step
 
 
 class TestSqliteStore(StoreContract):
@@ -109,3 +112,61 @@ async def test_write_lock_held_elsewhere_is_retryable(tmp_path: Path) -> None:
     finally:
         other.close()
         await store.close()
+
+
+async def test_batches_fit_an_old_sqlite_parameter_limit(tmp_path: Path) -> None:
+    """SQLite before 3.32 binds at most 999 parameters per statement: multi-row writes
+    must split to fit (9 columns x 256 rows would not)."""
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 's.db'}")
+    await store.open()
+    try:
+        assert store._conn is not None
+        store._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+        units = [step(f"i{n}", 1) for n in range(700)]
+        assert await store.commit(units) == [C] * 700
+        assert await store.commit([], published=[u.outbox[0].id for u in units]) == []
+        assert await store.pending_outbox() == []
+        assert (await store.counts()) == {"running": 700}
+    finally:
+        await store.close()
+
+
+async def test_a_cancelled_thread_call_keeps_the_connection_until_it_ends(tmp_path: Path) -> None:
+    """Cancelling a call running on the store's thread must not let another call use the
+    connection before that thread is done with it (it would run inside, or roll back,
+    the other's transaction)."""
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 's.db'}")
+    await store.open()
+    started = threading.Event()
+
+    def slow(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        started.set()
+        time.sleep(0.3)
+        conn.execute("INSERT INTO inbox (saga, message_id, at) VALUES ('order', 'slow', 1.0)")
+        conn.execute("COMMIT")
+
+    try:
+        task = asyncio.ensure_future(store._call(slow))
+        assert await asyncio.to_thread(started.wait, 5.0)  # the thread is inside BEGIN
+        task.cancel()
+        assert await store.commit([step("a", 1)]) == [C]  # waits for the thread, then runs
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await store.seen([("order", "slow"), ("order", "a-m1")]) == {
+            ("order", "slow"),
+            ("order", "a-m1"),
+        }
+    finally:
+        await store.close()
+
+
+async def test_close_waits_for_the_call_in_progress(tmp_path: Path) -> None:
+    store = SqliteStore.from_url(f"sqlite:///{tmp_path / 's.db'}")
+    await store.open()
+    running = asyncio.ensure_future(store.prune(inbox_before=0.0))
+    await asyncio.sleep(0)  # prune takes the lock and starts on the store's thread
+    await store.close()
+    assert await running == 0
+    with pytest.raises(StoreError, match="not open|closed"):
+        await store.commit([step("a", 1)])
