@@ -35,7 +35,7 @@ from adapters._util import redact_url
 from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, Transport
 from adapters.memory import MemoryBroker
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.gc_tuning import tune_gc
+from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
 from orchestrator.participants import BENCH, start_participants
@@ -227,7 +227,6 @@ async def _engine_run(
         feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
         engine.observers.append(feeder)
         await engine.prepare()
-        tune_gc()  # as ``sagawire run`` does
         running = asyncio.ensure_future(engine.run(stopping))
         began, cpu = time.perf_counter(), time.process_time()
         feeding = asyncio.ensure_future(feeder.feed())
@@ -324,7 +323,8 @@ async def run_bench(
 ) -> BenchResult:
     """Run the bench, print its one JSON line, and return the figures."""
     _forget_memory_broker(broker_url)
-    tune_gc()  # before the relay too: both halves run with the same collector settings
+    # As ``sagawire run`` does, and before the relay: both halves run with the same settings.
+    tune_gc(gc_settings())
     rss_start = _rss_now_mb()
     messages = sagas * TRANSITIONS_PER_SAGA
     try:

@@ -11,7 +11,10 @@ transitions per second. The engine creates almost no reference cycles, so
 collecting them later costs nothing that matters.
 
 ``SAGAWIRE_GC`` overrides the thresholds (``"10000,50,100"``), ``off`` leaves
-Python's defaults alone.
+Python's defaults alone. It is read (and a bad value refused) at start-up, and
+applied once per process: the settings are process-wide, and a second freeze would
+pin whatever a previous run in the same process left behind (tests, repeated
+benches).
 """
 
 from __future__ import annotations
@@ -21,9 +24,17 @@ import os
 
 from schemas.errors import ConfigError
 
-__all__ = ["DEFAULT_THRESHOLDS", "tune_gc"]
+__all__ = ["DEFAULT_THRESHOLDS", "gc_settings", "tune_gc"]
 
 DEFAULT_THRESHOLDS = (10_000, 50, 100)
+
+_tuned = False
+
+
+def gc_settings(spec: str | None = None) -> tuple[int, int, int] | None:
+    """The thresholds ``spec`` (default ``$SAGAWIRE_GC``) asks for; None for ``off``.
+    Raises ConfigError for anything else than three integers (the first > 0) or ``off``."""
+    return _thresholds(os.environ.get("SAGAWIRE_GC") if spec is None else spec)
 
 
 def _thresholds(spec: str | None) -> tuple[int, int, int] | None:
@@ -35,24 +46,25 @@ def _thresholds(spec: str | None) -> tuple[int, int, int] | None:
         parts = tuple(int(p) for p in spec.split(","))
     except ValueError:
         parts = ()
-    if len(parts) != 3 or any(p < 0 for p in parts):
+    if len(parts) != 3 or parts[0] <= 0 or any(p < 0 for p in parts):
         raise ConfigError(
-            f"SAGAWIRE_GC={spec!r}: expected three non-negative integers such as"
-            " '10000,50,100', or 'off'"
+            f"SAGAWIRE_GC={spec!r}: expected three integers such as '10000,50,100' (the first"
+            " above 0: 0 would turn collection off), or 'off'"
         )
     return parts[0], parts[1], parts[2]
 
 
-def tune_gc(spec: str | None = None) -> tuple[int, int, int] | None:
-    """Freeze what start-up allocated and raise the collection thresholds.
+def tune_gc(thresholds: tuple[int, int, int] | None) -> bool:
+    """Freeze what start-up allocated and set ``thresholds`` (from :func:`gc_settings`),
+    once per process. Returns whether it did so (not for None, nor a second time).
 
     Call once the sagas are loaded and the store and broker are open: what exists
-    then lives as long as the process, so later full collections need not walk it.
-    ``spec`` defaults to ``$SAGAWIRE_GC``. Returns the thresholds set (None: untouched)."""
-    chosen = _thresholds(os.environ.get("SAGAWIRE_GC") if spec is None else spec)
-    if chosen is None:
-        return None
+    then lives as long as the process, so later full collections need not walk it."""
+    global _tuned
+    if _tuned or thresholds is None:
+        return False
+    _tuned = True
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*chosen)
-    return chosen
+    gc.set_threshold(*thresholds)
+    return True

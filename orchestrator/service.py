@@ -32,7 +32,7 @@ from adapters.memory import MemoryTransport
 from orchestrator.correlate import Routed
 from orchestrator.definition import SagaDefinition
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.gc_tuning import tune_gc
+from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.http import Metrics, NotAccepting, build_app
 from orchestrator.loader import load_sagas
 from orchestrator.store import Store, open_store
@@ -104,6 +104,7 @@ class Sidecar:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sagas: list[SagaDefinition] = []
+        self.gc: tuple[int, int, int] | None = None  # SAGAWIRE_GC, read by load()
         self.store: Store | None = None
         self.transport: Transport | None = None
         self.engine: Engine | None = None
@@ -127,6 +128,7 @@ class Sidecar:
     def load(self) -> None:
         """Load and check the saga definitions (DefinitionError names the culprit)."""
         self.phase = "loading sagas"
+        self.gc = gc_settings()  # a bad SAGAWIRE_GC is refused before anything opens
         self.sagas = load_sagas(self.settings.sagas)
 
     async def open(self) -> None:
@@ -157,7 +159,7 @@ class Sidecar:
             raise TransportError(f"broker {redact_url(s.broker)} unreachable: {exc}") from exc
         except StoreError as exc:
             raise StoreError(f"store {redact_url(s.store)}: {exc}") from exc
-        tune_gc()  # what exists now lives as long as the process
+        tune_gc(self.gc)  # what exists now lives as long as the process
         self.accepting = True
         self.phase = "starting consumer"
 

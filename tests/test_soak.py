@@ -69,10 +69,12 @@ async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(tmp_path: P
     store = open_store(f"sqlite:///{tmp_path}/burst.db")
     await store.open()
     transport, publisher = open_transport(url), open_transport(url)
-    nc = await nats.connect("nats://127.0.0.1:4222")
-    js = nc.jetstream()
     stopping = asyncio.Event()
+    running: asyncio.Future[None] | None = None
+    nc = None
     try:
+        nc = await nats.connect("nats://127.0.0.1:4222")
+        js = nc.jetstream()
         await transport.start()
         await publisher.start()
         engine = Engine(
@@ -105,13 +107,15 @@ async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(tmp_path: P
         assert engine.stats.deliveries >= n
         assert sum((await store.counts()).values()) == n  # one instance per event
     finally:
-        stopping.set()
+        if running is not None and not running.done():
+            await stop_engine(running, stopping, transport)
         await publisher.close()
         await transport.close()
         await store.close()
-        with contextlib.suppress(Exception):
-            await js.delete_stream(stream)
-        await nc.close()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(stream)
+            await nc.close()
 
 
 def _placed(order_id: str) -> OutgoingMessage:

@@ -193,6 +193,11 @@ def test_malformed_http_address(runner: CliRunner) -> None:
     assert_one_line_error(*run_error(runner, http="nope"), "--http 'nope' is not HOST:PORT")
 
 
+def test_bad_gc_setting(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAGAWIRE_GC", "fast")
+    assert_one_line_error(*run_error(runner), "SAGAWIRE_GC='fast'")
+
+
 def test_unknown_log_level(runner: CliRunner) -> None:
     result = runner.invoke(app, [*run_args(), "--log-level", "loud"])
     assert_one_line_error(result.exit_code, result.stderr, "unknown log level 'loud'")
