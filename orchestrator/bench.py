@@ -16,6 +16,7 @@ saga is exactly four transitions (placed, reserved, charged, scheduled). At most
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import resource
@@ -227,6 +228,7 @@ async def _engine_run(
         feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
         engine.observers.append(feeder)
         await engine.prepare()
+        gc.freeze()  # the engine's start-up objects, as ``sagawire run`` freezes its own
         running = asyncio.ensure_future(engine.run(stopping))
         began, cpu = time.perf_counter(), time.process_time()
         feeding = asyncio.ensure_future(feeder.feed())
