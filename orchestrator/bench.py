@@ -21,12 +21,13 @@ import math
 import os
 import resource
 import sys
+import tempfile
 import time
 import uuid
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypedDict
+from typing import IO, TypedDict
 from urllib.parse import urlsplit
 
 import orjson
@@ -39,13 +40,15 @@ from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
-from orchestrator.participants import BENCH, start_participants
+from orchestrator.participants import BENCH, Participants, start_participants
 from orchestrator.store import open_store
 from schemas.codec import encode
 from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.errors import ConfigError
 
 __all__ = ["BenchResult", "fresh_sqlite", "percentile", "run_bench", "stop_engine"]
 
+PARTICIPANTS = ("inline", "process")
 TRANSITIONS_PER_SAGA = 4
 MAX_BATCH = 256  # the engine's batch size and the relay's
 _STALL_SECONDS = 60.0
@@ -56,6 +59,7 @@ _RELAY_OUT = "sagawire.bench.relay.out"
 class BenchResult(TypedDict):
     broker: str
     store: str
+    participants: str  # "inline" or "process"
     sagas: int
     concurrency: int
     transitions_per_s: float
@@ -205,16 +209,66 @@ class _Feeder:
                 ) from None
 
 
+class _ChildServices:
+    """The simulated services in a ``sagawire simulate --fast`` child process.
+
+    Its stderr goes to a temporary file, not a pipe: a pipe nobody reads while the
+    bench runs would block the child once full."""
+
+    def __init__(self, process: asyncio.subprocess.Process, stderr: IO[bytes]) -> None:
+        self.process = process
+        self.stderr = stderr
+
+    @classmethod
+    async def start(cls, broker_url: str, seed: int) -> _ChildServices:
+        stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "orchestrator.cli", "simulate", "--fast"),
+            *("--broker", broker_url, "--seed", str(seed)),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+        child = cls(process, stderr)
+        assert process.stdout is not None
+        try:
+            async with asyncio.timeout(_STALL_SECONDS):
+                line = await process.stdout.readline()  # its queues exist once it prints
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"{"):
+            await child.close()
+            stderr.seek(0)
+            error = stderr.read().decode(errors="replace").strip()
+            stderr.close()
+            raise RuntimeError(f"simulated services did not start: {error or 'no output'}")
+        return child
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        self.stderr.close()
+
+
 async def _engine_run(
-    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int
+    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int, participants: str
 ) -> tuple[float, float, _Feeder]:
     """Run the sagas; return the elapsed wall and CPU time and the feeder's tallies."""
     fresh_sqlite(store_url)
     store = open_store(store_url)
     await store.open()
-    participants = await start_participants(
-        broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH
-    )
+    services: Participants | _ChildServices
+    if participants == "process":
+        services = await _ChildServices.start(broker_url, seed)
+    else:
+        services = await start_participants(
+            broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH
+        )
     transport = open_transport(broker_url)
     stopping = asyncio.Event()
     try:
@@ -245,7 +299,7 @@ async def _engine_run(
         return elapsed, cpu, feeder
     finally:
         stopping.set()
-        await participants.close()
+        await services.close()
         await transport.close()
         await store.close()
 
@@ -321,9 +375,28 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
 
 
 async def run_bench(
-    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int = 1
+    broker_url: str,
+    store_url: str,
+    sagas: int,
+    concurrency: int,
+    seed: int = 1,
+    *,
+    participants: str = "inline",
 ) -> BenchResult:
-    """Run the bench, print its one JSON line, and return the figures."""
+    """Run the bench, print its one JSON line, and return the figures.
+
+    ``participants``: ``inline`` runs the simulated services in this process (the
+    default: everything the bench measures happens here), ``process`` in a
+    ``sagawire simulate`` child, as services run beside a sidecar in production; then
+    this process's CPU is the engine's and the feeder's alone."""
+    if participants not in PARTICIPANTS:
+        raise ConfigError(
+            f"--participants {participants!r}: expected one of {', '.join(PARTICIPANTS)}"
+        )
+    if participants == "process" and urlsplit(broker_url).scheme == "memory":
+        raise ConfigError(
+            "--participants process needs a real broker: the in-memory broker lives in one process"
+        )
     _forget_memory_broker(broker_url)
     # As ``sagawire run`` does, and before the relay: both halves run with the same settings.
     tune_gc(gc_settings())
@@ -334,7 +407,9 @@ async def run_bench(
         # broker's rate drifts within a run (a new stream's first files, a shared
         # machine), and one relay measured only on one side of it skews the ratio.
         relays = [await _relay_run(broker_url, messages, concurrency)]
-        elapsed, cpu, feeder = await _engine_run(broker_url, store_url, sagas, concurrency, seed)
+        elapsed, cpu, feeder = await _engine_run(
+            broker_url, store_url, sagas, concurrency, seed, participants
+        )
         relays.append(await _relay_run(broker_url, messages, concurrency))
     finally:
         _forget_memory_broker(broker_url)
@@ -344,6 +419,7 @@ async def run_bench(
     result: BenchResult = {
         "broker": redact_url(broker_url),
         "store": redact_url(store_url),
+        "participants": participants,
         "sagas": sagas,
         "concurrency": concurrency,
         "transitions_per_s": round(tps, 1),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -189,12 +190,54 @@ def demo(
 
 
 @app.command()
+def simulate(
+    broker: Annotated[
+        str, typer.Option(envvar="SAGAWIRE_BROKER", help="Broker URL (not memory://).")
+    ] = "nats://127.0.0.1:4222",
+    seed: Annotated[int, typer.Option(help="Seed of the services' fates.")] = 1,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Answer every command at once, successfully.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Run simulated inventory, payment and shipping services for the order saga on a
+    broker, until SIGTERM or SIGINT: something for ``sagawire run`` to talk to."""
+    from orchestrator.participants import BENCH, Behaviour, Participants, simulate
+
+    def ready(services: Participants) -> None:
+        # One JSON line on stdout once their queues exist: what a parent process waits for.
+        line = {"simulating": list(services.command_types), "broker": redact_text(broker)}
+        sys.stdout.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.flush()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        behaviour = BENCH if fast else Behaviour()
+        await simulate(broker, stop, seed=seed, behaviour=behaviour, on_ready=ready)
+
+    with _reporting(debug):
+        configure_logging("debug" if debug else "warning")
+        asyncio.run(main())
+
+
+@app.command()
 def bench(
     broker: Annotated[str, typer.Option(help="Broker URL.")] = "memory://",
     store: Annotated[str, typer.Option(help="Store URL.")] = "sqlite:///sagawire-bench.db",
     sagas: Annotated[int, typer.Option(min=1, help="Saga instances to run.")] = 2000,
     concurrency: Annotated[int, typer.Option(min=1, help="Instances in flight.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the simulated participants.")] = 1,
+    participants: Annotated[
+        str,
+        typer.Option(
+            help="Where the simulated services run: 'inline' (this process, the default) or"
+            " 'process' (a `sagawire simulate` child, as services run in production;"
+            " real brokers only)."
+        ),
+    ] = "inline",
     debug: DebugOpt = False,
 ) -> None:
     """Measure sagas per second and latency on a broker and store; print one JSON line."""
@@ -202,9 +245,13 @@ def bench(
 
     with _reporting(debug):
         configure_logging("debug" if debug else "warning")
-        asyncio.run(run_bench(broker, store, sagas, concurrency, seed))  # prints its line
+        asyncio.run(run_bench(broker, store, sagas, concurrency, seed, participants=participants))
 
 
 def main() -> None:
     """Console-script entry point (``sagawire``)."""
     app()
+
+
+if __name__ == "__main__":  # ``python -m orchestrator.cli``: how the bench starts a child
+    main()

@@ -35,8 +35,17 @@ from adapters.base import (
     Transport,
 )
 from schemas.envelope import CONTENT_TYPE
+from schemas.errors import ConfigError
 
-__all__ = ["BENCH", "SERVICES", "Behaviour", "Participant", "Participants", "start_participants"]
+__all__ = [
+    "BENCH",
+    "SERVICES",
+    "Behaviour",
+    "Participant",
+    "Participants",
+    "simulate",
+    "start_participants",
+]
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -311,3 +320,28 @@ async def start_participants(
             await p.transport.close()
         raise
     return Participants(services)
+
+
+async def simulate(
+    broker_url: str,
+    stop: asyncio.Event,
+    *,
+    seed: int = 0,
+    behaviour: Behaviour = Behaviour(),
+    on_ready: Callable[[Participants], None] | None = None,
+) -> None:
+    """Run the three services on ``broker_url`` until ``stop`` is set (``sagawire
+    simulate``: the services of the order saga, for trying a sidecar on a real broker,
+    and the bench's participants when they run in a process of their own)."""
+    if broker_url.startswith("memory:"):
+        raise ConfigError(
+            "the in-memory broker lives inside one process: simulated services in another"
+            " process need a real broker (kafka://, nats://, amqp://)"
+        )
+    services = await start_participants(broker_url, seed=seed, behaviour=behaviour)
+    try:
+        if on_ready is not None:
+            on_ready(services)
+        await stop.wait()
+    finally:
+        await services.close()

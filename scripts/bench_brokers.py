@@ -1,6 +1,7 @@
 """Run ``sagawire bench`` on every real broker (and both stores), cleaning up after itself.
 
     .venv/bin/python scripts/bench_brokers.py [kafka] [nats] [amqp] [--sagas N] [--concurrency C]
+        [--stores URL,URL] [--participants inline|process]
 
 Prints one JSON line per (broker, store), as ``sagawire bench`` does. NATS runs get a
 private stream and subject prefix, RabbitMQ runs a private exchange and queue prefix,
@@ -25,7 +26,9 @@ from orchestrator.logs import configure_logging
 GROUPS = ("sagawire-bench", "sim-inventory", "sim-payment", "sim-shipping", "sagawire-bench-relay")
 
 
-async def _nats(store: str, sagas: int, concurrency: int) -> BenchResult:
+async def _nats(
+    store: str, sagas: int, concurrency: int, participants: str = "inline"
+) -> BenchResult:
     import nats
 
     tag = uuid.uuid4().hex[:6]
@@ -36,6 +39,7 @@ async def _nats(store: str, sagas: int, concurrency: int) -> BenchResult:
             store,
             sagas,
             concurrency,
+            participants=participants,
         )
     finally:
         nc = await nats.connect("nats://127.0.0.1:4222")
@@ -44,7 +48,9 @@ async def _nats(store: str, sagas: int, concurrency: int) -> BenchResult:
         await nc.close()
 
 
-async def _amqp(store: str, sagas: int, concurrency: int) -> BenchResult:
+async def _amqp(
+    store: str, sagas: int, concurrency: int, participants: str = "inline"
+) -> BenchResult:
     import aio_pika
 
     tag = uuid.uuid4().hex[:6]
@@ -55,6 +61,7 @@ async def _amqp(store: str, sagas: int, concurrency: int) -> BenchResult:
             store,
             sagas,
             concurrency,
+            participants=participants,
         )
     finally:
         conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
@@ -68,12 +75,16 @@ async def _amqp(store: str, sagas: int, concurrency: int) -> BenchResult:
         await conn.close()
 
 
-async def _kafka(store: str, sagas: int, concurrency: int) -> BenchResult:
+async def _kafka(
+    store: str, sagas: int, concurrency: int, participants: str = "inline"
+) -> BenchResult:
     from tests.support.kafka import start_tansu
 
     broker = start_tansu()
     try:
-        return await run_bench(broker.url + "&partitions=3", store, sagas, concurrency)
+        return await run_bench(
+            broker.url + "&partitions=3", store, sagas, concurrency, participants=participants
+        )
     finally:
         broker.process.terminate()
         broker.process.wait()
@@ -90,6 +101,12 @@ async def main() -> None:
     parser.add_argument(
         "--stores", default="memory://,sqlite:///sagawire-bench.db", help="comma-separated"
     )
+    parser.add_argument(
+        "--participants",
+        choices=("inline", "process"),
+        default="inline",
+        help="simulated services in this process (default) or in a child process",
+    )
     args = parser.parse_args()
     unknown = set(args.brokers) - set(RUNNERS)
     if unknown:
@@ -97,7 +114,7 @@ async def main() -> None:
     configure_logging("warning", json=True)
     for broker in args.brokers or list(RUNNERS):
         for store in args.stores.split(","):
-            await RUNNERS[broker](store, args.sagas, args.concurrency)
+            await RUNNERS[broker](store, args.sagas, args.concurrency, args.participants)
 
 
 if __name__ == "__main__":

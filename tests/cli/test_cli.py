@@ -198,6 +198,21 @@ def test_bad_gc_setting(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> N
     assert_one_line_error(*run_error(runner), "SAGAWIRE_GC='fast'")
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["bench", "--participants", "process"], "--participants process needs a real broker"),
+        (["bench", "--participants", "elsewhere"], "--participants 'elsewhere'"),
+        (["simulate", "--broker", "memory://"], "simulated services in another process"),
+    ],
+)
+def test_services_elsewhere_need_a_real_broker(
+    runner: CliRunner, args: list[str], needle: str
+) -> None:
+    result = runner.invoke(app, args)
+    assert_one_line_error(result.exit_code, result.stderr, needle)
+
+
 def test_unknown_log_level(runner: CliRunner) -> None:
     result = runner.invoke(app, [*run_args(), "--log-level", "loud"])
     assert_one_line_error(result.exit_code, result.stderr, "unknown log level 'loud'")
@@ -246,8 +261,8 @@ def _stub(monkeypatch: pytest.MonkeyPatch, name: str, func: str, result: Any) ->
     """Stand in for orchestrator.demo / orchestrator.bench: the CLI wiring is what's tested."""
     calls: list[Any] = []
 
-    async def fake(*args: Any) -> Any:
-        calls.append(args)
+    async def fake(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args + tuple(sorted(kwargs.items())))
         if name == "bench":  # the real run_bench prints its own JSON line
             print(orjson.dumps(result).decode())
         return result
@@ -272,7 +287,7 @@ def test_bench_prints_one_json_line(runner: CliRunner, monkeypatch: pytest.Monke
     args = ["bench", "--store", "memory://", "--sagas", "10", "--concurrency", "2", "--seed", "3"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [("memory://", "memory://", 10, 2, 3)]
+    assert calls == [("memory://", "memory://", 10, 2, 3, ("participants", "inline"))]
     assert result.stdout.splitlines() == ['{"sagas_per_s":1.5}']
 
 

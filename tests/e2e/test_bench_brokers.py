@@ -39,6 +39,14 @@ async def test_bench_on_nats(store: str, tmp_path: Path) -> None:
     _check(await RUNNERS["nats"](url, SAGAS, 64))
 
 
+async def test_bench_with_services_in_a_child_process(tmp_path: Path) -> None:
+    """``--participants process``: the services run as ``sagawire simulate`` beside it."""
+    require("nats", "127.0.0.1", 4222)
+    result = await RUNNERS["nats"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 64, "process")
+    assert result["participants"] == "process"
+    _check(result)
+
+
 async def test_bench_on_rabbitmq(tmp_path: Path) -> None:
     require("rabbitmq", "127.0.0.1", 5672)
     _check(await RUNNERS["amqp"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 64))
