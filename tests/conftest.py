@@ -7,6 +7,7 @@ import os
 pytest_plugins = [
     "tests.support.kafka",  # the session Tansu broker fixture: kafka_broker
     "tests.support.postgres",  # a fresh database per test: database_url
+    "tests.support.nats_server",  # a throw-away nats-server >= 2.10: modern_nats
 ]
 
 os.environ.setdefault("SAGAWIRE_LOG_LEVEL", "warning")

@@ -22,6 +22,7 @@ from orchestrator.logs import configure_logging
 from orchestrator.store import open_store
 from schemas.codec import encode
 from schemas.envelope import Envelope
+from tests.support.nats_server import ModernNats
 from tests.support.services import require
 
 SCALE = float(os.environ.get("SAGAWIRE_SOAK_SCALE", "1"))
@@ -53,19 +54,28 @@ def _rss_mb() -> float:
 
 @pytest.mark.soak
 @pytest.mark.timeout(int(300 * max(1.0, SCALE)))
-async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["shared", "modern"])
+async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(
+    tmp_path: Path, server: str, request: pytest.FixtureRequest
+) -> None:
     """A burst already waiting on a real broker (5,000 events; 100,000 with
     SAGAWIRE_SOAK_SCALE=20): the engine's memory stays bounded by its in-flight
     window, unacked deliveries never exceed the consumer's ``max_ack_pending``, and
-    in the end every event is handled and acknowledged."""
+    in the end every event is handled and acknowledged. On the shared server (2.9 here:
+    one consumer per subject) and on a modern one (one consumer for all subjects)."""
     import nats
 
-    require("nats", "127.0.0.1", 4222)
+    if server == "modern":
+        modern: ModernNats = request.getfixturevalue("modern_nats")
+        address = f"{modern.host}:{modern.port}"
+    else:
+        require("nats", "127.0.0.1", 4222)
+        address = "127.0.0.1:4222"
     configure_logging("warning", json=True)
     n = int(5000 * SCALE)
     tag = uuid.uuid4().hex[:8]
     stream = f"SWSOAK{tag}"
-    url = f"nats://127.0.0.1:4222?stream={stream}&subject_prefix=swsoak{tag}&max_ack_pending=512"
+    url = f"nats://{address}?stream={stream}&subject_prefix=swsoak{tag}&max_ack_pending=512"
     store = open_store(f"sqlite:///{tmp_path}/burst.db")
     await store.open()
     transport, publisher = open_transport(url), open_transport(url)
@@ -73,7 +83,7 @@ async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(tmp_path: P
     running: asyncio.Future[None] | None = None
     nc = None
     try:
-        nc = await nats.connect("nats://127.0.0.1:4222")
+        nc = await nats.connect(f"nats://{address}")
         js = nc.jetstream()
         await transport.start()
         await publisher.start()

@@ -23,6 +23,7 @@ from adapters._nats_topology import consumer_name, missing_subjects, subject_mat
 from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Topology
 from adapters.nats import NatsTransport
 from schemas.errors import ConfigError, DeclarationError, TransportError
+from tests.support.nats_server import ModernNats
 from tests.support.proxy import TcpProxy
 from tests.support.services import require, unique
 from tests.transport.contract import (
@@ -360,4 +361,63 @@ async def test_subject_prefix_keeps_two_deployments_of_one_destination_apart(
         nc = await nats.connect(f"nats://{HOST}:{PORT}")
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await nc.jetstream().delete_stream(other)
+        await nc.close()
+
+
+# -- nats-server >= 2.10: one consumer filtering many subjects ------------------------
+
+
+@pytest.fixture
+async def modern_stream(modern_nats: ModernNats) -> AsyncIterator[str]:
+    """A fresh stream on the throw-away modern server; deleted after the test."""
+    name = unique("SW_")
+    yield name
+    nc = await nats.connect(f"nats://{modern_nats.host}:{modern_nats.port}")
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await nc.jetstream().delete_stream(name)
+    await nc.close()
+
+
+class TestNatsTransportOnAModernServer(TransportContract, ReconnectContract):
+    """The same contract where a group's consumer filters all its subjects at once."""
+
+    @pytest.fixture
+    def transport_factory(self, modern_stream: str, modern_nats: ModernNats) -> TransportFactory:
+        async def make() -> NatsTransport:
+            return NatsTransport.from_url(url(modern_stream, modern_nats.port))
+
+        return make
+
+    @pytest.fixture
+    async def proxy(self, modern_nats: ModernNats) -> AsyncIterator[TcpProxy]:
+        p = await TcpProxy(modern_nats.host, modern_nats.port).start()
+        yield p
+        await p.close()
+
+    @pytest.fixture
+    def proxied_factory(self, modern_stream: str) -> Callable[[TcpProxy], Awaitable[NatsTransport]]:
+        async def make(proxy: TcpProxy) -> NatsTransport:
+            return NatsTransport.from_url(url(modern_stream, proxy.port))
+
+        return make
+
+
+async def test_a_modern_server_gets_one_consumer_for_all_subjects(
+    modern_stream: str, modern_nats: ModernNats, names: Names
+) -> None:
+    t = NatsTransport.from_url(url(modern_stream, modern_nats.port))
+    await t.start()
+    nc = await nats.connect(f"nats://{modern_nats.host}:{modern_nats.port}")
+    try:
+        topo = Topology(consumes=tuple(names.dest(c) for c in "abc"), group=names.group)
+        await t.declare(topo)
+        await t.declare(topo)  # idempotent
+        (info,) = await nc.jetstream().consumers_info(modern_stream)
+        assert sorted(info.config.filter_subjects or []) == sorted(topo.consumes)
+        await t.publish([msg(names.dest(c), i) for i, c in enumerate("abc")])
+        async with Receiver(t, topo, auto_ack=True) as rx:
+            got = await rx.wait_for(3)
+        assert sorted(d.destination for d in got) == sorted(topo.consumes)
+    finally:
+        await t.close()
         await nc.close()
