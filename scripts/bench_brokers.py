@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from orchestrator.bench import BenchResult, run_bench
 from orchestrator.logs import configure_logging
 
+NATS_SERVER = "127.0.0.1:4222"  # --nats-server: e.g. a nats-server >= 2.10 on another port
+
 GROUPS = ("sagawire-bench", "sim-inventory", "sim-payment", "sim-shipping", "sagawire-bench-relay")
 
 
@@ -35,14 +37,14 @@ async def _nats(
     stream = f"SWBENCH{tag}"
     try:
         return await run_bench(
-            f"nats://127.0.0.1:4222?stream={stream}&subject_prefix=swb{tag}",
+            f"nats://{NATS_SERVER}?stream={stream}&subject_prefix=swb{tag}",
             store,
             sagas,
             concurrency,
             participants=participants,
         )
     finally:
-        nc = await nats.connect("nats://127.0.0.1:4222")
+        nc = await nats.connect(f"nats://{NATS_SERVER}")
         with contextlib.suppress(Exception):
             await nc.jetstream().delete_stream(stream)
         await nc.close()
@@ -102,6 +104,9 @@ async def main() -> None:
         "--stores", default="memory://,sqlite:///sagawire-bench.db", help="comma-separated"
     )
     parser.add_argument(
+        "--nats-server", default="127.0.0.1:4222", help="HOST:PORT of the NATS server to use"
+    )
+    parser.add_argument(
         "--participants",
         choices=("inline", "process"),
         default="inline",
@@ -112,6 +117,7 @@ async def main() -> None:
     if unknown:
         parser.error(f"unknown broker(s) {', '.join(sorted(unknown))}; known: {', '.join(RUNNERS)}")
     configure_logging("warning", json=True)
+    globals()["NATS_SERVER"] = args.nats_server
     for broker in args.brokers or list(RUNNERS):
         for store in args.stores.split(","):
             await RUNNERS[broker](store, args.sagas, args.concurrency, args.participants)
