@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import NoReturn
 
 import pytest
 
@@ -34,9 +35,13 @@ def require(name: str, host: str, port: int) -> None:
     """Skip (laptop) or fail (CI) when ``name`` is not listening on ``host:port``."""
     if reachable(host, port):
         return
-    message = f"{name} not reachable on {host}:{port}; start it with: {HOW_TO_START.get(name, '?')}"
+    missing(f"{name} not reachable on {host}:{port}; start it with: {HOW_TO_START.get(name, '?')}")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip on a laptop, fail under CI: CI must never pass by skipping a service."""
     if IN_CI:
-        pytest.fail(message + " (CI=true: unreachable services fail the run)")
+        pytest.fail(message + " (CI=true: a missing service fails the run)")
     pytest.skip(message)
 
 
