@@ -40,10 +40,9 @@ from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
-from orchestrator.participants import BENCH, Participants, start_participants
+from orchestrator.participants import BENCH, Participants, order_placed, start_participants
 from orchestrator.store import open_store
-from schemas.codec import encode
-from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.envelope import CONTENT_TYPE
 from schemas.errors import ConfigError
 
 __all__ = ["BenchResult", "fresh_sqlite", "percentile", "run_bench", "stop_engine"]
@@ -177,22 +176,7 @@ class _Feeder:
             await self._progress()
 
     def _order(self, i: int) -> OutgoingMessage:
-        order_id = f"{self.run}-{i}"
-        env = Envelope.new(
-            "order.placed",
-            {
-                "order_id": order_id,
-                "customer_id": "bench",
-                "items": [{"sku": "sku-1", "qty": 1}],
-                "amount_cents": 1000,
-            },
-            id=f"{order_id}/placed",
-            source="sagawire/bench",
-            correlationid=order_id,
-        )
-        return OutgoingMessage(
-            "order.placed", encode(env), env.id, order_id, {HEADER_CONTENT_TYPE: CONTENT_TYPE}
-        )
+        return order_placed(f"{self.run}-{i}", source="sagawire/bench")
 
     async def _progress(self) -> None:
         """Wait for a saga to finish; fail if none does for a long while."""
@@ -317,19 +301,7 @@ async def _relay_run(broker_url: str, messages: int, window: int) -> float:
     tag = uuid.uuid4().hex[:8]
     run = tag.encode()
     topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,), group="sagawire-bench-relay")
-    env = Envelope.new(
-        "order.placed",
-        {
-            "order_id": "relay",
-            "customer_id": "bench",
-            "items": [{"sku": "sku-1", "qty": 1}],
-            "amount_cents": 1000,
-        },
-        id="relay",
-        source="sagawire/bench",
-        correlationid="relay",
-    )
-    body = run + b" " + encode(env)
+    body = run + b" " + order_placed("relay", source="sagawire/bench").body
     headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE}
     relayed = 0
     room = asyncio.Event()

@@ -42,8 +42,6 @@ from rich.table import Table
 
 from adapters import open_transport
 from adapters.base import (
-    HEADER_CONTENT_TYPE,
-    HEADER_MESSAGE_ID,
     Delivery,
     OutgoingMessage,
     Readiness,
@@ -55,10 +53,8 @@ from orchestrator.bench import fresh_sqlite, percentile, stop_engine
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance, Status
-from orchestrator.participants import Behaviour, start_participants
+from orchestrator.participants import Behaviour, order_placed, start_participants
 from orchestrator.store import open_store
-from schemas.codec import encode
-from schemas.envelope import CONTENT_TYPE, Envelope
 
 __all__ = ["DEMO", "DemoResult", "SimClock", "run_demo", "simulate"]
 
@@ -200,28 +196,16 @@ class _Tally:
 
 def _order(i: int, seed: int) -> OutgoingMessage:
     order_id = f"order-{i:05d}"
-    data = {
-        "order_id": order_id,
-        "customer_id": f"customer-{i % 97:02d}",
-        "items": [
+    return order_placed(
+        order_id,
+        source="sim/shop",
+        message_id=f"{order_id}/placed/{seed}",
+        customer_id=f"customer-{i % 97:02d}",
+        items=[
             {"sku": f"sku-{(i * 7 + j) % 50:03d}", "qty": 1 + (i + j) % 3} for j in range(1 + i % 3)
         ],
-        "amount_cents": 500 + (i * 7919 + seed) % 20_000,
-    }
-    env = Envelope.new(
-        "order.placed",
-        data,
-        id=f"{order_id}/placed/{seed}",
-        source="sim/shop",
+        amount_cents=500 + (i * 7919 + seed) % 20_000,
         time=datetime.fromtimestamp(START, UTC),
-        correlationid=order_id,
-    )
-    return OutgoingMessage(
-        "order.placed",
-        encode(env),
-        env.id,
-        order_id,
-        {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
     )
 
 

@@ -34,7 +34,8 @@ from adapters.base import (
     Topology,
     Transport,
 )
-from schemas.envelope import CONTENT_TYPE
+from schemas.codec import encode
+from schemas.envelope import CONTENT_TYPE, Envelope
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "Behaviour",
     "Participant",
     "Participants",
+    "order_placed",
     "simulate",
     "start_participants",
 ]
@@ -251,6 +253,42 @@ class Participant:
             cid,
             {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id},
         )
+
+
+def order_placed(
+    order_id: str,
+    *,
+    source: str,
+    message_id: str | None = None,
+    customer_id: str = "bench",
+    items: Sequence[dict[str, Any]] = ({"sku": "sku-1", "qty": 1},),
+    amount_cents: int = 1000,
+    time: datetime | None = None,
+) -> OutgoingMessage:
+    """The ``order.placed`` CloudEvent a shop sends to start an order saga, ready to
+    publish (keyed by the order id). The demo, the bench and the soak tests all place
+    their orders through this one function."""
+    mid = message_id or f"{order_id}/placed"
+    env = Envelope.new(
+        "order.placed",
+        {
+            "order_id": order_id,
+            "customer_id": customer_id,
+            "items": list(items),
+            "amount_cents": amount_cents,
+        },
+        id=mid,
+        source=source,
+        time=time,
+        correlationid=order_id,
+    )
+    return OutgoingMessage(
+        "order.placed",
+        encode(env),
+        mid,
+        order_id,
+        {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: mid},
+    )
 
 
 def _parse(body: bytes) -> dict[str, Any] | None:

@@ -14,14 +14,12 @@ from pathlib import Path
 import pytest
 
 from adapters import open_transport
-from adapters.base import OutgoingMessage
 from orchestrator.bench import run_bench, stop_engine
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.loader import load_sagas
 from orchestrator.logs import configure_logging
+from orchestrator.participants import order_placed
 from orchestrator.store import open_store
-from schemas.codec import encode
-from schemas.envelope import Envelope
 from tests.support.nats_server import ModernNats
 from tests.support.services import require
 
@@ -92,7 +90,12 @@ async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(
         )
         await engine.prepare()  # declares the stream and the durable consumer
         for lo in range(0, n, 1000):
-            await publisher.publish([_placed(f"{tag}-{i}") for i in range(lo, min(n, lo + 1000))])
+            await publisher.publish(
+                [
+                    order_placed(f"{tag}-{i}", source="tests/soak", amount_cents=100)
+                    for i in range(lo, min(n, lo + 1000))
+                ]
+            )
         # One durable consumer per consumed subject on NATS 2.9, one in all on 2.10+.
         consumers = [c.name for c in await js.consumers_info(stream)]
         before = peak = _rss_mb()
@@ -126,19 +129,3 @@ async def test_a_burst_on_nats_is_taken_with_bounded_memory_and_acks(
             with contextlib.suppress(Exception):
                 await nc.jetstream().delete_stream(stream)
             await nc.close()
-
-
-def _placed(order_id: str) -> OutgoingMessage:
-    env = Envelope.new(
-        "order.placed",
-        {
-            "order_id": order_id,
-            "customer_id": "soak",
-            "items": [{"sku": "sku-1", "qty": 1}],
-            "amount_cents": 100,
-        },
-        id=f"{order_id}/placed",
-        source="tests/soak",
-        correlationid=order_id,
-    )
-    return OutgoingMessage("order.placed", encode(env), env.id, order_id, {})
