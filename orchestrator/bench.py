@@ -4,7 +4,8 @@ A throughput figure alone says little: on a slow broker every program is slow.
 So the same run also relays as many messages as the engine consumed through the
 same transport URL — consume, publish each to another destination, ack, in
 batches of the same size, with no engine — and reports ``ratio``, the engine's
-transitions per second over that relay's messages per second: how much of what
+transitions per second over that relay's messages per second (orchestrator.bench_relay):
+how much of what
 the broker allows the engine keeps.
 
 The simulated services answer every command at once (:data:`BENCH`), so every
@@ -34,15 +35,15 @@ import orjson
 
 from adapters import open_transport
 from adapters._util import redact_url
-from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, Transport
+from adapters.base import OutgoingMessage, Transport
 from adapters.memory import MemoryBroker
+from orchestrator.bench_relay import relay_rate
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
 from orchestrator.participants import BENCH, Participants, order_placed, start_participants
 from orchestrator.store import open_store
-from schemas.envelope import CONTENT_TYPE
 from schemas.errors import ConfigError
 
 __all__ = ["BenchResult", "fresh_sqlite", "percentile", "run_bench", "stop_engine"]
@@ -51,8 +52,6 @@ PARTICIPANTS = ("inline", "process")
 TRANSITIONS_PER_SAGA = 4
 MAX_BATCH = 256  # the engine's batch size and the relay's
 _STALL_SECONDS = 60.0
-_RELAY_IN = "sagawire.bench.relay.in"
-_RELAY_OUT = "sagawire.bench.relay.out"
 
 
 class BenchResult(TypedDict):
@@ -288,64 +287,6 @@ async def _engine_run(
         await store.close()
 
 
-async def _relay_run(broker_url: str, messages: int, window: int) -> float:
-    """Relay ``messages`` messages in -> out through one transport; messages per second.
-
-    Message ids carry a tag of this run: a broker that de-duplicates by id (NATS)
-    would otherwise drop a second relay's messages as repeats of the first's.
-
-    A feeder keeps at most ``window`` messages queued ahead of the relay, as the
-    engine run keeps ``concurrency`` sagas in flight."""
-    transport = open_transport(broker_url)
-    await transport.start()
-    tag = uuid.uuid4().hex[:8]
-    run = tag.encode()
-    topology = Topology(consumes=(_RELAY_IN,), produces=(_RELAY_OUT,), group="sagawire-bench-relay")
-    body = run + b" " + order_placed("relay", source="sagawire/bench").body
-    headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE}
-    relayed = 0
-    room = asyncio.Event()
-    try:
-        await transport.declare(topology)
-
-        async def feed() -> None:
-            sent = 0
-            while sent < messages:
-                free = min(window - (sent - relayed), messages - sent, MAX_BATCH)
-                if free <= 0:
-                    room.clear()
-                    await room.wait()
-                    continue
-                await transport.publish(
-                    [
-                        OutgoingMessage(
-                            _RELAY_IN, body, f"{tag}-{sent + i}", f"{sent + i}", headers
-                        )
-                        for i in range(free)
-                    ]
-                )
-                sent += free
-
-        began = time.perf_counter()
-        feeding = asyncio.ensure_future(feed())
-        try:
-            async with asyncio.timeout(_STALL_SECONDS * 10):
-                async for batch in transport.consume(topology, max_batch=MAX_BATCH):
-                    await transport.publish(
-                        [OutgoingMessage(_RELAY_OUT, d.body, "", d.key, d.headers) for d in batch]
-                    )
-                    await transport.ack(batch)
-                    relayed += sum(1 for d in batch if d.body.startswith(run))
-                    room.set()
-                    if relayed >= messages:
-                        break
-        finally:
-            feeding.cancel()
-        return messages / (time.perf_counter() - began)
-    finally:
-        await transport.close()
-
-
 async def run_bench(
     broker_url: str,
     store_url: str,
@@ -378,11 +319,11 @@ async def run_bench(
         # The relay runs before and after the engine, and the ratio uses their mean: a
         # broker's rate drifts within a run (a new stream's first files, a shared
         # machine), and one relay measured only on one side of it skews the ratio.
-        relays = [await _relay_run(broker_url, messages, concurrency)]
+        relays = [await relay_rate(broker_url, messages, concurrency, MAX_BATCH)]
         elapsed, cpu, feeder = await _engine_run(
             broker_url, store_url, sagas, concurrency, seed, participants
         )
-        relays.append(await _relay_run(broker_url, messages, concurrency))
+        relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH))
     finally:
         _forget_memory_broker(broker_url)
     peak = _peak_rss_mb()
