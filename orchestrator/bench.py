@@ -4,9 +4,8 @@ A throughput figure alone says little: on a slow broker every program is slow.
 So the same run also relays as many messages as the engine consumed through the
 same transport URL — consume, publish each to another destination, ack, in
 batches of the same size, with no engine — and reports ``ratio``, the engine's
-transitions per second over that relay's messages per second (orchestrator.bench_relay):
-how much of what
-the broker allows the engine keeps.
+transitions per second over that relay's messages per second
+(:mod:`orchestrator.bench_relay`): how much of what the broker allows the engine keeps.
 
 The simulated services answer every command at once (:data:`BENCH`), so every
 saga is exactly four transitions (placed, reserved, charged, scheduled). At most
