@@ -45,7 +45,14 @@ from orchestrator.participants import BENCH, Participants, order_placed, start_p
 from orchestrator.store import open_store
 from schemas.errors import ConfigError
 
-__all__ = ["BenchResult", "fresh_sqlite", "percentile", "run_bench", "stop_engine"]
+__all__ = [
+    "BenchResult",
+    "fresh_sqlite",
+    "percentile",
+    "run_bench",
+    "stop_engine",
+    "warmup_sagas",
+]
 
 PARTICIPANTS = ("inline", "process")
 TRANSITIONS_PER_SAGA = 4
@@ -58,6 +65,7 @@ class BenchResult(TypedDict):
     store: str
     participants: str  # "inline" or "process"
     sagas: int
+    warmup_sagas: int  # run before the clock starts (and as many messages before the relay's)
     concurrency: int
     transitions_per_s: float
     sagas_per_s: float
@@ -70,6 +78,13 @@ class BenchResult(TypedDict):
     ratio: float
     elapsed_s: float  # wall time of the saga run
     cpu_s: float  # CPU time of this process during it (the machine may be shared)
+
+
+def warmup_sagas(sagas: int, concurrency: int) -> int:
+    """How many sagas run untimed before the measured ones: a tenth of the run, at most
+    one window of ``concurrency`` (enough for every consumer to have joined and taken
+    messages), at least one."""
+    return max(1, min(sagas // 10, concurrency))
 
 
 def fresh_sqlite(store_url: str) -> None:
@@ -237,10 +252,37 @@ class _ChildServices:
         self.stderr.close()
 
 
+async def _drive(feeder: _Feeder, running: asyncio.Future[None]) -> None:
+    """Feed ``feeder``'s sagas and wait until all finished; fail if the engine stops."""
+    feeding = asyncio.ensure_future(feeder.feed())
+    waiting = asyncio.ensure_future(feeder.done())
+    pending: set[asyncio.Future[None]] = {running, waiting, feeding}
+    try:
+        while waiting in pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # re-raise a failure of the engine or the feeder
+            if running in done:
+                raise RuntimeError("the engine stopped before the bench finished")
+    finally:
+        for task in (feeding, waiting):
+            task.cancel()
+
+
 async def _engine_run(
-    broker_url: str, store_url: str, sagas: int, concurrency: int, seed: int, participants: str
+    broker_url: str,
+    store_url: str,
+    sagas: int,
+    concurrency: int,
+    seed: int,
+    participants: str,
+    warmup: int = 0,
 ) -> tuple[float, float, _Feeder]:
-    """Run the sagas; return the elapsed wall and CPU time and the feeder's tallies."""
+    """Run ``warmup`` sagas untimed, then the ``sagas`` measured; return the elapsed wall
+    and CPU time of the measured ones and their feeder's tallies.
+
+    Why a warm-up: one-off costs at start (a Kafka consumer group join takes about a
+    second) are not throughput; the relay is measured after the same kind of warm-up."""
     fresh_sqlite(store_url)
     store = open_store(store_url)
     await store.open()
@@ -261,21 +303,19 @@ async def _engine_run(
             transport,
             config=EngineConfig(group="sagawire-bench", max_batch=MAX_BATCH),
         )
-        feeder = _Feeder(transport, sagas, concurrency, f"b{uuid.uuid4().hex[:8]}")
-        engine.observers.append(feeder)
+        run = f"b{uuid.uuid4().hex[:8]}"
         await engine.prepare()
         gc.freeze()  # the engine's start-up objects, as ``sagawire run`` freezes its own
         running = asyncio.ensure_future(engine.run(stopping))
+        if warmup:
+            warm = _Feeder(transport, warmup, concurrency, f"{run}w")
+            engine.observers.append(warm)
+            await _drive(warm, running)
+            engine.observers.remove(warm)  # all its sagas finished: none of theirs is left
+        feeder = _Feeder(transport, sagas, concurrency, run)
+        engine.observers.append(feeder)
         began, cpu = time.perf_counter(), time.process_time()
-        feeding = asyncio.ensure_future(feeder.feed())
-        waiting = asyncio.ensure_future(feeder.done())
-        pending = {running, waiting, feeding}
-        while waiting in pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # re-raise a failure of the engine or the feeder
-            if running in done:
-                raise RuntimeError("the engine stopped before the bench finished")
+        await _drive(feeder, running)
         elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
         await stop_engine(running, stopping, transport)
         return elapsed, cpu, feeder
@@ -314,15 +354,17 @@ async def run_bench(
     tune_gc(gc_settings())
     rss_start = _rss_now_mb()
     messages = sagas * TRANSITIONS_PER_SAGA
+    warmup = warmup_sagas(sagas, concurrency)
+    warm_messages = warmup * TRANSITIONS_PER_SAGA
     try:
         # The relay runs before and after the engine, and the ratio uses their mean: a
         # broker's rate drifts within a run (a new stream's first files, a shared
         # machine), and one relay measured only on one side of it skews the ratio.
-        relays = [await relay_rate(broker_url, messages, concurrency, MAX_BATCH)]
+        relays = [await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages)]
         elapsed, cpu, feeder = await _engine_run(
-            broker_url, store_url, sagas, concurrency, seed, participants
+            broker_url, store_url, sagas, concurrency, seed, participants, warmup
         )
-        relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH))
+        relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages))
     finally:
         _forget_memory_broker(broker_url)
     peak = _peak_rss_mb()
@@ -333,6 +375,7 @@ async def run_bench(
         "store": redact_url(store_url),
         "participants": participants,
         "sagas": sagas,
+        "warmup_sagas": warmup,
         "concurrency": concurrency,
         "transitions_per_s": round(tps, 1),
         "sagas_per_s": round(feeder.finished / elapsed, 1),

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from orchestrator.bench import fresh_sqlite, percentile, run_bench
+from orchestrator.bench import fresh_sqlite, percentile, run_bench, warmup_sagas
 from orchestrator.demo import DemoResult, run_demo, simulate
 from orchestrator.logs import configure_logging
 from orchestrator.participants import BENCH, Behaviour, Participant
@@ -119,6 +119,16 @@ async def test_bench_reports_every_figure(capsys: pytest.CaptureFixture[str]) ->
     )
     before, after = result["baseline_relay_runs"]  # one relay each side of the engine
     assert result["baseline_relay_per_s"] == pytest.approx((before + after) / 2, rel=0.01)
+    # Rates count the measured sagas only, not the untimed warm-up lot before them.
+    assert result["warmup_sagas"] == warmup_sagas(300, 64) == 30
+    # (a warm-up saga's transitions counted too would make this more than 4 per saga)
+    assert result["transitions_per_s"] == pytest.approx(4 * result["sagas_per_s"], rel=0.01)
+
+
+def test_warm_up_is_a_tenth_of_the_run_within_one_window() -> None:
+    assert warmup_sagas(10_000, 512) == 512
+    assert warmup_sagas(300, 64) == 30
+    assert warmup_sagas(5, 64) == 1
 
 
 async def test_bench_on_sqlite_starts_from_an_empty_store(tmp_path: Path) -> None:
@@ -128,6 +138,7 @@ async def test_bench_on_sqlite_starts_from_an_empty_store(tmp_path: Path) -> Non
     store = open_store(url)
     await store.open()
     try:
-        assert await store.counts() == {"completed": 100}
+        # The measured sagas and the untimed warm-up lot before them, of the second run only.
+        assert await store.counts() == {"completed": 100 + warmup_sagas(100, 32)}
     finally:
         await store.close()
