@@ -158,3 +158,12 @@ def dead_letter_message(delivery: Delivery, reason: str) -> OutgoingMessage:
         key=delivery.key,
         headers=headers,
     )
+
+
+async def close_stream(stream: AsyncIterator[list[Delivery]]) -> None:
+    """Close a ``consume()`` stream left before its end (``break``, an error), now rather
+    than whenever it is garbage-collected: a transport stops fetching for it and
+    cancels its waits at once, instead of leaving a pending task to be destroyed."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -17,7 +17,7 @@ import time
 import uuid
 
 from adapters import open_transport
-from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology
+from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, close_stream
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 
@@ -79,9 +79,10 @@ async def relay_rate(
                 sent += free
 
         feeding = asyncio.ensure_future(feed())
+        stream = transport.consume(topology, max_batch=max_batch)
         try:
             async with asyncio.timeout(STALL_SECONDS):
-                async for batch in transport.consume(topology, max_batch=max_batch):
+                async for batch in stream:
                     await transport.publish(
                         [OutgoingMessage(RELAY_OUT, d.body, "", d.key, d.headers) for d in batch]
                     )
@@ -92,6 +93,7 @@ async def relay_rate(
                         break
         finally:
             feeding.cancel()
+            await close_stream(stream)
         return messages / (time.perf_counter() - began)
     finally:
         await transport.close()

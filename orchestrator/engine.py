@@ -27,7 +27,7 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 
-from adapters.base import Delivery, Topology, Transport
+from adapters.base import Delivery, Topology, Transport, close_stream
 from orchestrator.batch import Batch, EngineConfig, Item, Observer, Stats, log
 from orchestrator.clock import Clock, SystemClock
 from orchestrator.correlate import Routed, Router
@@ -196,10 +196,8 @@ class Engine(Housekeeping):
             if not queue.empty():  # read ahead but not handled: give it back now
                 with contextlib.suppress(Exception):
                     await self.transport.nack(queue.get_nowait())
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            with contextlib.suppress(Exception):
+                await close_stream(stream)
             async with self._lock:
                 await self._drain()
         if reader.done() and not reader.cancelled() and reader.exception() is not None:
