@@ -27,7 +27,7 @@ import uuid
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TypedDict
+from typing import IO, NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 import orjson
@@ -37,6 +37,7 @@ from adapters._util import redact_url
 from adapters.base import OutgoingMessage, Transport
 from adapters.memory import MemoryBroker
 from orchestrator.bench_relay import relay_rate
+from orchestrator.bench_ring import ring_rate
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
@@ -78,6 +79,8 @@ class BenchResult(TypedDict):
     ratio: float
     elapsed_s: float  # wall time of the saga run
     cpu_s: float  # CPU time of this process during it (the machine may be shared)
+    ring_per_s: NotRequired[float]  # with --ring: the same flow, a stub for the engine
+    ratio_to_ring: NotRequired[float]
 
 
 def warmup_sagas(sagas: int, concurrency: int) -> int:
@@ -252,6 +255,15 @@ class _ChildServices:
         self.stderr.close()
 
 
+async def _start_services(
+    broker_url: str, seed: int, participants: str
+) -> Participants | _ChildServices:
+    """The simulated services, in this process or in a child (``participants``)."""
+    if participants == "process":
+        return await _ChildServices.start(broker_url, seed)
+    return await start_participants(broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH)
+
+
 async def _drive(feeder: _Feeder, running: asyncio.Future[None]) -> None:
     """Feed ``feeder``'s sagas and wait until all finished; fail if the engine stops."""
     feeding = asyncio.ensure_future(feeder.feed())
@@ -286,13 +298,7 @@ async def _engine_run(
     fresh_sqlite(store_url)
     store = open_store(store_url)
     await store.open()
-    services: Participants | _ChildServices
-    if participants == "process":
-        services = await _ChildServices.start(broker_url, seed)
-    else:
-        services = await start_participants(
-            broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH
-        )
+    services = await _start_services(broker_url, seed, participants)
     transport = open_transport(broker_url)
     stopping = asyncio.Event()
     try:
@@ -334,13 +340,17 @@ async def run_bench(
     seed: int = 1,
     *,
     participants: str = "inline",
+    ring: bool = False,
 ) -> BenchResult:
     """Run the bench, print its one JSON line, and return the figures.
 
     ``participants``: ``inline`` runs the simulated services in this process (the
     default: everything the bench measures happens here), ``process`` in a
     ``sagawire simulate`` child, as services run beside a sidecar in production; then
-    this process's CPU is the engine's and the feeder's alone."""
+    this process's CPU is the engine's and the feeder's alone.
+
+    ``ring``: also run the same flow with a stub in the engine's place
+    (:mod:`orchestrator.bench_ring`) and report ``ring_per_s`` and ``ratio_to_ring``."""
     if participants not in PARTICIPANTS:
         raise ConfigError(
             f"--participants {participants!r}: expected one of {', '.join(PARTICIPANTS)}"
@@ -365,6 +375,16 @@ async def run_bench(
             broker_url, store_url, sagas, concurrency, seed, participants, warmup
         )
         relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages))
+        ring_per_s = None
+        if ring:
+            ring_per_s = await ring_rate(
+                broker_url,
+                sagas,
+                concurrency,
+                MAX_BATCH,
+                lambda: _start_services(broker_url, seed, participants),
+                warmup,
+            )
     finally:
         _forget_memory_broker(broker_url)
     peak = _peak_rss_mb()
@@ -389,5 +409,8 @@ async def run_bench(
         "elapsed_s": round(elapsed, 2),
         "cpu_s": round(cpu, 2),
     }
+    if ring_per_s is not None:
+        result["ring_per_s"] = round(ring_per_s, 1)
+        result["ratio_to_ring"] = float(f"{tps / ring_per_s:.4g}")
     print(orjson.dumps(result).decode(), flush=True)
     return result

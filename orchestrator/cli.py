@@ -238,6 +238,13 @@ def bench(
             " real brokers only)."
         ),
     ] = "inline",
+    ring: Annotated[
+        bool,
+        typer.Option(
+            help="Also run the same message flow with a stub in the engine's place, and"
+            " report ring_per_s and ratio_to_ring (how much of that flow the engine keeps)."
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Measure sagas per second and latency on a broker and store; print one JSON line."""
@@ -245,7 +252,9 @@ def bench(
 
     with _reporting(debug):
         configure_logging("debug" if debug else "warning")
-        asyncio.run(run_bench(broker, store, sagas, concurrency, seed, participants=participants))
+        asyncio.run(
+            run_bench(broker, store, sagas, concurrency, seed, participants=participants, ring=ring)
+        )
 
 
 def main() -> None:

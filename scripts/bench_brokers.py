@@ -1,7 +1,7 @@
 """Run ``sagawire bench`` on every real broker (and both stores), cleaning up after itself.
 
     .venv/bin/python scripts/bench_brokers.py [kafka] [nats] [amqp] [--sagas N] [--concurrency C]
-        [--stores URL,URL] [--participants inline|process]
+        [--stores URL,URL] [--participants inline|process] [--ring]
 
 Prints one JSON line per (broker, store), as ``sagawire bench`` does. NATS runs get a
 private stream and subject prefix, RabbitMQ runs a private exchange and queue prefix,
@@ -25,11 +25,18 @@ from orchestrator.logs import configure_logging
 
 NATS_SERVER = "127.0.0.1:4222"  # --nats-server: e.g. a nats-server >= 2.10 on another port
 
-GROUPS = ("sagawire-bench", "sim-inventory", "sim-payment", "sim-shipping", "sagawire-bench-relay")
+GROUPS = (
+    "sagawire-bench",
+    "sim-inventory",
+    "sim-payment",
+    "sim-shipping",
+    "sagawire-bench-relay",
+    "sagawire-bench-ring",
+)
 
 
 async def _nats(
-    store: str, sagas: int, concurrency: int, participants: str = "inline"
+    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
 ) -> BenchResult:
     import nats
 
@@ -42,6 +49,7 @@ async def _nats(
             sagas,
             concurrency,
             participants=participants,
+            ring=ring,
         )
     finally:
         nc = await nats.connect(f"nats://{NATS_SERVER}")
@@ -51,7 +59,7 @@ async def _nats(
 
 
 async def _amqp(
-    store: str, sagas: int, concurrency: int, participants: str = "inline"
+    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
 ) -> BenchResult:
     import aio_pika
 
@@ -64,6 +72,7 @@ async def _amqp(
             sagas,
             concurrency,
             participants=participants,
+            ring=ring,
         )
     finally:
         conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
@@ -78,14 +87,19 @@ async def _amqp(
 
 
 async def _kafka(
-    store: str, sagas: int, concurrency: int, participants: str = "inline"
+    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
 ) -> BenchResult:
     from tests.support.kafka import start_tansu
 
     broker = start_tansu()
     try:
         return await run_bench(
-            broker.url + "&partitions=3", store, sagas, concurrency, participants=participants
+            broker.url + "&partitions=3",
+            store,
+            sagas,
+            concurrency,
+            participants=participants,
+            ring=ring,
         )
     finally:
         broker.process.terminate()
@@ -112,6 +126,11 @@ async def main() -> None:
         default="inline",
         help="simulated services in this process (default) or in a child process",
     )
+    parser.add_argument(
+        "--ring",
+        action="store_true",
+        help="also run the flow with a stub in the engine's place (ring_per_s, ratio_to_ring)",
+    )
     args = parser.parse_args()
     unknown = set(args.brokers) - set(RUNNERS)
     if unknown:
@@ -120,7 +139,7 @@ async def main() -> None:
     globals()["NATS_SERVER"] = args.nats_server
     for broker in args.brokers or list(RUNNERS):
         for store in args.stores.split(","):
-            await RUNNERS[broker](store, args.sagas, args.concurrency, args.participants)
+            await RUNNERS[broker](store, args.sagas, args.concurrency, args.participants, args.ring)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,17 @@ async def test_bench_reports_every_figure(capsys: pytest.CaptureFixture[str]) ->
     assert result["transitions_per_s"] == pytest.approx(4 * result["sagas_per_s"], rel=0.01)
 
 
+async def test_bench_ring_reports_the_engine_free_flow(capsys: pytest.CaptureFixture[str]) -> None:
+    result = await run_bench("memory://", "memory://", sagas=200, concurrency=64, ring=True)
+    assert result["ring_per_s"] > result["transitions_per_s"] > 0  # a stub outruns the engine
+    assert result["ratio_to_ring"] == pytest.approx(
+        result["transitions_per_s"] / result["ring_per_s"], rel=0.01
+    )
+    assert '"ratio_to_ring"' in capsys.readouterr().out
+    without = await run_bench("memory://", "memory://", sagas=50, concurrency=16)
+    assert "ring_per_s" not in without and "ratio_to_ring" not in without
+
+
 def test_warm_up_is_a_tenth_of_the_run_within_one_window() -> None:
     assert warmup_sagas(10_000, 512) == 512
     assert warmup_sagas(300, 64) == 30

@@ -287,8 +287,13 @@ def test_bench_prints_one_json_line(runner: CliRunner, monkeypatch: pytest.Monke
     args = ["bench", "--store", "memory://", "--sagas", "10", "--concurrency", "2", "--seed", "3"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [("memory://", "memory://", 10, 2, 3, ("participants", "inline"))]
+    assert calls == [
+        ("memory://", "memory://", 10, 2, 3, ("participants", "inline"), ("ring", False))
+    ]
     assert result.stdout.splitlines() == ['{"sagas_per_s":1.5}']
+    calls.clear()
+    assert runner.invoke(app, [*args, "--ring"]).exit_code == 0
+    assert calls[0][-1] == ("ring", True)
 
 
 # -- logging ------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""A second yardstick for the bench: the same message flow with the engine taken out.
+
+The relay (:mod:`orchestrator.bench_relay`) moves one message per message. A saga in
+the bench moves eight (the order, three commands, three replies, the completion
+event) through five consumers (the engine, the three simulated services, the
+feeder's publishes), so part of the gap between the engine and the relay is the
+flow's own cost, not the engine's. This runs that flow with a stub in the engine's
+place that answers each event with the next message at once (``orjson`` in and out,
+no state, no store), against the same simulated services: its transitions per
+second are the most any engine could reach in this bench on this broker, and the
+engine's rate over it says how much of that the engine keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import orjson
+
+from adapters import open_transport
+from adapters.base import (
+    HEADER_CONTENT_TYPE,
+    HEADER_MESSAGE_ID,
+    OutgoingMessage,
+    Topology,
+    close_stream,
+)
+from orchestrator.participants import order_placed
+from schemas.envelope import CONTENT_TYPE
+
+__all__ = ["NEXT", "ring_rate"]
+
+STALL_SECONDS = 600.0
+
+NEXT = {
+    "order.placed": "inventory.reserve",
+    "inventory.reserved": "payment.charge",
+    "payment.charged": "shipping.schedule",
+    "shipping.scheduled": "order.completed",
+}
+"""The order saga's happy path, which is all the bench's services ever answer."""
+
+
+class Services(Protocol):
+    async def close(self) -> None: ...
+
+
+async def ring_rate(
+    broker_url: str,
+    sagas: int,
+    window: int,
+    max_batch: int,
+    start_services: Callable[[], Awaitable[Services]],
+    warmup: int = 0,
+) -> float:
+    """Run ``warmup`` sagas untimed, then ``sagas`` more through the stub; the timed
+    transitions per second. At most ``window`` sagas are in flight, as in the engine run.
+
+    Messages of earlier runs (Kafka keeps them, and a new consumer group starts from
+    the earliest offset) are acknowledged and otherwise ignored: only this run's
+    correlation ids count and get an answer."""
+    services = await start_services()
+    transport = open_transport(broker_url)
+    tag = f"ring{uuid.uuid4().hex[:8]}-"
+    total = warmup + sagas
+    placed = finished = 0
+    room = asyncio.Event()
+    began = 0.0
+    try:
+        await transport.start()
+        topology = Topology(
+            consumes=tuple(NEXT), produces=tuple(NEXT.values()), group="sagawire-bench-ring"
+        )
+        await transport.declare(topology)
+
+        async def feed() -> None:
+            nonlocal placed, began
+            while placed < total:
+                if placed == warmup and finished < warmup:  # the timed lot starts from empty
+                    room.clear()
+                    await room.wait()
+                    continue
+                if placed == warmup and not began:
+                    began = time.perf_counter()
+                end = warmup if placed < warmup else total
+                free = min(window - (placed - finished), end - placed, max_batch)
+                if free <= 0:
+                    room.clear()
+                    await room.wait()
+                    continue
+                orders = [
+                    order_placed(f"{tag}{placed + i}", source="sagawire/bench") for i in range(free)
+                ]
+                await transport.publish(orders)
+                placed += free
+
+        feeding = asyncio.ensure_future(feed())
+        stream = transport.consume(topology, max_batch=max_batch)
+        try:
+            async with asyncio.timeout(STALL_SECONDS):
+                async for batch in stream:
+                    out = []
+                    for d in batch:
+                        event = orjson.loads(d.body)
+                        cid = event.get("correlationid") or ""
+                        if not cid.startswith(tag):
+                            continue
+                        out.append(_answer(event, cid))
+                        if event["type"] == "shipping.scheduled":
+                            finished += 1
+                    if out:
+                        await transport.publish(out)
+                    await transport.ack(batch)
+                    room.set()
+                    if finished >= total:
+                        break
+        finally:
+            feeding.cancel()
+            await close_stream(stream)
+        return sagas * len(NEXT) / (time.perf_counter() - began)
+    finally:
+        await transport.close()
+        await services.close()
+
+
+def _answer(event: dict[str, object], cid: str) -> OutgoingMessage:
+    kind = NEXT[str(event["type"])]
+    cause = str(event["id"])
+    mid = f"{cause}/{kind}"
+    body = orjson.dumps(
+        {
+            "specversion": "1.0",
+            "id": mid,
+            "source": "sagawire/bench-ring",
+            "type": kind,
+            "datacontenttype": "application/json",
+            "correlationid": cid,
+            "causationid": cause,
+            "data": {"order_id": cid},
+        }
+    )
+    headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: mid}
+    return OutgoingMessage(kind, body, mid, cid, headers)
