@@ -7,7 +7,8 @@ URL and options: see :mod:`adapters._kafka_settings`. How it maps the protocol:
   ones (it warns when one has fewer partitions than configured).
 * **Publish** sends every message with its ``key`` (the correlation id) as record
   key, so one saga instance's messages share a partition and keep their order, and
-  waits for every ``acks=all`` confirmation. Messages without a key are not spread
+  waits for every ``acks=all`` confirmation; one call's messages are built into one
+  record batch per partition (:mod:`adapters._kafka_produce`). Messages without a key are not spread
   one by one (aiokafka's default picks a random partition per record, which lets
   two messages published together arrive in either order): all unkeyed messages of
   one :meth:`publish` call to one topic go to the same partition, so they keep
@@ -38,10 +39,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
 from adapters._kafka_consumer import ConsumerRun
 from adapters._kafka_offsets import Ticket
+from adapters._kafka_produce import send_batches
 from adapters._kafka_settings import KafkaSettings, translate_error
 from adapters.base import Delivery, OutgoingMessage, Readiness, Topology, dead_letter_message
 from schemas.errors import SagawireError, TransportError
@@ -67,6 +70,7 @@ class KafkaTransport:
         self._state = "not started"
         self._txn_lock = asyncio.Lock()
         self._unkeyed_turn = itertools.count()
+        self._partitioner = DefaultPartitioner()
 
     @classmethod
     def from_url(cls, url: str) -> KafkaTransport:
@@ -79,6 +83,7 @@ class KafkaTransport:
             extra["transactional_id"] = f"sagawire-{uuid.uuid4().hex}"
         producer = AIOKafkaProducer(
             acks="all",
+            partitioner=self._partitioner,
             linger_ms=5,
             # One engine batch (256 x ~300 B) fits one produce batch per partition;
             # aiokafka's 16 KiB default splits it into many sequential requests
@@ -190,28 +195,15 @@ class KafkaTransport:
 
     # -- internals ----------------------------------------------------------------
     async def _send_all(self, messages: Sequence[OutgoingMessage]) -> list[asyncio.Future[Any]]:
-        """Queue every message in order (``send`` only appends to a batch) and return
-        the confirmations to wait for together."""
-        s = self.settings
-        unkeyed: dict[str, int] = {}  # topic -> the partition of this call's unkeyed messages
-        futures = []
-        for m in messages:
-            topic = s.topic(m.destination)
-            partition = None
-            if m.key is None:
-                if topic not in unkeyed:
-                    unkeyed[topic] = await self._unkeyed_partition(topic)
-                partition = unkeyed[topic]
-            futures.append(
-                await self._producer.send(
-                    topic,
-                    value=m.body,
-                    key=None if m.key is None else m.key.encode(),
-                    partition=partition,
-                    headers=[(k, v.encode()) for k, v in m.headers.items()],
-                )
-            )
-        return futures
+        """Queue every message in order and return the confirmations to wait for
+        together (one per record batch: :mod:`adapters._kafka_produce`)."""
+        return await send_batches(
+            self._producer,
+            self._partitioner,
+            self.settings.topic,
+            self._unkeyed_partition,
+            messages,
+        )
 
     async def _unkeyed_partition(self, topic: str) -> int:
         """The next partition, in turn, for one call's unkeyed messages to ``topic``

@@ -19,13 +19,13 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters import open_transport
 from adapters._kafka_offsets import OffsetTracker
 from adapters._kafka_settings import KafkaSettings
-from adapters.base import DEADLETTER, Delivery, Topology, Transport
+from adapters.base import DEADLETTER, Delivery, OutgoingMessage, Topology, Transport
 from adapters.kafka import KafkaTransport
 from schemas.errors import ConfigError, TransportError
 from tests.support.kafka import Tansu, free_port, start_tansu_proxy
@@ -117,6 +117,39 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
         for key in partitions:
             seq = [int(r.value[5:-1]) for r in records if r.key.decode() == key]
             assert seq == sorted(seq) and len(seq) == 20
+
+    async def test_batched_publish_lands_where_send_would_in_order_across_full_batches(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
+    ) -> None:
+        """Publishing builds one record batch per partition (``_kafka_produce``): a key
+        still lands on the partition aiokafka's own ``send()`` picks, order holds when
+        a batch fills up mid-call, and a message larger than a whole batch still goes."""
+        t = await open_transport()
+        topic = names.dest("a")
+        await t.declare(self.topology(names, "a"))
+        big = 70_000  # 256 KiB batches: three of these fill one
+        messages = [
+            OutgoingMessage(topic, b"%d:" % i + b"x" * big, f"m{i}", "k", {"x-n": str(i)})
+            for i in range(8)
+        ]
+        messages.insert(4, OutgoingMessage(topic, b"4h:" + b"y" * 300_000, "huge", "k"))
+        messages += [msg(topic, i, key=f"s{i}") for i in range(20)]
+        await t.publish(messages)
+        reference = AIOKafkaProducer(bootstrap_servers=f"127.0.0.1:{kafka_broker.port}")
+        await reference.start()
+        try:
+            expected = {
+                key: (await (await reference.send(topic, b"ref", key=key.encode()))).partition
+                for key in ["k", *(f"s{i}" for i in range(20))]
+            }
+        finally:
+            await reference.stop()
+        records = [r for r in await read_all(kafka_broker, topic, 50) if r.value != b"ref"]
+        assert len(records) == 29
+        assert all(r.partition == expected[r.key.decode()] for r in records)
+        same_key = [r.value.split(b":")[0] for r in records if r.key == b"k"]
+        assert same_key == [b"0", b"1", b"2", b"3", b"4h", b"4", b"5", b"6", b"7"]
+        assert next(r for r in records if r.key == b"k").headers == (("x-n", b"0"),)
 
     async def test_unkeyed_messages_of_one_publish_share_a_partition_in_order(
         self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
