@@ -150,12 +150,19 @@ class Engine(Housekeeping):
                 await queue.put(batch)
 
         reader = asyncio.ensure_future(read())
+        unhandled: list[Delivery] = []  # taken from the queue as a stop cancelled the wait
 
         async def next_batch() -> list[Delivery] | None:
             if not queue.empty():
                 return queue.get_nowait()
             getter = asyncio.ensure_future(queue.get())
-            await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            except BaseException:
+                if getter.done() and not getter.cancelled():
+                    unhandled.extend(getter.result())
+                getter.cancel()  # no pending getter left behind to be destroyed
+                raise
             if getter.done():
                 return getter.result()
             getter.cancel()
@@ -193,9 +200,11 @@ class Engine(Housekeeping):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            if not queue.empty():  # read ahead but not handled: give it back now
+            while not queue.empty():  # read ahead but not handled: give it back now
+                unhandled.extend(queue.get_nowait())
+            if unhandled:
                 with contextlib.suppress(Exception):
-                    await self.transport.nack(queue.get_nowait())
+                    await self.transport.nack(unhandled)
             with contextlib.suppress(Exception):
                 await close_stream(stream)
             async with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -287,3 +288,27 @@ async def test_version_conflicts_are_decided_again_then_given_back(
     assert store.commits == min(conflicts + 1, 5)  # at most conflict_retries attempts
     assert (await engine.instance("quick", "a") is not None) is applied
     assert broker.depth("sagawire") == (0 if applied else 1)  # nacked back, not lost
+
+
+async def test_an_idle_stop_leaves_no_pending_task_behind() -> None:
+    """Stopped while waiting for a batch, the consumer cancels its queue getter too:
+    before, the getter stayed pending and asyncio reported it destroyed later."""
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        store = MemoryStore()
+        await store.open()
+        transport = MemoryTransport(MemoryBroker())
+        await transport.start()
+        engine = Engine([quick], store, transport)
+        async with running(engine):
+            await asyncio.sleep(0.05)  # idle: the consumer waits for a first batch
+        await transport.close()
+        del engine, transport
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [m for m in reported if "destroyed" in m], reported
