@@ -375,6 +375,7 @@ async def run_bench(
             broker_url, store_url, sagas, concurrency, seed, participants, warmup
         )
         relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages))
+        peak = _peak_rss_mb()  # before the ring, whose own messages are not the engine's memory
         ring_per_s = None
         if ring:
             ring_per_s = await ring_rate(
@@ -387,7 +388,6 @@ async def run_bench(
             )
     finally:
         _forget_memory_broker(broker_url)
-    peak = _peak_rss_mb()
     tps = feeder.transitions / elapsed
     relay_per_s = sum(relays) / len(relays)
     result: BenchResult = {
