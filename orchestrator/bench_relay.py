@@ -12,18 +12,16 @@ second, which was a third of a short relay's time) are not counted as throughput
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 
 from adapters import open_transport
 from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, close_stream
+from orchestrator.bench_lots import Lots
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 
 __all__ = ["relay_rate"]
 
-STALL_SECONDS = 600.0
 RELAY_IN = "sagawire.bench.relay.in"
 RELAY_OUT = "sagawire.bench.relay.out"
 
@@ -39,7 +37,7 @@ async def relay_rate(
 
     A feeder keeps at most ``window`` messages queued ahead of the relay, as the
     engine run keeps ``concurrency`` sagas in flight. It sends nothing of the timed
-    lot before the warm-up lot has been relayed in full."""
+    lot before the warm-up lot has been relayed in full (:class:`~orchestrator.bench_lots.Lots`)."""
     transport = open_transport(broker_url)
     await transport.start()
     tag = uuid.uuid4().hex[:8]
@@ -47,53 +45,34 @@ async def relay_rate(
     topology = Topology(consumes=(RELAY_IN,), produces=(RELAY_OUT,), group="sagawire-bench-relay")
     body = run + b" " + order_placed("relay", source="sagawire/bench").body
     headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE}
-    total = warmup + messages
-    relayed = 0
-    room = asyncio.Event()
-    began = 0.0
-    try:
-        await transport.declare(topology)
 
-        async def feed() -> None:
-            nonlocal began
-            sent = 0
-            while sent < total:
-                if sent == warmup and relayed < warmup:  # the timed lot starts from empty
-                    room.clear()
-                    await room.wait()
-                    continue
-                if sent == warmup and not began:
-                    began = time.perf_counter()
-                end = warmup if sent < warmup else total
-                free = min(window - (sent - relayed), end - sent, max_batch)
-                if free <= 0:
-                    room.clear()
-                    await room.wait()
-                    continue
-                await transport.publish(
-                    [
-                        OutgoingMessage(RELAY_IN, body, f"{tag}-{sent + i}", f"{sent + i}", headers)
-                        for i in range(free)
-                    ]
-                )
-                sent += free
+    async def publish(first: int, count: int) -> None:
+        await transport.publish(
+            [
+                OutgoingMessage(RELAY_IN, body, f"{tag}-{n}", f"{n}", headers)
+                for n in range(first, first + count)
+            ]
+        )
 
-        feeding = asyncio.ensure_future(feed())
+    lots = Lots(warmup, messages, window, max_batch, publish)
+
+    async def relay() -> None:
         stream = transport.consume(topology, max_batch=max_batch)
         try:
-            async with asyncio.timeout(STALL_SECONDS):
-                async for batch in stream:
-                    await transport.publish(
-                        [OutgoingMessage(RELAY_OUT, d.body, "", d.key, d.headers) for d in batch]
-                    )
-                    await transport.ack(batch)
-                    relayed += sum(1 for d in batch if d.body.startswith(run))
-                    room.set()
-                    if relayed >= total:
-                        break
+            async for batch in stream:
+                await transport.publish(
+                    [OutgoingMessage(RELAY_OUT, d.body, "", d.key, d.headers) for d in batch]
+                )
+                await transport.ack(batch)
+                lots.done(sum(1 for d in batch if d.body.startswith(run)))
+                if lots.complete:
+                    return
         finally:
-            feeding.cancel()
             await close_stream(stream)
-        return messages / (time.perf_counter() - began)
+
+    try:
+        await transport.declare(topology)
+        await lots.run(relay)
+        return lots.rate()
     finally:
         await transport.close()

@@ -13,8 +13,6 @@ engine's rate over it says how much of that the engine keeps.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -29,12 +27,11 @@ from adapters.base import (
     Topology,
     close_stream,
 )
+from orchestrator.bench_lots import Lots
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 
 __all__ = ["NEXT", "ring_rate"]
-
-STALL_SECONDS = 600.0
 
 NEXT = {
     "order.placed": "inventory.reserve",
@@ -66,62 +63,47 @@ async def ring_rate(
     services = await start_services()
     transport = open_transport(broker_url)
     tag = f"ring{uuid.uuid4().hex[:8]}-"
-    total = warmup + sagas
-    placed = finished = 0
-    room = asyncio.Event()
-    began = 0.0
-    try:
-        await transport.start()
-        topology = Topology(
-            consumes=tuple(NEXT), produces=tuple(NEXT.values()), group="sagawire-bench-ring"
+
+    async def publish(first: int, count: int) -> None:
+        await transport.publish(
+            [
+                order_placed(f"{tag}{n}", source="sagawire/bench")
+                for n in range(first, first + count)
+            ]
         )
-        await transport.declare(topology)
 
-        async def feed() -> None:
-            nonlocal placed, began
-            while placed < total:
-                if placed == warmup and finished < warmup:  # the timed lot starts from empty
-                    room.clear()
-                    await room.wait()
-                    continue
-                if placed == warmup and not began:
-                    began = time.perf_counter()
-                end = warmup if placed < warmup else total
-                free = min(window - (placed - finished), end - placed, max_batch)
-                if free <= 0:
-                    room.clear()
-                    await room.wait()
-                    continue
-                orders = [
-                    order_placed(f"{tag}{placed + i}", source="sagawire/bench") for i in range(free)
-                ]
-                await transport.publish(orders)
-                placed += free
+    lots = Lots(warmup, sagas, window, max_batch, publish)
+    topology = Topology(
+        consumes=tuple(NEXT), produces=tuple(NEXT.values()), group="sagawire-bench-ring"
+    )
 
-        feeding = asyncio.ensure_future(feed())
+    async def stub() -> None:
         stream = transport.consume(topology, max_batch=max_batch)
         try:
-            async with asyncio.timeout(STALL_SECONDS):
-                async for batch in stream:
-                    out = []
-                    for d in batch:
-                        event = orjson.loads(d.body)
-                        cid = event.get("correlationid") or ""
-                        if not cid.startswith(tag):
-                            continue
-                        out.append(_answer(event, cid))
-                        if event["type"] == "shipping.scheduled":
-                            finished += 1
-                    if out:
-                        await transport.publish(out)
-                    await transport.ack(batch)
-                    room.set()
-                    if finished >= total:
-                        break
+            async for batch in stream:
+                out = []
+                finished = 0
+                for d in batch:
+                    event = orjson.loads(d.body)
+                    cid = event.get("correlationid") or ""
+                    if not cid.startswith(tag):
+                        continue
+                    out.append(_answer(event, cid))
+                    finished += event["type"] == "shipping.scheduled"
+                if out:
+                    await transport.publish(out)
+                await transport.ack(batch)
+                lots.done(finished)
+                if lots.complete:
+                    return
         finally:
-            feeding.cancel()
             await close_stream(stream)
-        return sagas * len(NEXT) / (time.perf_counter() - began)
+
+    try:
+        await transport.start()
+        await transport.declare(topology)
+        await lots.run(stub)
+        return lots.rate(per_input=len(NEXT))
     finally:
         await transport.close()
         await services.close()

@@ -1,0 +1,58 @@
+"""The bench yardsticks' feeder: two lots through a window, the second timed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.bench_lots import Lots
+
+
+async def test_the_timed_lot_starts_from_empty_and_the_window_holds() -> None:
+    sent: list[tuple[int, int, int]] = []  # (first, count, finished when sent)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+
+    async def publish(first: int, count: int) -> None:
+        sent.append((first, count, lots.finished))
+        for n in range(first, first + count):
+            queue.put_nowait(n)
+
+    lots = Lots(warmup=10, measured=50, window=8, max_batch=3, publish=publish)
+
+    async def consume() -> None:
+        while not lots.complete:
+            await queue.get()
+            await asyncio.sleep(0)
+            lots.done(1)
+
+    await lots.run(consume)
+    assert [n for first, count, _ in sent for n in range(first, first + count)] == list(range(60))
+    assert all(count <= 3 for _, count, _ in sent)
+    assert all(first + count - finished <= 8 for first, count, finished in sent)  # window
+    assert all(finished >= 10 for first, _, finished in sent if first >= 10)  # from empty
+    assert lots.began > 0 and lots.rate() > 0
+
+
+async def test_a_failing_feeder_stops_the_run_at_once() -> None:
+    async def publish(first: int, count: int) -> None:
+        raise RuntimeError("broker gone")
+
+    async def consume() -> None:
+        await asyncio.Event().wait()  # would wait forever for inputs
+
+    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=publish)
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await asyncio.wait_for(lots.run(consume), 5)
+
+
+async def test_a_failing_consumer_stops_the_feeder() -> None:
+    async def publish(first: int, count: int) -> None:
+        await asyncio.sleep(0)
+
+    async def consume() -> None:
+        raise ValueError("bad batch")
+
+    lots = Lots(warmup=2, measured=5, window=5, max_batch=5, publish=publish)
+    with pytest.raises(ValueError, match="bad batch"):
+        await asyncio.wait_for(lots.run(consume), 5)
