@@ -44,18 +44,18 @@ _NAMESPACE = uuid.UUID("6f1c3a9e-3b7d-4f7e-9a55-5a6177697265")
 
 
 _NS_BYTES = _NAMESPACE.bytes
+_VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
+"""The RFC 4122 variant bits set on a hex digit: what ``uuid.UUID(version=5)`` does."""
 
 
 def message_id(cause: str, saga: str, index: int) -> str:
     """Deterministic id of the ``index``-th message caused by message ``cause``.
 
-    The same value as ``str(uuid.uuid5(namespace, ...))``, computed without building a
-    UUID object: this runs once per emitted message."""
-    d = bytearray(hashlib.sha1(_NS_BYTES + f"{cause}/{saga}/{index}".encode()).digest()[:16])
-    d[6] = (d[6] & 0x0F) | 0x50
-    d[8] = (d[8] & 0x3F) | 0x80
-    h = d.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    The same value as ``str(uuid.uuid5(namespace, ...))``, computed on the hex digest
+    (version digit, variant digit) without building a UUID object: this runs once per
+    emitted message."""
+    h = hashlib.sha1(_NS_BYTES + f"{cause}/{saga}/{index}".encode()).hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 _FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}

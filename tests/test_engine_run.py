@@ -312,3 +312,16 @@ async def test_an_idle_stop_leaves_no_pending_task_behind() -> None:
     finally:
         loop.set_exception_handler(previous)
     assert not [m for m in reported if "destroyed" in m], reported
+
+
+def test_message_ids_are_uuid5_of_the_cause() -> None:
+    """Re-published commands keep their ids because they are derived, not drawn: the same
+    value as uuid5 of (cause, saga, index), which other tools can recompute."""
+    import uuid
+
+    from orchestrator.decide import _NAMESPACE, message_id
+
+    for i in range(3000):
+        cause, saga, index = f"evt-{i}-{'x' * (i % 37)}", f"saga{i % 5}", i % 4
+        expected = str(uuid.uuid5(_NAMESPACE, f"{cause}/{saga}/{index}"))
+        assert message_id(cause, saga, index) == expected
