@@ -144,13 +144,17 @@ class Engine(Housekeeping):
         watches the reader itself to learn that the stream ended or failed."""
         stream = self.transport.consume(self.topology, max_batch=self.config.max_batch)
         queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=4)
+        unhandled: list[Delivery] = []  # read or taken, then stopped before handling
 
         async def read() -> None:
             async for batch in stream:
-                await queue.put(batch)
+                try:
+                    await queue.put(batch)
+                except asyncio.CancelledError:  # stopped with the queue full: not lost
+                    unhandled.extend(batch)
+                    raise
 
         reader = asyncio.ensure_future(read())
-        unhandled: list[Delivery] = []  # taken from the queue as a stop cancelled the wait
 
         async def next_batch() -> list[Delivery] | None:
             if not queue.empty():
