@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import DefaultPartitioner
 
 from adapters.base import OutgoingMessage
@@ -40,31 +41,50 @@ async def send_batches(
     unkeyed: dict[str, int] = {}
     open_batches: dict[tuple[str, int], Any] = {}
     futures: list[asyncio.Future[Any]] = []
-    for m in messages:
-        topic = topic_of(m.destination)
-        key = None if m.key is None else m.key.encode()
-        if key is None:
-            if topic not in unkeyed:
-                unkeyed[topic] = await unkeyed_partition(topic)
-            partition = unkeyed[topic]
-        else:
-            if topic not in partitions:
-                # list(), as aiokafka's own partitioning does: the same order, the same pick
-                partitions[topic] = list(await producer.partitions_for(topic))
-            every = partitions[topic]
-            partition = partitioner(key, every, every)
-        headers = [(k, v.encode()) for k, v in m.headers.items()]
-        tp = (topic, partition)
-        batch = open_batches.get(tp)
-        if batch is None:
+
+    async def hand_over(batch: Any, topic: str, partition: int) -> None:
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        # send_batch checks for a closed producer only on entry; one that waited for an
+        # earlier batch of its partition while stop() ran is queued after the final
+        # flush and never sent (send() checks at every turn). Fail it, do not hang.
+        if producer._closed:
+            raise ProducerClosed()
+
+    try:
+        for m in messages:
+            topic = topic_of(m.destination)
+            key = None if m.key is None else m.key.encode()
+            if key is None:
+                if topic not in unkeyed:
+                    unkeyed[topic] = await unkeyed_partition(topic)
+                partition = unkeyed[topic]
+            else:
+                if topic not in partitions:
+                    # list(), as aiokafka's own partitioning does: the same order, the same pick
+                    partitions[topic] = list(await producer.partitions_for(topic))
+                every = partitions[topic]
+                partition = partitioner(key, every, every)
+            headers = [(k, v.encode()) for k, v in m.headers.items()]
+            tp = (topic, partition)
+            batch = open_batches.get(tp)
+            if batch is None:
+                batch = open_batches[tp] = producer.create_batch()
+            if batch.append(key=key, value=m.body, timestamp=None, headers=headers) is not None:
+                continue
+            # Full: send it (order kept: later messages of this partition follow it). An
+            # empty batch takes any one record, however large, so the retry cannot fail.
+            await hand_over(batch, topic, partition)
             batch = open_batches[tp] = producer.create_batch()
-        if batch.append(key=key, value=m.body, timestamp=None, headers=headers) is not None:
-            continue
-        # Full: send it (order kept: later messages of this partition follow it). An
-        # empty batch takes any one record, however large, so the retry cannot fail.
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-        batch = open_batches[tp] = producer.create_batch()
-        batch.append(key=key, value=m.body, timestamp=None, headers=headers)
-    for (topic, partition), batch in open_batches.items():
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch.append(key=key, value=m.body, timestamp=None, headers=headers)
+        for (topic, partition), batch in open_batches.items():
+            await hand_over(batch, topic, partition)
+    except BaseException:
+        for f in futures:  # the caller never sees these: retrieve their outcome here
+            f.add_done_callback(_retrieve)
+        raise
     return futures
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

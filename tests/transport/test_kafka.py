@@ -390,3 +390,53 @@ def test_tracker_skips_deliveries_still_held_after_a_rewind() -> None:
     assert tr.due_rewinds(0.0) == {"p": 0}
     assert tr.accept("p", 0) is not None
     assert tr.accept("p", 1) is None  # b is still with the engine
+
+
+async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed() -> None:
+    """send_batch checks for a closed producer only on entry; a batch queued while stop()
+    ran would never be sent. send_batches raises instead, and the confirmations it
+    already had are retrieved (no 'exception never retrieved' later)."""
+    import asyncio
+
+    from aiokafka.errors import ProducerClosed
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from adapters._kafka_produce import send_batches
+
+    loop = asyncio.get_running_loop()
+    handed: list[asyncio.Future[object]] = []
+
+    class Batch:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def append(self, **_: object) -> object | None:
+            self.n += 1
+            return object() if self.n <= 2 else None  # two records fill a batch
+
+    class Producer:
+        _closed = False
+
+        def create_batch(self) -> Batch:
+            return Batch()
+
+        async def partitions_for(self, topic: str) -> set[int]:
+            return {0, 1, 2}
+
+        async def send_batch(self, batch: Batch, topic: str, *, partition: int) -> object:
+            f: asyncio.Future[object] = loop.create_future()
+            handed.append(f)
+            if len(handed) == 2:
+                self._closed = True  # stop() ran while this one waited for a drain
+            return f
+
+    async def unkeyed(topic: str) -> int:
+        return 0
+
+    messages = [OutgoingMessage("t", b"x", f"m{i}", "same-key") for i in range(6)]
+    with pytest.raises(ProducerClosed):
+        await send_batches(Producer(), DefaultPartitioner(), str, unkeyed, messages)
+    assert len(handed) == 2
+    handed[0].set_exception(RuntimeError("failed later"))
+    await asyncio.sleep(0)
+    assert handed[0]._log_traceback is False  # retrieved by send_batches' callback
