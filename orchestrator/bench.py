@@ -37,7 +37,7 @@ from adapters._util import redact_url
 from adapters.base import OutgoingMessage, Transport
 from adapters.memory import MemoryBroker
 from orchestrator.bench_relay import relay_rate
-from orchestrator.bench_ring import ring_rate
+from orchestrator.bench_ring import ring_rate, ring_url
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
@@ -378,14 +378,18 @@ async def run_bench(
         peak = _peak_rss_mb()  # before the ring, whose own messages are not the engine's memory
         ring_per_s = None
         if ring:
-            ring_per_s = await ring_rate(
-                broker_url,
-                sagas,
-                concurrency,
-                MAX_BATCH,
-                lambda: _start_services(broker_url, seed, participants),
-                warmup,
-            )
+            private = ring_url(broker_url)
+            try:
+                ring_per_s = await ring_rate(
+                    private,
+                    sagas,
+                    concurrency,
+                    MAX_BATCH,
+                    lambda: _start_services(private, seed, participants),
+                    warmup,
+                )
+            finally:
+                _forget_memory_broker(private)
     finally:
         _forget_memory_broker(broker_url)
     tps = feeder.transitions / elapsed

@@ -38,11 +38,14 @@ class Lots:
         self.publish = publish
         self.finished = 0
         self.began = 0.0
+        self.ended = 0.0
         self._room = asyncio.Event()
 
     def done(self, n: int) -> None:
         """``n`` more inputs finished (may be 0: the consumer saw only strangers)."""
         self.finished += n
+        if self.complete and not self.ended:
+            self.ended = time.perf_counter()  # before the consumer closes its stream
         self._room.set()
 
     @property
@@ -50,8 +53,10 @@ class Lots:
         return self.finished >= self.total
 
     def rate(self, per_input: int = 1) -> float:
-        """Timed lot's ``per_input`` units per second, up to now."""
-        return self.measured * per_input / (time.perf_counter() - self.began)
+        """The timed lot's ``per_input`` units per second, from its first publish to its
+        last input finished (closing the stream after, a Kafka group leave and final
+        commit, is not counted)."""
+        return self.measured * per_input / ((self.ended or time.perf_counter()) - self.began)
 
     async def run(self, consume: Callable[[], Awaitable[None]]) -> None:
         """Feed while ``consume()`` takes the inputs until :attr:`complete`; either one

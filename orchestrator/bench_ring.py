@@ -9,6 +9,10 @@ place that answers each event with the next message at once (``orjson`` in and o
 no state, no store), against the same simulated services: its transitions per
 second are the most any engine could reach in this bench on this broker, and the
 engine's rate over it says how much of that the engine keeps.
+
+The ring runs in a namespace of its own on the broker (:func:`ring_url`): its
+``order.placed`` and replies must not reach the engine's durable consumer, whose
+next bench would otherwise start with them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -30,8 +35,9 @@ from adapters.base import (
 from orchestrator.bench_lots import Lots
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
+from schemas.errors import ConfigError
 
-__all__ = ["NEXT", "ring_rate"]
+__all__ = ["NEXT", "ring_rate", "ring_url"]
 
 NEXT = {
     "order.placed": "inventory.reserve",
@@ -40,6 +46,29 @@ NEXT = {
     "shipping.scheduled": "order.completed",
 }
 """The order saga's happy path, which is all the bench's services ever answer."""
+
+
+def ring_url(broker_url: str) -> str:
+    """``broker_url`` moved to a namespace of the ring's own: a topic prefix on Kafka, a
+    subject prefix and stream on NATS, an exchange and queue prefix on RabbitMQ, another
+    in-memory broker. Credentials and other options are kept."""
+    parts = urlsplit(broker_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    scheme = parts.scheme
+    if scheme.startswith("kafka"):
+        query["topic_prefix"] = query.get("topic_prefix", "") + "swring."
+    elif scheme in ("nats", "tls"):
+        prefix = query.get("subject_prefix", "")
+        query["subject_prefix"] = f"{prefix}.swring" if prefix else "swring"
+        query["stream"] = query.get("stream", "SAGAWIRE") + "_RING"
+    elif scheme.startswith("amqp"):
+        query["exchange"] = query.get("exchange", "sagawire") + ".ring"
+        query["queue_prefix"] = query.get("queue_prefix", "sagawire") + ".ring"
+    elif scheme == "memory":
+        return f"memory://{parts.netloc}{parts.path}-ring"
+    else:
+        raise ConfigError(f"--ring: no private namespace known for {scheme}:// brokers")
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class Services(Protocol):
@@ -56,6 +85,8 @@ async def ring_rate(
 ) -> float:
     """Run ``warmup`` sagas untimed, then ``sagas`` more through the stub; the timed
     transitions per second. At most ``window`` sagas are in flight, as in the engine run.
+    ``broker_url`` is the ring's own namespace (:func:`ring_url`), and the services from
+    ``start_services`` must use it too.
 
     Messages of earlier runs (Kafka keeps them, and a new consumer group starts from
     the earliest offset) are acknowledged and otherwise ignored: only this run's
@@ -84,8 +115,11 @@ async def ring_rate(
                 out = []
                 finished = 0
                 for d in batch:
-                    event = orjson.loads(d.body)
-                    cid = event.get("correlationid") or ""
+                    try:
+                        event = orjson.loads(d.body)
+                        cid = str(event.get("correlationid") or "")
+                    except (orjson.JSONDecodeError, AttributeError):
+                        continue  # not one of ours: acknowledged with the batch
                     if not cid.startswith(tag):
                         continue
                     out.append(_answer(event, cid))

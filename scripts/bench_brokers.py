@@ -53,8 +53,9 @@ async def _nats(
         )
     finally:
         nc = await nats.connect(f"nats://{NATS_SERVER}")
-        with contextlib.suppress(Exception):
-            await nc.jetstream().delete_stream(stream)
+        for name in (stream, f"{stream}_RING"):  # the ring's own stream (bench_ring.ring_url)
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(name)
         await nc.close()
 
 
@@ -76,13 +77,16 @@ async def _amqp(
         )
     finally:
         conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
-        for queue in [*(f"swb{tag}.{g}" for g in GROUPS), f"{exchange}.deadletter"]:
+        ring = f"{exchange}.ring"  # the ring's own namespace (bench_ring.ring_url)
+        queues = [f"{p}.{g}" for p in (f"swb{tag}", f"swb{tag}.ring") for g in GROUPS]
+        for queue in [*queues, f"{exchange}.deadletter", f"{ring}.deadletter"]:
             channel = await conn.channel()
             with contextlib.suppress(Exception):
                 await channel.queue_delete(queue)
-        channel = await conn.channel()
-        with contextlib.suppress(Exception):
-            await channel.exchange_delete(exchange)
+        for name in (exchange, ring):
+            channel = await conn.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(name)
         await conn.close()
 
 

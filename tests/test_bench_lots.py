@@ -56,3 +56,21 @@ async def test_a_failing_consumer_stops_the_feeder() -> None:
     lots = Lots(warmup=2, measured=5, window=5, max_batch=5, publish=publish)
     with pytest.raises(ValueError, match="bad batch"):
         await asyncio.wait_for(lots.run(consume), 5)
+
+
+async def test_the_rate_ends_when_the_last_input_finishes() -> None:
+    """Closing the stream afterwards (a Kafka group leave, a final commit) is not timed."""
+
+    async def publish(first: int, count: int) -> None:
+        await asyncio.sleep(0)
+
+    lots = Lots(warmup=0, measured=4, window=4, max_batch=4, publish=publish)
+
+    async def consume() -> None:
+        await asyncio.sleep(0.01)
+        lots.done(4)
+        await asyncio.sleep(0.3)  # closing its stream
+
+    await lots.run(consume)
+    assert 0 < lots.ended - lots.began < 0.2
+    assert lots.rate() > 4 / 0.2
