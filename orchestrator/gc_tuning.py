@@ -12,7 +12,9 @@ in-flight work keeps alive is walked, then promoted) and took 16% of the decide 
 commit path (``gc.callbacks`` timing, no broker); at 50,000 the path ran ~17% faster
 and the in-memory bench 5-10% (10,000 sagas, both stores; RSS unchanged), while
 200,000 was no better than 50,000 (a collection that large leaves the CPU caches
-cold). The engine's decide -> commit path creates no reference cycles (checked with
+cold). The middle threshold went from 50 to 20 so that a middle collection still
+comes every ~1M net allocations (50,000 x 20; it was 10,000 x 50 = 500k), not every
+2.5M. The engine's decide -> commit path creates no reference cycles (checked with
 ``gc.DEBUG_SAVEALL``), so collecting later costs nothing that matters.
 
 ``SAGAWIRE_GC`` overrides the thresholds (``"50000,20,100"``), ``off`` leaves
