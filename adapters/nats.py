@@ -453,7 +453,11 @@ class NatsTransport:
                                 stream=self.options.stream,
                             )
                         )
-                await asyncio.wait_for(asyncio.gather(*acks), self.options.publish_timeout)
+                confirmed = asyncio.gather(*acks)
+                # A publish cancelled here (a stop) cancels the acks below; the gather then
+                # ends with that error after we are gone: retrieve it, or asyncio logs it.
+                confirmed.add_done_callback(_retrieve)
+                await asyncio.wait_for(confirmed, self.options.publish_timeout)
             except (nats.errors.Error, TimeoutError) as exc:
                 where = window[0][0].destination
                 raise self._error(exc, f"publish of {len(window)} messages to {where!r}") from exc
@@ -491,3 +495,8 @@ def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:
     if dedup:
         headers["Nats-Msg-Id"] = dedup
     return headers
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

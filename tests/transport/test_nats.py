@@ -190,6 +190,37 @@ async def test_republish_is_deduplicated_by_message_id(
         await transport.ack([d])
 
 
+async def test_a_publish_cancelled_mid_confirmation_leaves_nothing_unretrieved(
+    transport: NatsTransport, names: Names
+) -> None:
+    """A stop cancels a publish that is waiting for its acks: asyncio used to log
+    '_GatheringFuture exception was never retrieved' for each such window."""
+    import gc
+
+    loop = asyncio.get_running_loop()
+    reported: list[str] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
+    try:
+        await transport.declare(Topology(consumes=(), produces=(names.dest("b"),)))
+        for delay in (0, 0.0005, 0.001, 0.002, 0.005):
+            body = b"x" * 300
+            batch = [
+                OutgoingMessage(names.dest("b"), body, f"m{i}-{delay}", "k") for i in range(500)
+            ]
+            task = asyncio.ensure_future(transport.publish(batch))
+            await asyncio.sleep(delay)
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        gc.collect()
+        await asyncio.sleep(0.1)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert not [m for m in reported if "never retrieved" in m], reported
+
+
 async def test_dead_letter_of_a_message_with_an_id_is_not_deduplicated_away(
     transport: NatsTransport, names: Names
 ) -> None:
