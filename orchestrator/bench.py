@@ -21,28 +21,29 @@ import math
 import os
 import resource
 import sys
-import tempfile
 import time
 import uuid
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, NotRequired, TypedDict
+from typing import NotRequired, TypedDict
 from urllib.parse import urlsplit
 
 import orjson
 
 from adapters import open_transport
 from adapters._util import redact_url
-from adapters.base import OutgoingMessage, Transport
+from adapters.base import Transport
 from adapters.memory import MemoryBroker
+from orchestrator.bench_lots import Lots
 from orchestrator.bench_relay import relay_rate
 from orchestrator.bench_ring import ring_rate, ring_url
+from orchestrator.bench_services import start_services
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.gc_tuning import gc_settings, tune_gc
 from orchestrator.loader import load_sagas
 from orchestrator.model import Decision, Instance
-from orchestrator.participants import BENCH, Participants, order_placed, start_participants
+from orchestrator.participants import order_placed
 from orchestrator.store import open_store
 from schemas.errors import ConfigError
 
@@ -58,7 +59,6 @@ __all__ = [
 PARTICIPANTS = ("inline", "process")
 TRANSITIONS_PER_SAGA = 4
 MAX_BATCH = 256  # the engine's batch size and the relay's
-_STALL_SECONDS = 60.0
 
 
 class BenchResult(TypedDict):
@@ -145,140 +145,26 @@ def _forget_memory_broker(broker_url: str) -> None:
         MemoryBroker.forget(parts.netloc + parts.path)
 
 
-class _Feeder:
-    """Keeps at most ``limit`` sagas in flight and times each from start to completion.
+class _Tally:
+    """The engine observer of the bench: it tells ``lots`` when one of the bench's sagas
+    finished, counts the timed lot's transitions, and times each timed saga from its
+    ``order.placed`` to the commit that finished it."""
 
-    Used as the engine observer: it sees every committed transition."""
-
-    def __init__(self, transport: Transport, total: int, limit: int, run: str) -> None:
-        self.transport = transport
-        self.total = total
-        self.limit = limit
-        self.run = run
-        self.placed = 0
-        self.finished = 0
+    def __init__(self, lots: Lots) -> None:
+        self.lots = lots
         self.transitions = 0
         self.started: dict[str, float] = {}
         self.latencies = array("d")
-        self.room = asyncio.Event()
 
     def __call__(self, instance: Instance, decision: Decision) -> None:
-        self.transitions += 1
+        timed = bool(self.lots.began)  # the warm-up lot finished before the timed one began
+        self.transitions += timed
         if instance.status.final:
             began = self.started.pop(instance.correlation_id, None)
             if began is not None:
-                self.latencies.append(time.perf_counter() - began)
-                self.finished += 1
-                self.room.set()
-
-    async def feed(self) -> None:
-        """Publish ``order.placed`` events, in batches, whenever there is room."""
-        while self.placed < self.total:
-            room = min(self.limit - (self.placed - self.finished), self.total - self.placed)
-            if room <= 0:
-                await self._progress()
-                continue
-            for lo in range(0, room, MAX_BATCH):
-                batch = [self._order(self.placed + i) for i in range(min(MAX_BATCH, room - lo))]
-                now = time.perf_counter()
-                for m in batch:
-                    self.started[m.key or ""] = now
-                await self.transport.publish(batch)
-                self.placed += len(batch)
-
-    async def done(self) -> None:
-        """Return once every saga finished."""
-        while self.finished < self.total:
-            await self._progress()
-
-    def _order(self, i: int) -> OutgoingMessage:
-        return order_placed(f"{self.run}-{i}", source="sagawire/bench")
-
-    async def _progress(self) -> None:
-        """Wait for a saga to finish; fail if none does for a long while."""
-        before = self.finished
-        self.room.clear()
-        try:
-            async with asyncio.timeout(_STALL_SECONDS):
-                await self.room.wait()
-        except TimeoutError:
-            if self.finished == before:
-                raise RuntimeError(
-                    f"bench stalled: no saga finished in {_STALL_SECONDS:g}s;"
-                    f" {self.placed - self.finished} in flight"
-                ) from None
-
-
-class _ChildServices:
-    """The simulated services in a ``sagawire simulate --fast`` child process.
-
-    Its stderr goes to a temporary file, not a pipe: a pipe nobody reads while the
-    bench runs would block the child once full."""
-
-    def __init__(self, process: asyncio.subprocess.Process, stderr: IO[bytes]) -> None:
-        self.process = process
-        self.stderr = stderr
-
-    @classmethod
-    async def start(cls, broker_url: str, seed: int) -> _ChildServices:
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "orchestrator.cli", "simulate", "--fast"),
-            *("--broker", broker_url, "--seed", str(seed)),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        child = cls(process, stderr)
-        assert process.stdout is not None
-        try:
-            async with asyncio.timeout(_STALL_SECONDS):
-                line = await process.stdout.readline()  # its queues exist once it prints
-        except TimeoutError:
-            line = b""
-        if not line.startswith(b"{"):
-            await child.close()
-            stderr.seek(0)
-            error = stderr.read().decode(errors="replace").strip()
-            stderr.close()
-            raise RuntimeError(f"simulated services did not start: {error or 'no output'}")
-        return child
-
-    async def close(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await self.process.wait()
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        self.stderr.close()
-
-
-async def _start_services(
-    broker_url: str, seed: int, participants: str
-) -> Participants | _ChildServices:
-    """The simulated services, in this process or in a child (``participants``)."""
-    if participants == "process":
-        return await _ChildServices.start(broker_url, seed)
-    return await start_participants(broker_url, seed=seed, behaviour=BENCH, max_batch=MAX_BATCH)
-
-
-async def _drive(feeder: _Feeder, running: asyncio.Future[None]) -> None:
-    """Feed ``feeder``'s sagas and wait until all finished; fail if the engine stops."""
-    feeding = asyncio.ensure_future(feeder.feed())
-    waiting = asyncio.ensure_future(feeder.done())
-    pending: set[asyncio.Future[None]] = {running, waiting, feeding}
-    try:
-        while waiting in pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # re-raise a failure of the engine or the feeder
-            if running in done:
-                raise RuntimeError("the engine stopped before the bench finished")
-    finally:
-        for task in (feeding, waiting):
-            task.cancel()
+                if timed:
+                    self.latencies.append(time.perf_counter() - began)
+                self.lots.done(1)
 
 
 async def _engine_run(
@@ -289,16 +175,16 @@ async def _engine_run(
     seed: int,
     participants: str,
     warmup: int = 0,
-) -> tuple[float, float, _Feeder]:
-    """Run ``warmup`` sagas untimed, then the ``sagas`` measured; return the elapsed wall
-    and CPU time of the measured ones and their feeder's tallies.
+) -> tuple[Lots, _Tally]:
+    """Run ``warmup`` sagas untimed, then the ``sagas`` measured; return their lots
+    (elapsed wall and CPU time) and tally (transitions, latencies).
 
     Why a warm-up: one-off costs at start (a Kafka consumer group join takes about a
     second) are not throughput; the relay is measured after the same kind of warm-up."""
     fresh_sqlite(store_url)
     store = open_store(store_url)
     await store.open()
-    services = await _start_services(broker_url, seed, participants)
+    services = await start_services(broker_url, seed, participants, MAX_BATCH)
     transport = open_transport(broker_url)
     stopping = asyncio.Event()
     try:
@@ -310,21 +196,38 @@ async def _engine_run(
             config=EngineConfig(group="sagawire-bench", max_batch=MAX_BATCH),
         )
         run = f"b{uuid.uuid4().hex[:8]}"
+
+        async def place(first: int, count: int) -> None:
+            orders = [
+                order_placed(f"{run}-{n}", source="sagawire/bench")
+                for n in range(first, first + count)
+            ]
+            now = time.perf_counter()
+            for m in orders:
+                tally.started[m.key or ""] = now
+            await transport.publish(orders)
+
+        lots = Lots(warmup, sagas, concurrency, MAX_BATCH, place)
+        tally = _Tally(lots)
+        engine.observers.append(tally)
         await engine.prepare()
         gc.freeze()  # the engine's start-up objects, as ``sagawire run`` freezes its own
         running = asyncio.ensure_future(engine.run(stopping))
-        if warmup:
-            warm = _Feeder(transport, warmup, concurrency, f"{run}w")
-            engine.observers.append(warm)
-            await _drive(warm, running)
-            engine.observers.remove(warm)  # all its sagas finished: none of theirs is left
-        feeder = _Feeder(transport, sagas, concurrency, run)
-        engine.observers.append(feeder)
-        began, cpu = time.perf_counter(), time.process_time()
-        await _drive(feeder, running)
-        elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
+
+        async def until_complete() -> None:
+            """The engine consumes; this returns once every saga finished, or when the
+            engine stopped (with its error, if it failed)."""
+            complete = asyncio.ensure_future(lots.wait_complete())
+            try:
+                await asyncio.wait({complete, running}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                complete.cancel()
+            if running.done():
+                running.result()
+
+        await lots.run(until_complete, "the engine")
         await stop_engine(running, stopping, transport)
-        return elapsed, cpu, feeder
+        return lots, tally
     finally:
         stopping.set()
         await services.close()
@@ -371,7 +274,7 @@ async def run_bench(
         # broker's rate drifts within a run (a new stream's first files, a shared
         # machine), and one relay measured only on one side of it skews the ratio.
         relays = [await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages)]
-        elapsed, cpu, feeder = await _engine_run(
+        lots, tally = await _engine_run(
             broker_url, store_url, sagas, concurrency, seed, participants, warmup
         )
         relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages))
@@ -385,14 +288,15 @@ async def run_bench(
                     sagas,
                     concurrency,
                     MAX_BATCH,
-                    lambda: _start_services(private, seed, participants),
+                    lambda: start_services(private, seed, participants, MAX_BATCH),
                     warmup,
                 )
             finally:
                 _forget_memory_broker(private)
     finally:
         _forget_memory_broker(broker_url)
-    tps = feeder.transitions / elapsed
+    elapsed = lots.elapsed
+    tps = tally.transitions / elapsed
     relay_per_s = sum(relays) / len(relays)
     result: BenchResult = {
         "broker": redact_url(broker_url),
@@ -402,16 +306,16 @@ async def run_bench(
         "warmup_sagas": warmup,
         "concurrency": concurrency,
         "transitions_per_s": round(tps, 1),
-        "sagas_per_s": round(feeder.finished / elapsed, 1),
-        "p50_ms": round(percentile(feeder.latencies, 50) * 1000, 2),
-        "p99_ms": round(percentile(feeder.latencies, 99) * 1000, 2),
+        "sagas_per_s": round(len(tally.latencies) / elapsed, 1),
+        "p50_ms": round(percentile(tally.latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(tally.latencies, 99) * 1000, 2),
         "peak_rss_mb": round(peak, 1),
         "rss_growth_mb": round(peak - rss_start, 1),
         "baseline_relay_per_s": round(relay_per_s, 1),
         "baseline_relay_runs": [round(r, 1) for r in relays],
         "ratio": float(f"{tps / relay_per_s:.4g}"),
         "elapsed_s": round(elapsed, 2),
-        "cpu_s": round(cpu, 2),
+        "cpu_s": round(lots.cpu, 2),
     }
     if ring_per_s is not None:
         result["ring_per_s"] = round(ring_per_s, 1)

@@ -1,9 +1,10 @@
-"""Feeding a bench yardstick: an untimed warm-up lot, then the timed lot, through a window.
+"""Feeding the bench: an untimed warm-up lot, then the timed lot, through a window.
 
-The relay (:mod:`orchestrator.bench_relay`) and the ring (:mod:`orchestrator.bench_ring`)
-both publish their inputs in batches while at most ``window`` are unfinished, as the
-engine run keeps ``concurrency`` sagas in flight, and both time only the second lot,
-which starts from empty: nothing of it is sent before the warm-up lot is finished.
+The engine run (:mod:`orchestrator.bench`) and its two yardsticks, the relay
+(:mod:`orchestrator.bench_relay`) and the ring (:mod:`orchestrator.bench_ring`), all
+publish their inputs in batches while at most ``window`` are unfinished (the sagas in
+flight), and all time only the second lot, which starts from empty: nothing of it is
+sent before the warm-up lot is finished.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Awaitable, Callable
 
 __all__ = ["Lots"]
 
-STALL_SECONDS = 600.0
-"""The longest a yardstick may run before it is called stuck."""
+STALL_SECONDS = 60.0
+"""The longest a run may go without any input finishing before it is called stuck."""
 
 
 class Lots:
@@ -36,60 +37,84 @@ class Lots:
         self.window = window
         self.max_batch = max_batch
         self.publish = publish
+        self.sent = 0
         self.finished = 0
         self.began = 0.0
         self.ended = 0.0
+        self.cpu = 0.0  # CPU time of this process over the timed lot, once complete
+        self._cpu_began = 0.0
         self._room = asyncio.Event()
+        self._complete = asyncio.Event()
 
     def done(self, n: int) -> None:
         """``n`` more inputs finished (may be 0: the consumer saw only strangers)."""
         self.finished += n
         if self.complete and not self.ended:
             self.ended = time.perf_counter()  # before the consumer closes its stream
+            self.cpu = time.process_time() - self._cpu_began
+            self._complete.set()
         self._room.set()
+
+    async def wait_complete(self) -> None:
+        """Return once every input finished (for a consumer that never ends by itself)."""
+        await self._complete.wait()
 
     @property
     def complete(self) -> bool:
         return self.finished >= self.total
 
     def rate(self, per_input: int = 1) -> float:
-        """The timed lot's ``per_input`` units per second, from its first publish to its
-        last input finished (closing the stream after, a Kafka group leave and final
-        commit, is not counted)."""
-        return self.measured * per_input / ((self.ended or time.perf_counter()) - self.began)
+        """The timed lot's ``per_input`` units per second over :attr:`elapsed` (closing
+        the stream after, a Kafka group leave and final commit, is not counted)."""
+        return self.measured * per_input / self.elapsed
 
-    async def run(self, consume: Callable[[], Awaitable[None]]) -> None:
-        """Feed while ``consume()`` takes the inputs until :attr:`complete`; either one
-        failing stops the other, and a run past :data:`STALL_SECONDS` is an error."""
+    @property
+    def elapsed(self) -> float:
+        """Wall time of the timed lot, from its first publish to its last input finished."""
+        return (self.ended or time.perf_counter()) - self.began
+
+    async def run(self, consume: Callable[[], Awaitable[None]], name: str = "the consumer") -> None:
+        """Feed while ``consume()`` takes the inputs and returns once :attr:`complete`.
+        Either one failing stops the other; the consumer ending early, or no input
+        finishing for :data:`STALL_SECONDS`, is an error too."""
         feeding = asyncio.ensure_future(self._feed())
         consuming = asyncio.ensure_future(consume())
+        pending: set[asyncio.Future[None]] = {feeding, consuming}
         try:
-            async with asyncio.timeout(STALL_SECONDS):
-                while not consuming.done():
-                    await asyncio.wait({feeding, consuming}, return_when=asyncio.FIRST_COMPLETED)
-                    if feeding.done() and feeding.exception() is not None:
-                        raise feeding.exception()  # type: ignore[misc]
-                consuming.result()
+            while not consuming.done():
+                before = self.finished
+                done, pending = await asyncio.wait(
+                    pending, timeout=STALL_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()  # re-raise a failure of the feeder or the consumer
+                if not done and self.finished == before:
+                    raise RuntimeError(
+                        f"bench stalled: nothing finished in {STALL_SECONDS:g}s;"
+                        f" {self.sent - self.finished} in flight"
+                    )
+            if not self.complete:
+                raise RuntimeError(f"{name} stopped before every input finished")
         finally:
             for task in (feeding, consuming):
                 task.cancel()
             await asyncio.gather(feeding, consuming, return_exceptions=True)
 
     async def _feed(self) -> None:
-        sent = 0
-        while sent < self.total:
+        while self.sent < self.total:
+            sent = self.sent
             if sent == self.warmup and self.finished < self.warmup:
                 await self._wait()  # the timed lot starts from empty
                 continue
             if sent == self.warmup and not self.began:
-                self.began = time.perf_counter()
+                self.began, self._cpu_began = time.perf_counter(), time.process_time()
             end = self.warmup if sent < self.warmup else self.total
             free = min(self.window - (sent - self.finished), end - sent, self.max_batch)
             if free <= 0:
                 await self._wait()
                 continue
             await self.publish(sent, free)
-            sent += free
+            self.sent += free
 
     async def _wait(self) -> None:
         self._room.clear()

@@ -74,3 +74,31 @@ async def test_the_rate_ends_when_the_last_input_finishes() -> None:
     await lots.run(consume)
     assert 0 < lots.ended - lots.began < 0.2
     assert lots.rate() > 4 / 0.2
+
+
+async def test_a_run_where_nothing_finishes_is_called_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("orchestrator.bench_lots.STALL_SECONDS", 0.2)
+
+    async def publish(first: int, count: int) -> None:
+        await asyncio.sleep(0)
+
+    async def consume() -> None:
+        await asyncio.Event().wait()  # takes the inputs, never finishes one
+
+    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=publish)
+    with pytest.raises(RuntimeError, match=r"bench stalled: nothing finished in 0.2s; 5 in flight"):
+        await asyncio.wait_for(lots.run(consume), 5)
+
+
+async def test_a_consumer_ending_early_is_an_error() -> None:
+    async def publish(first: int, count: int) -> None:
+        await asyncio.sleep(0)
+
+    async def consume() -> None:
+        lots.done(2)  # then returns with three still unfinished
+
+    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=publish)
+    with pytest.raises(RuntimeError, match="the engine stopped before every input finished"):
+        await asyncio.wait_for(lots.run(consume, "the engine"), 5)
