@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -20,6 +19,7 @@ from orchestrator.store.memory import MemoryStore
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope
 from schemas.errors import StoreError
+from tests.support.loop_reports import loop_reports
 
 
 class Job(BaseModel):
@@ -293,11 +293,7 @@ async def test_version_conflicts_are_decided_again_then_given_back(
 async def test_an_idle_stop_leaves_no_pending_task_behind() -> None:
     """Stopped while waiting for a batch, the consumer cancels its queue getter too:
     before, the getter stayed pending and asyncio reported it destroyed later."""
-    loop = asyncio.get_running_loop()
-    reported: list[str] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
-    try:
+    async with loop_reports() as reported:
         store = MemoryStore()
         await store.open()
         transport = MemoryTransport(MemoryBroker())
@@ -307,10 +303,6 @@ async def test_an_idle_stop_leaves_no_pending_task_behind() -> None:
             await asyncio.sleep(0.05)  # idle: the consumer waits for a first batch
         await transport.close()
         del engine, transport
-        gc.collect()
-        await asyncio.sleep(0)
-    finally:
-        loop.set_exception_handler(previous)
     assert not [m for m in reported if "destroyed" in m], reported
 
 

@@ -23,6 +23,7 @@ from adapters._nats_topology import consumer_name, missing_subjects, subject_mat
 from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Topology
 from adapters.nats import NatsTransport
 from schemas.errors import ConfigError, DeclarationError, TransportError
+from tests.support.loop_reports import loop_reports
 from tests.support.nats_server import ModernNats
 from tests.support.proxy import TcpProxy
 from tests.support.services import require, unique
@@ -195,13 +196,7 @@ async def test_a_publish_cancelled_mid_confirmation_leaves_nothing_unretrieved(
 ) -> None:
     """A stop cancels a publish that is waiting for its acks: asyncio used to log
     '_GatheringFuture exception was never retrieved' for each such window."""
-    import gc
-
-    loop = asyncio.get_running_loop()
-    reported: list[str] = []
-    previous = loop.get_exception_handler()
-    loop.set_exception_handler(lambda _loop, context: reported.append(context["message"]))
-    try:
+    async with loop_reports() as reported:
         await transport.declare(Topology(consumes=(), produces=(names.dest("b"),)))
         for delay in (0, 0.0005, 0.001, 0.002, 0.005):
             body = b"x" * 300
@@ -213,11 +208,6 @@ async def test_a_publish_cancelled_mid_confirmation_leaves_nothing_unretrieved(
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        gc.collect()
-        await asyncio.sleep(0.1)
-        gc.collect()
-    finally:
-        loop.set_exception_handler(previous)
     assert not [m for m in reported if "never retrieved" in m], reported
 
 
