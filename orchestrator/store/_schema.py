@@ -184,6 +184,17 @@ PARKED_COLUMNS = "saga, correlation_id, message_id, destination, body, parked_at
 Row = Sequence[Any]
 
 
+def upsert_clause(columns: str, key: Sequence[str]) -> str:
+    """``ON CONFLICT (key) DO UPDATE SET`` each of ``columns`` outside ``key`` to the new
+    row's value: the same text in SQLite and PostgreSQL, derived from the column list so
+    a column added to a table cannot be left out of its upsert."""
+    keys = set(key)
+    sets = ", ".join(
+        f"{c} = excluded.{c}" for c in (n.strip() for n in columns.split(",")) if c not in keys
+    )
+    return f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {sets}"
+
+
 def instance_from_row(r: Row) -> InstanceRecord:
     return InstanceRecord(
         r[0], r[1], r[2], r[3], int(r[4]), bytes(r[5]), bytes(r[6]), float(r[7]), float(r[8])

@@ -60,9 +60,10 @@ def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
 
 
 def insert_rows(
-    conn: sqlite3.Connection, head: str, tail: str, width: int, rows: Sequence[Sequence[Any]]
+    conn: sqlite3.Connection, head: str, tail: str, rows: Sequence[Sequence[Any]]
 ) -> None:
-    """``{head} VALUES (...), ... {tail}`` for ``rows`` of ``width`` values, in order."""
+    """``{head} VALUES (...), ... {tail}`` for ``rows`` (all of one width), in order."""
+    width = len(rows[0])
     for start, k in _chunks(conn, len(rows), width):
         conn.execute(f"{head} VALUES {_tuples(width, k)} {tail}", _flat(rows[start : start + k]))
 
@@ -93,58 +94,43 @@ def delete_by_key(
         )
 
 
+_INSTANCES = (
+    f"INSERT INTO instances ({s.INSTANCE_COLUMNS})",
+    s.upsert_clause(s.INSTANCE_COLUMNS, ("saga", "correlation_id")),
+)
+_OUTBOX = (
+    f"INSERT INTO outbox ({s.OUTBOX_COLUMNS})",
+    s.upsert_clause(s.OUTBOX_COLUMNS, ("id",)),
+)
+_TIMERS = (
+    f"INSERT INTO timers ({s.TIMER_COLUMNS})",
+    s.upsert_clause(s.TIMER_COLUMNS, ("saga", "correlation_id", "name")),
+)
+
+
 def write_plan(conn: sqlite3.Connection, plan: Plan) -> None:
     """Write ``plan``'s net rows (inside the caller's transaction), table by table in
     the order the plan's rules assume: deletes of a table before its inserts."""
     if plan.inbox:
-        insert_rows(conn, "INSERT INTO inbox (saga, message_id, at)", "", 3, plan.inbox)
+        insert_rows(conn, "INSERT INTO inbox (saga, message_id, at)", "", plan.inbox)
     if plan.instances:
-        insert_rows(
-            conn,
-            f"INSERT INTO instances ({s.INSTANCE_COLUMNS})",
-            "ON CONFLICT (saga, correlation_id) DO UPDATE SET state = excluded.state, "
-            "status = excluded.status, version = excluded.version, data = excluded.data, "
-            "meta = excluded.meta, created_at = excluded.created_at, "
-            "updated_at = excluded.updated_at",
-            9,
-            [s.instance_params(i) for i in plan.instances],
-        )
+        insert_rows(conn, *_INSTANCES, [s.instance_params(i) for i in plan.instances])
     if plan.history:
-        insert_rows(
-            conn,
-            f"INSERT INTO history ({s.HISTORY_COLUMNS})",
-            "",
-            9,
-            [s.history_params(h) for h in plan.history],
-        )
+        history = [s.history_params(h) for h in plan.history]
+        insert_rows(conn, f"INSERT INTO history ({s.HISTORY_COLUMNS})", "", history)
     if plan.outbox:
-        insert_rows(
-            conn,
-            f"INSERT INTO outbox ({s.OUTBOX_COLUMNS})",
-            "ON CONFLICT (id) DO UPDATE SET destination = excluded.destination, "
-            "key = excluded.key, body = excluded.body, headers = excluded.headers, "
-            "created_at = excluded.created_at",
-            6,
-            [s.outbox_params(o) for o in plan.outbox],
-        )
+        insert_rows(conn, *_OUTBOX, [s.outbox_params(o) for o in plan.outbox])
     if plan.timer_deletes:
         delete_by_key(conn, "timers", ("saga", "correlation_id", "name"), plan.timer_deletes)
     if plan.timer_upserts:
-        insert_rows(
-            conn,
-            f"INSERT INTO timers ({s.TIMER_COLUMNS})",
-            "ON CONFLICT (saga, correlation_id, name) DO UPDATE SET "
-            "due = excluded.due, payload = excluded.payload",
-            5,
-            [s.timer_params(t) for t in plan.timer_upserts],
-        )
+        insert_rows(conn, *_TIMERS, [s.timer_params(t) for t in plan.timer_upserts])
     if plan.parked_deletes:
         delete_by_key(conn, "parked", ("saga", "message_id"), plan.parked_deletes)
     if plan.parked_inserts:
+        parked = [s.parked_params(p) for p in plan.parked_inserts]
         insert_rows(
             conn,
             f"INSERT INTO parked ({s.PARKED_COLUMNS})",
             "ON CONFLICT (saga, message_id) DO NOTHING",
-            8,
-            [s.parked_params(p) for p in plan.parked_inserts],
+            parked,
         )

@@ -107,8 +107,7 @@ _SQL_OUTBOX_UPSERT = (
     "SELECT id, dest, key, body, headers::jsonb, created_at FROM unnest("
     "$1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[]) "
     "WITH ORDINALITY AS u(id, dest, key, body, headers, created_at, ord) ORDER BY ord "
-    "ON CONFLICT (id) DO UPDATE SET destination = excluded.destination, key = excluded.key, "
-    "body = excluded.body, headers = excluded.headers, created_at = excluded.created_at"
+    + s.upsert_clause(s.OUTBOX_COLUMNS, ("id",))
 )
 _SQL_TIMER_DELETE = (
     "DELETE FROM timers t USING unnest($1::text[], $2::text[], $3::text[]) AS k(ks, kc, kn) "
@@ -117,8 +116,7 @@ _SQL_TIMER_DELETE = (
 _SQL_TIMER_UPSERT = (
     f"INSERT INTO timers ({s.TIMER_COLUMNS}) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[]) "
-    "ON CONFLICT (saga, correlation_id, name) DO UPDATE SET "
-    "due = excluded.due, payload = excluded.payload"
+    + s.upsert_clause(s.TIMER_COLUMNS, ("saga", "correlation_id", "name"))
 )
 _SQL_PARKED_DELETE = (
     "DELETE FROM parked p USING " + _KEYS + " WHERE p.saga = k.ks AND p.message_id = k.kc"
