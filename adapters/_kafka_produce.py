@@ -19,6 +19,7 @@ from typing import Any
 from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import DefaultPartitioner
 
+from adapters._util import retrieve_outcome
 from adapters.base import OutgoingMessage
 
 __all__ = ["send_batches"]
@@ -80,11 +81,6 @@ async def send_batches(
             await hand_over(batch, topic, partition)
     except BaseException:
         for f in futures:  # the caller never sees these: retrieve their outcome here
-            f.add_done_callback(_retrieve)
+            f.add_done_callback(retrieve_outcome)
         raise
     return futures
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -1,12 +1,15 @@
-"""Small helpers every broker adapter shares: secret-free URLs, reconnect backoff."""
+"""Small helpers every broker adapter shares: secret-free URLs, reconnect backoff, and
+retrieving the outcome of a future nobody will await."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-__all__ = ["Backoff", "query_params", "redact_url"]
+__all__ = ["Backoff", "query_params", "redact_url", "retrieve_outcome"]
 
 
 _SECRET_PARAMS = ("password", "token", "secret", "sasl_password", "nkey", "key")
@@ -63,3 +66,10 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def retrieve_outcome(future: asyncio.Future[Any]) -> None:
+    """A done callback for a future whose caller has gone (a failed or cancelled
+    publish): read its error, so asyncio does not log "exception was never retrieved"."""
+    if not future.cancelled():
+        future.exception()

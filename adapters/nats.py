@@ -53,7 +53,7 @@ from adapters._nats_topology import (
     missing_subjects,
     new_stream_config,
 )
-from adapters._util import Backoff
+from adapters._util import Backoff, retrieve_outcome
 from adapters.base import (
     DEADLETTER,
     Delivery,
@@ -456,7 +456,7 @@ class NatsTransport:
                 confirmed = asyncio.gather(*acks)
                 # A publish cancelled here (a stop) cancels the acks below; the gather then
                 # ends with that error after we are gone: retrieve it, or asyncio logs it.
-                confirmed.add_done_callback(_retrieve)
+                confirmed.add_done_callback(retrieve_outcome)
                 await asyncio.wait_for(confirmed, self.options.publish_timeout)
             except (nats.errors.Error, TimeoutError) as exc:
                 where = window[0][0].destination
@@ -495,8 +495,3 @@ def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:
     if dedup:
         headers["Nats-Msg-Id"] = dedup
     return headers
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
