@@ -16,9 +16,10 @@ How messages move, and why:
   JetStream drop the copies that had landed, so a retried message may land after
   later ones of the same call — the only case where order can bend.
 * **consume** pulls batches of at most ``max_batch`` from a durable consumer per
-  group; a background pump per consumer fetches the next batch while the caller
-  handles the current one. Memory stays bounded: one batch queued per consumer,
-  and JetStream stops handing out messages at ``max_ack_pending`` unacked ones.
+  group; a background pump per consumer (:mod:`adapters._nats_consumer`) fetches
+  the next batch while the caller handles the current one. Memory stays bounded:
+  one batch queued per consumer, and JetStream stops handing out messages at
+  ``max_ack_pending`` unacked ones.
 * **ack/nack** publish one small ack message per delivery (no round trip each),
   then flush once per call; ``?double_ack=true`` waits for the server to confirm
   each ack instead. A lost ack only means a redelivery, which the engine's inbox
@@ -44,6 +45,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from adapters._nats_consumer import Fetching
 from adapters._nats_errors import declaration_error, is_not_found, translate
 from adapters._nats_options import NatsOptions
 from adapters._nats_topology import (
@@ -53,7 +55,7 @@ from adapters._nats_topology import (
     missing_subjects,
     new_stream_config,
 )
-from adapters._util import Backoff, retrieve_outcome
+from adapters._util import retrieve_outcome
 from adapters.base import (
     DEADLETTER,
     Delivery,
@@ -71,7 +73,6 @@ HEADER_KEY = "sagawire-key"
 
 _PUBLISH_WINDOW = 1000
 _DECLARE_ATTEMPTS = 5
-_STOP_GRACE = 0.25
 _log = logging.getLogger(__name__)
 
 
@@ -87,6 +88,9 @@ class NatsTransport:
         self._down_since: float | None = None
         self._declared: set[Topology] = set()
         self._unsettled: dict[str, Msg] = {}
+        self._fetching = Fetching(
+            self._closed, self._connected, self._unsettled, options.fetch_timeout, self._error
+        )
         self._pumps: set[asyncio.Task[None]] = set()
         self._subs: list[JetStreamContext.PullSubscription] = []
         self._send_lock = asyncio.Lock()
@@ -132,7 +136,7 @@ class NatsTransport:
     async def close(self) -> None:
         """Stop the pumps, stop listening, nak what we hold, then disconnect."""
         self._closed.set()
-        await self._stop_pumps(self._pumps)
+        await self._fetching.stop(self._pumps)
         nc, self._nc = self._nc, None
         if nc is None:
             return
@@ -141,7 +145,7 @@ class NatsTransport:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
-        await self._nak_quietly(list(self._unsettled.values()))
+        await self._fetching.nak_quietly(list(self._unsettled.values()))
         with contextlib.suppress(Exception):
             await nc.flush(timeout=max(1, int(min(self.options.publish_timeout, 5.0))))
         with contextlib.suppress(Exception):
@@ -261,101 +265,28 @@ class NatsTransport:
         self._subs.extend(subs)
         queue: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=len(subs))
         stop = asyncio.Event()
+
+        async def redeclare() -> None:  # the consumer was deleted under a pump
+            await self.declare(topology)
+
         pumps = {
-            asyncio.ensure_future(self._pump(topology, s, queue, max_batch, stop)) for s in subs
+            asyncio.ensure_future(self._fetching.pump(s, queue, max_batch, stop, redeclare))
+            for s in subs
         }
         self._pumps |= pumps
         try:
-            while (batch := await self._next(queue)) is not None:
+            while (batch := await self._fetching.next(queue)) is not None:
                 yield [self._delivery(m) for m in batch]
         finally:
             stop.set()
-            await self._stop_pumps(pumps)
+            await self._fetching.stop(pumps)
             self._pumps -= pumps
             for sub in subs:
                 if sub in self._subs:
                     self._subs.remove(sub)
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
-            await self._give_back(queue)
-
-    async def _stop_pumps(self, pumps: set[asyncio.Task[None]]) -> None:
-        """Once told to stop, let a fetch that is already receiving finish (its messages
-        would otherwise be stranded until ack_wait), then cancel what still waits."""
-        if pumps:
-            _, waiting = await asyncio.wait(pumps, timeout=_STOP_GRACE)
-            for task in waiting:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
-
-    async def _pump(
-        self,
-        topology: Topology,
-        sub: JetStreamContext.PullSubscription,
-        queue: asyncio.Queue[list[Msg]],
-        max_batch: int,
-        stop: asyncio.Event,
-    ) -> None:
-        """Fetch batches into ``queue`` until ``stop`` or close, surviving reconnects."""
-        backoff = Backoff()
-        while not (stop.is_set() or self._closed.is_set()):
-            if not self._connected.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._connected.wait(), self.options.fetch_timeout)
-                continue
-            try:
-                msgs = await sub.fetch(batch=max_batch, timeout=self.options.fetch_timeout)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue  # idle: nothing to fetch within fetch_timeout
-            except Exception as exc:
-                if stop.is_set() or self._closed.is_set():
-                    return
-                _log.warning("%s", self._error(exc, "fetch"))
-                await asyncio.sleep(backoff.next_delay())
-                if is_not_found(exc):  # consumer deleted under us: declare it again
-                    with contextlib.suppress(Exception):
-                        await self.declare(topology)
-                continue
-            backoff.reset()
-            for m in msgs:
-                self._unsettled[m.reply] = m
-            if stop.is_set() or self._closed.is_set():
-                await self._nak_quietly(msgs)
-                return
-            try:
-                await queue.put(msgs)
-            except asyncio.CancelledError:
-                await self._nak_quietly(msgs)
-                raise
-
-    async def _next(self, queue: asyncio.Queue[list[Msg]]) -> list[Msg] | None:
-        """The next fetched batch, or None once the transport is closed."""
-        if not queue.empty():
-            return queue.get_nowait()
-        getter = asyncio.ensure_future(queue.get())
-        closer = asyncio.ensure_future(self._closed.wait())
-        try:
-            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closer.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        return None
-
-    async def _give_back(self, queue: asyncio.Queue[list[Msg]]) -> None:
-        """Nak batches fetched but never handed to the caller."""
-        while not queue.empty():
-            await self._nak_quietly(queue.get_nowait())
-
-    async def _nak_quietly(self, msgs: Sequence[Msg]) -> None:
-        """Best-effort nak on the way out; what fails comes back after ack_wait."""
-        with contextlib.suppress(Exception):
-            for m in msgs:
-                self._unsettled.pop(m.reply, None)
-                if not m.is_acked:
-                    await m.nak()
+            await self._fetching.give_back(queue)
 
     def _delivery(self, msg: Msg) -> Delivery:
         # ``Nats-*`` headers are JetStream's (``Nats-Msg-Id``...): hidden from the
