@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -13,6 +14,7 @@ from pydantic import BaseModel
 from adapters.base import Delivery, OutgoingMessage
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Event, Send, Status, Step, StepSaga
+from orchestrator.clock import Clock
 from orchestrator.engine import Engine, EngineConfig
 from orchestrator.store.base import Outcome, UnitOfWork
 from orchestrator.store.memory import MemoryStore
@@ -62,15 +64,19 @@ async def wait_until(cond: object, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+async def quick_engine(
+    store: MemoryStore, transport: MemoryTransport, clock: Clock | None = None, **config: Any
+) -> Engine:
+    """``store`` opened and ``transport`` started, with an engine of the ``quick`` saga
+    over them (``config``: :class:`EngineConfig` fields)."""
+    await store.open()
+    await transport.start()
+    return Engine([quick], store, transport, clock=clock, config=EngineConfig(**config))
+
+
 async def test_consumes_times_out_and_stops_cleanly() -> None:
     broker = MemoryBroker(record=True)
-    store = MemoryStore()
-    await store.open()
-    engine_transport = MemoryTransport(broker)
-    await engine_transport.start()
-    engine = Engine(
-        [quick], store, engine_transport, config=EngineConfig(housekeeping_interval=0.05)
-    )
+    engine = await quick_engine(MemoryStore(), MemoryTransport(broker), housekeeping_interval=0.05)
     client = MemoryTransport(broker)
     await client.start()
     async with running(engine):
@@ -131,15 +137,11 @@ class FlakyStore(MemoryStore):
 
 async def test_a_transient_store_failure_redelivers_and_loses_nothing() -> None:
     broker = MemoryBroker(record=True)
-    store = FlakyStore(2)
-    await store.open()
-    transport = MemoryTransport(broker)
-    await transport.start()
-    engine = Engine(
-        [quick],
-        store,
-        transport,
-        config=EngineConfig(housekeeping_interval=0.05, transient_retry_delay=0.05),
+    engine = await quick_engine(
+        FlakyStore(2),
+        MemoryTransport(broker),
+        housekeeping_interval=0.05,
+        transient_retry_delay=0.05,
     )
     client = MemoryTransport(broker)
     await client.start()
@@ -165,11 +167,7 @@ async def test_many_instances_in_one_batch(batch: int) -> None:
 
 async def test_stop_while_housekeeping_holds_the_lock_still_returns() -> None:
     broker = MemoryBroker()
-    store = MemoryStore()
-    await store.open()
-    transport = MemoryTransport(broker)
-    await transport.start()
-    engine = Engine([quick], store, transport, config=EngineConfig(housekeeping_interval=0.01))
+    engine = await quick_engine(MemoryStore(), MemoryTransport(broker), housekeeping_interval=0.01)
     async with running(engine):
         await asyncio.sleep(0.05)
         await engine._lock.acquire()  # as fire_due would, at the moment of the signal
@@ -183,11 +181,9 @@ class DyingStore(MemoryStore):
 
 
 async def test_a_fatal_store_error_stops_the_engine_with_that_error() -> None:
-    store = DyingStore()
-    await store.open()
-    transport = MemoryTransport(MemoryBroker())
-    await transport.start()
-    engine = Engine([quick], store, transport, config=EngineConfig(housekeeping_interval=0.01))
+    engine = await quick_engine(
+        DyingStore(), MemoryTransport(MemoryBroker()), housekeeping_interval=0.01
+    )
     await engine.prepare()
     with pytest.raises(StoreError, match="disk is gone"):
         await asyncio.wait_for(engine.run(asyncio.Event()), 5)
@@ -204,11 +200,8 @@ class BusyTransport(MemoryTransport):
 
 async def test_stop_under_load_returns_and_gives_back_what_was_read_ahead() -> None:
     broker = MemoryBroker(record=True)
-    store = MemoryStore()
-    await store.open()
     transport = BusyTransport(broker)
-    await transport.start()
-    engine = Engine([quick], store, transport, config=EngineConfig(max_batch=5))
+    engine = await quick_engine(MemoryStore(), transport, max_batch=5)
     client = MemoryTransport(broker)
     await client.start()
     await engine.prepare()
@@ -229,12 +222,8 @@ async def test_old_inbox_marks_are_pruned_after_the_retention() -> None:
 
     clock = VirtualClock()
     store = MemoryStore()
-    await store.open()
     transport = MemoryTransport(MemoryBroker())
-    await transport.start()
-    engine = Engine(
-        [quick], store, transport, clock=clock, config=EngineConfig(inbox_retention=100.0)
-    )
+    engine = await quick_engine(store, transport, clock=clock, inbox_retention=100.0)
     await engine.prepare()
     client = MemoryTransport(transport.broker)
     await client.start()
@@ -271,15 +260,8 @@ async def test_version_conflicts_are_decided_again_then_given_back(
 ) -> None:
     broker = MemoryBroker(record=True)
     store = ConflictingStore(conflicts)
-    await store.open()
     transport = MemoryTransport(broker)
-    await transport.start()
-    engine = Engine(
-        [quick],
-        store,
-        transport,
-        config=EngineConfig(conflict_retries=5, transient_retry_delay=0.0),
-    )
+    engine = await quick_engine(store, transport, conflict_retries=5, transient_retry_delay=0.0)
     client = MemoryTransport(broker)
     await client.start()
     await engine.prepare()
@@ -294,11 +276,8 @@ async def test_an_idle_stop_leaves_no_pending_task_behind() -> None:
     """Stopped while waiting for a batch, the consumer cancels its queue getter too:
     before, the getter stayed pending and asyncio reported it destroyed later."""
     async with loop_reports() as reported:
-        store = MemoryStore()
-        await store.open()
         transport = MemoryTransport(MemoryBroker())
-        await transport.start()
-        engine = Engine([quick], store, transport)
+        engine = await quick_engine(MemoryStore(), transport)
         async with running(engine):
             await asyncio.sleep(0.05)  # idle: the consumer waits for a first batch
         await transport.close()
