@@ -22,6 +22,7 @@ from schemas.codec import decode, encode
 from schemas.envelope import Envelope
 from schemas.errors import StoreError
 from tests.support.loop_reports import loop_reports
+from tests.support.waiting import wait_until
 
 
 class Job(BaseModel):
@@ -54,14 +55,6 @@ async def running(engine: Engine) -> AsyncIterator[asyncio.Event]:
     finally:
         stopping.set()
         await asyncio.wait_for(task, 10)
-
-
-async def wait_until(cond: object, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await cond():  # type: ignore[operator]
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def quick_engine(

@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import plan_batch
+from orchestrator.store._sqlite_checkpoint import WalCheckpointer
 from orchestrator.store._sqlite_write import delete_by_id, write_plan
 from orchestrator.store.base import (
     HistoryRecord,
@@ -116,9 +117,11 @@ class SqliteStore:
         self.busy_timeout_ms = busy_timeout_ms
         self.cache_mb = cache_mb
         self._conn: sqlite3.Connection | None = None
+        self._wal = False
         self._executor: ThreadPoolExecutor | None = None
         self._lock = asyncio.Lock()  # one user of the connection at a time, on either thread
         self._schema_version = 0
+        self._checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -201,6 +204,9 @@ class SqliteStore:
         try:
             self._conn = await loop.run_in_executor(self._executor, self._connect)
             self._schema_version = await self._call(self._migrate)
+            if self._wal:
+                self._checkpointer = WalCheckpointer(self.path)
+                self._checkpointer.start()
         except BaseException:
             await self.close()
             raise
@@ -214,7 +220,8 @@ class SqliteStore:
                 cached_statements=512,  # the multi-row writes' few shapes per table
                 check_same_thread=False,  # used from two threads, never at once (_lock)
             )
-            conn.execute("PRAGMA journal_mode=WAL")
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._wal = str(mode).lower() == "wal"  # not for :memory:
             conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA temp_store=MEMORY")
             # The page cache should hold the hot B-tree pages. The inbox's keys are
@@ -257,6 +264,9 @@ class SqliteStore:
                 return
 
             def shut() -> None:
+                checkpointer, self._checkpointer = self._checkpointer, None
+                if checkpointer is not None:
+                    checkpointer.close()
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     conn.close()
@@ -393,7 +403,9 @@ class SqliteStore:
     ) -> list[Outcome]:
         units = list(units)
         published = list(published)
-        return await self._call(lambda c: self._commit(c, units, published), inline=True)
+        outcomes = await self._call(lambda c: self._commit(c, units, published), inline=True)
+        self._wrote()
+        return outcomes
 
     def _commit(
         self, conn: sqlite3.Connection, units: list[UnitOfWork], published: list[str]
@@ -424,6 +436,13 @@ class SqliteStore:
 
         if ids:
             await self._call(run, inline=True)
+            self._wrote()
+
+    def _wrote(self) -> None:
+        """A transaction went into the WAL: let the checkpointer copy it back
+        (:mod:`orchestrator.store._sqlite_checkpoint`)."""
+        if self._checkpointer is not None:
+            self._checkpointer.nudge()
 
     async def prune(self, *, inbox_before: float, history_before: float | None = None) -> int:
         """Delete inbox marks (and, if asked, history rows) older than the given times.

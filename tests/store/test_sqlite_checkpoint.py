@@ -1,0 +1,95 @@
+"""The SQLite store copies its WAL back on a thread of its own, not inside commits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import structlog
+
+from orchestrator.store._sqlite_checkpoint import WalCheckpointer
+from orchestrator.store.sqlite import SqliteStore
+from tests.store.contract import C, step
+from tests.support.waiting import wait_until
+
+THREAD = "sagawire-sqlite-checkpoint"
+
+
+def _checkpoint_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD]
+
+
+async def test_commits_are_copied_back_by_the_background_checkpointer(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+        assert len(_checkpoint_threads()) == 1
+        for n in range(5):
+            assert await store.commit([step(f"i{n}", 1)]) == [C]
+
+        async def copied() -> bool:
+            return checkpointer.runs >= 1
+
+        await wait_until(copied, timeout=10)
+        assert checkpointer.last is not None
+        busy, frames, done = checkpointer.last
+        assert busy == 0 and frames > 0
+        assert done == frames  # all of the WAL, as it was then
+
+        # The copy is in the database file itself: a reader that never saw the WAL
+        # (immutable=1 ignores it) finds committed rows there.
+        async def in_main_file() -> bool:
+            return _rows_in_main_file(path) > 0
+
+        await wait_until(in_main_file, timeout=10)
+    finally:
+        await store.close()
+    assert _checkpoint_threads() == []
+
+
+def _rows_in_main_file(path: Path) -> int:
+    uri = f"file:{path}?immutable=1"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        return int(conn.execute("SELECT count(*) FROM instances").fetchone()[0])
+
+
+async def test_an_in_memory_database_has_no_checkpointer() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        assert store._checkpointer is None
+        assert await store.commit([step("i", 1)]) == [C]
+    finally:
+        await store.close()
+
+
+async def test_commits_go_on_while_the_checkpointer_cannot_connect(tmp_path: Path) -> None:
+    """A checkpointer that fails warns once per streak, and commits do not notice: the
+    writer's own autocheckpoint still bounds the WAL."""
+    checkpointer = WalCheckpointer(str(tmp_path / "no" / "such" / "dir.db"), interval=0.0)
+    with structlog.testing.capture_logs() as logs:
+        checkpointer.start()
+        for _ in range(3):
+            checkpointer.nudge()
+            await asyncio.sleep(0.05)
+        checkpointer.close()
+    warnings = [e for e in logs if e["event"] == "background WAL checkpoint failed"]
+    assert len(warnings) == 1
+    assert "unable to open" in warnings[0]["error"]
+    assert checkpointer.runs == 0
+    assert _checkpoint_threads() == []
+
+
+async def test_close_is_idempotent_and_a_never_started_checkpointer_closes(tmp_path: Path) -> None:
+    checkpointer = WalCheckpointer(str(tmp_path / "s.db"))
+    checkpointer.close()
+    checkpointer.start()
+    checkpointer.close()
+    checkpointer.close()
+    assert _checkpoint_threads() == []
