@@ -36,12 +36,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.store import _schema as s
+from orchestrator.store import _sqlite_read as r
 from orchestrator.store._plan import plan_batch
 from orchestrator.store._sqlite_checkpoint import WalCheckpointer
 from orchestrator.store._sqlite_write import delete_by_id, write_plan
@@ -62,7 +63,6 @@ __all__ = ["SqliteStore"]
 
 T = TypeVar("T")
 
-_CHUNK = 400  # keys per ``IN (VALUES ...)``: far below SQLite's bound-parameter limit
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 # sqlite3 error names (Python 3.11+) worth retrying: contention, a full disk, I/O.
 _RETRYABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PROTOCOL")
@@ -73,15 +73,6 @@ def _translate(exc: sqlite3.Error, path: str) -> StoreError:
     retryable = name.startswith(_RETRYABLE)
     hint = "; another process holds the write lock" if "BUSY" in name else ""
     return StoreError(f"sqlite store {path}: {exc} ({name}){hint}", retryable=retryable)
-
-
-def _values(n: int) -> str:
-    return "(VALUES " + ",".join(["(?,?)"] * n) + ") AS k"
-
-
-def _chunks(pairs: Sequence[tuple[str, str]]) -> Iterable[Sequence[tuple[str, str]]]:
-    for i in range(0, len(pairs), _CHUNK):
-        yield pairs[i : i + _CHUNK]
 
 
 async def _until_done(work: asyncio.Future[T]) -> T:
@@ -285,116 +276,67 @@ class SqliteStore:
             extra={"journal_mode": "wal", "synchronous": self.synchronous.lower()},
         )
 
-    # -- reads ----------------------------------------------------------------------
-
-    @staticmethod
-    def _select_pairs(
-        conn: sqlite3.Connection,
-        columns: str,
-        table: str,
-        on: tuple[str, str],
-        pairs: Sequence[tuple[str, str]],
-    ) -> list[Any]:
-        """``columns`` of the rows of ``table`` whose ``on`` columns equal one of ``pairs``.
-
-        Written as ``VALUES ... CROSS JOIN`` because SQLite plans a row-value
-        ``(a, b) IN (VALUES ...)`` as a full table scan; the cross join makes the
-        key list the outer loop, with one primary-key lookup per key."""
-        rows: list[Any] = []
-        a, b = on
-        for chunk in _chunks(pairs):
-            sql = (
-                f"SELECT {columns} FROM {_values(len(chunk))} CROSS JOIN {table} t "
-                f"ON t.{a} = k.column1 AND t.{b} = k.column2"
-            )
-            rows.extend(conn.execute(sql, [x for pair in chunk for x in pair]))
-        return rows
+    # -- reads (SQL in orchestrator.store._sqlite_read) -------------------------------
 
     async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
         keys = list(dict.fromkeys(keys))
         rows = await self._call(
-            lambda c: self._select_pairs(
+            lambda c: r.select_pairs(
                 c, s.INSTANCE_COLUMNS, "instances", ("saga", "correlation_id"), keys
             ),
             inline=True,
         )
-        return {(r[0], r[1]): s.instance_from_row(r) for r in rows}
+        return {(row[0], row[1]): s.instance_from_row(row) for row in rows}
 
     async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         marks = list(dict.fromkeys(marks))
-        return await self._call(lambda c: self._seen(c, marks), inline=True)
-
-    def _seen(
-        self, conn: sqlite3.Connection, marks: Sequence[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        rows = self._select_pairs(conn, "saga, message_id", "inbox", ("saga", "message_id"), marks)
-        return {(r[0], r[1]) for r in rows}
+        return await self._call(lambda c: r.seen(c, marks), inline=True)
 
     async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
-        sql = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY rowid LIMIT ?"
-        rows = await self._call(lambda c: c.execute(sql, (limit,)).fetchall())
-        return [s.outbox_from_row(r) for r in rows]
+        rows = await self._call(lambda c: c.execute(r.PENDING_OUTBOX, (limit,)).fetchall())
+        return [s.outbox_from_row(row) for row in rows]
 
     async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
-        sql = (
-            f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE due <= ? "
-            "ORDER BY due, saga, correlation_id, name LIMIT ?"
+        rows = await self._call(
+            lambda c: c.execute(r.DUE_TIMERS, (now, limit)).fetchall(), inline=True
         )
-        rows = await self._call(lambda c: c.execute(sql, (now, limit)).fetchall(), inline=True)
-        return [s.timer_from_row(r) for r in rows]
+        return [s.timer_from_row(row) for row in rows]
 
     async def next_timer_due(self) -> float | None:
-        row = await self._call(
-            lambda c: c.execute("SELECT min(due) FROM timers").fetchone(), inline=True
-        )
+        row = await self._call(lambda c: c.execute(r.NEXT_TIMER_DUE).fetchone(), inline=True)
         return None if row is None or row[0] is None else float(row[0])
 
     async def parked(self, keys: Sequence[InstanceKey]) -> list[ParkedRecord]:
         columns = f"{s.PARKED_COLUMNS}, t.rowid"
         keys = list(dict.fromkeys(keys))
         rows = await self._call(
-            lambda c: self._select_pairs(c, columns, "parked", ("saga", "correlation_id"), keys),
+            lambda c: r.select_pairs(c, columns, "parked", ("saga", "correlation_id"), keys),
             inline=True,
         )
-        rows.sort(key=lambda r: (r[5], r[8]))  # parked_at, then insertion order
-        return [s.parked_from_row(r) for r in rows]
+        rows.sort(key=lambda row: (row[5], row[8]))  # parked_at, then insertion order
+        return [s.parked_from_row(row) for row in rows]
 
     async def parked_keys(self) -> set[InstanceKey]:
-        sql = "SELECT DISTINCT saga, correlation_id FROM parked"
-        rows = await self._call(lambda c: c.execute(sql).fetchall())
-        return {(r[0], r[1]) for r in rows}
+        rows = await self._call(lambda c: c.execute(r.PARKED_KEYS).fetchall())
+        return {(row[0], row[1]) for row in rows}
 
     async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:
-        sql = (
-            f"SELECT {s.PARKED_COLUMNS} FROM parked WHERE expires <= ? "
-            "ORDER BY expires, rowid LIMIT ?"
-        )
-        rows = await self._call(lambda c: c.execute(sql, (now, limit)).fetchall())
-        return [s.parked_from_row(r) for r in rows]
+        rows = await self._call(lambda c: c.execute(r.EXPIRED_PARKED, (now, limit)).fetchall())
+        return [s.parked_from_row(row) for row in rows]
 
     async def history(self, key: InstanceKey) -> list[HistoryRecord]:
-        sql = (
-            f"SELECT {s.HISTORY_COLUMNS} FROM history "
-            "WHERE saga = ? AND correlation_id = ? ORDER BY id"
-        )
-        rows = await self._call(lambda c: c.execute(sql, key).fetchall())
-        return [s.history_from_row(r) for r in rows]
+        rows = await self._call(lambda c: c.execute(r.HISTORY, key).fetchall())
+        return [s.history_from_row(row) for row in rows]
 
     async def instances(
         self, saga: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[InstanceRecord]:
-        sql = (
-            f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
-            "WHERE (?1 IS NULL OR saga = ?1) AND (?2 IS NULL OR status = ?2) "
-            "ORDER BY updated_at DESC LIMIT ?3"
-        )
-        rows = await self._call(lambda c: c.execute(sql, (saga, status, limit)).fetchall())
-        return [s.instance_from_row(r) for r in rows]
+        rows = await self._call(lambda c: c.execute(r.INSTANCES, (saga, status, limit)).fetchall())
+        return [s.instance_from_row(row) for row in rows]
 
     async def counts(self) -> dict[str, int]:
-        sql = "SELECT status, count(*) FROM instances GROUP BY status"
-        rows = await self._call(lambda c: c.execute(sql).fetchall())
-        return {r[0]: int(r[1]) for r in rows}
+        rows = await self._call(lambda c: c.execute(r.COUNTS).fetchall())
+        return {row[0]: int(row[1]) for row in rows}
 
     # -- writes ---------------------------------------------------------------------
 
@@ -415,11 +357,7 @@ class SqliteStore:
         conn.execute("BEGIN IMMEDIATE")
         marks = list(dict.fromkeys(u.inbox for u in units if u.inbox is not None))
         keys = list(dict.fromkeys(u.instance.key for u in units if u.instance is not None))
-        rows = self._select_pairs(
-            conn, "saga, correlation_id, version", "instances", ("saga", "correlation_id"), keys
-        )
-        versions = {(r[0], r[1]): int(r[2]) for r in rows}
-        plan = plan_batch(units, self._seen(conn, marks), versions)
+        plan = plan_batch(units, r.seen(conn, marks), r.versions(conn, keys))
         write_plan(conn, plan)
         if published:
             delete_by_id(conn, "outbox", "id", published)

@@ -1,0 +1,95 @@
+"""The SQLite store's reads: keyed lookups of many keys in one statement, and the SQL of
+its scans. Functions of a connection, no state; :mod:`orchestrator.store.sqlite` decides
+on which thread they run, :mod:`orchestrator.store._sqlite_write` holds the writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from orchestrator.store import _schema as s
+from orchestrator.store.base import InstanceKey
+
+__all__ = [
+    "COUNTS",
+    "DUE_TIMERS",
+    "EXPIRED_PARKED",
+    "HISTORY",
+    "INSTANCES",
+    "NEXT_TIMER_DUE",
+    "PARKED_KEYS",
+    "PENDING_OUTBOX",
+    "seen",
+    "select_pairs",
+    "versions",
+]
+
+_CHUNK = 400  # keys per ``IN (VALUES ...)``: far below SQLite's bound-parameter limit
+
+
+def _values(n: int) -> str:
+    return "(VALUES " + ",".join(["(?,?)"] * n) + ") AS k"
+
+
+def _chunks(pairs: Sequence[tuple[str, str]]) -> Iterable[Sequence[tuple[str, str]]]:
+    for i in range(0, len(pairs), _CHUNK):
+        yield pairs[i : i + _CHUNK]
+
+
+def select_pairs(
+    conn: sqlite3.Connection,
+    columns: str,
+    table: str,
+    on: tuple[str, str],
+    pairs: Sequence[tuple[str, str]],
+) -> list[Any]:
+    """``columns`` of the rows of ``table`` whose ``on`` columns equal one of ``pairs``.
+
+    Written as ``VALUES ... CROSS JOIN`` because SQLite plans a row-value
+    ``(a, b) IN (VALUES ...)`` as a full table scan; the cross join makes the
+    key list the outer loop, with one primary-key lookup per key."""
+    rows: list[Any] = []
+    a, b = on
+    for chunk in _chunks(pairs):
+        sql = (
+            f"SELECT {columns} FROM {_values(len(chunk))} CROSS JOIN {table} t "
+            f"ON t.{a} = k.column1 AND t.{b} = k.column2"
+        )
+        rows.extend(conn.execute(sql, [x for pair in chunk for x in pair]))
+    return rows
+
+
+def seen(conn: sqlite3.Connection, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The inbox marks (saga, message id) among ``marks`` already recorded."""
+    rows = select_pairs(conn, "saga, message_id", "inbox", ("saga", "message_id"), marks)
+    return {(r[0], r[1]) for r in rows}
+
+
+def versions(conn: sqlite3.Connection, keys: Sequence[InstanceKey]) -> dict[InstanceKey, int]:
+    """The stored version of each instance of ``keys`` that exists."""
+    rows = select_pairs(
+        conn, "saga, correlation_id, version", "instances", ("saga", "correlation_id"), keys
+    )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+PENDING_OUTBOX = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY rowid LIMIT ?"
+DUE_TIMERS = (
+    f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE due <= ? "
+    "ORDER BY due, saga, correlation_id, name LIMIT ?"
+)
+NEXT_TIMER_DUE = "SELECT min(due) FROM timers"
+PARKED_KEYS = "SELECT DISTINCT saga, correlation_id FROM parked"
+EXPIRED_PARKED = (
+    f"SELECT {s.PARKED_COLUMNS} FROM parked WHERE expires <= ? ORDER BY expires, rowid LIMIT ?"
+)
+HISTORY = (
+    f"SELECT {s.HISTORY_COLUMNS} FROM history WHERE saga = ? AND correlation_id = ? ORDER BY id"
+)
+INSTANCES = (
+    f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
+    "WHERE (?1 IS NULL OR saga = ?1) AND (?2 IS NULL OR status = ?2) "
+    "ORDER BY updated_at DESC LIMIT ?3"
+)
+COUNTS = "SELECT status, count(*) FROM instances GROUP BY status"
