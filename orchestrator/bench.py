@@ -56,7 +56,7 @@ __all__ = [
     "warmup_sagas",
 ]
 
-PARTICIPANTS = ("inline", "process")
+PARTICIPANTS = ("auto", "inline", "process")
 TRANSITIONS_PER_SAGA = 4
 MAX_BATCH = 256  # the engine's batch size and the relay's
 
@@ -64,7 +64,7 @@ MAX_BATCH = 256  # the engine's batch size and the relay's
 class BenchResult(TypedDict):
     broker: str
     store: str
-    participants: str  # "inline" or "process"
+    participants: str  # "inline" or "process" (what "auto" chose)
     sagas: int
     warmup_sagas: int  # run before the clock starts (and as many messages before the relay's)
     concurrency: int
@@ -242,15 +242,18 @@ async def run_bench(
     concurrency: int,
     seed: int = 1,
     *,
-    participants: str = "inline",
+    participants: str = "auto",
     ring: bool = False,
 ) -> BenchResult:
     """Run the bench, print its one JSON line, and return the figures.
 
-    ``participants``: ``inline`` runs the simulated services in this process (the
-    default: everything the bench measures happens here), ``process`` in a
-    ``sagawire simulate`` child, as services run beside a sidecar in production; then
-    this process's CPU is the engine's and the feeder's alone.
+    ``participants``: ``process`` runs the simulated services in a ``sagawire
+    simulate`` child, as services run beside a sidecar in production: this process's
+    CPU is then the engine's and the feeder's alone, which is what the relay's is
+    compared with. ``inline`` runs them in this process, so that every hop of the flow
+    is counted here: a saga step is two (engine -> service -> engine), each costing
+    about a relay's per-message client work. ``auto`` (the default) is ``process`` on
+    a real broker and ``inline`` on the in-memory one, which lives in one process.
 
     ``ring``: also run the same flow with a stub in the engine's place
     (:mod:`orchestrator.bench_ring`) and report ``ring_per_s`` and ``ratio_to_ring``."""
@@ -258,7 +261,10 @@ async def run_bench(
         raise ConfigError(
             f"--participants {participants!r}: expected one of {', '.join(PARTICIPANTS)}"
         )
-    if participants == "process" and urlsplit(broker_url).scheme == "memory":
+    in_memory = urlsplit(broker_url).scheme == "memory"
+    if participants == "auto":
+        participants = "inline" if in_memory else "process"
+    if participants == "process" and in_memory:
         raise ConfigError(
             "--participants process needs a real broker: the in-memory broker lives in one process"
         )

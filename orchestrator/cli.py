@@ -233,11 +233,11 @@ def bench(
     participants: Annotated[
         str,
         typer.Option(
-            help="Where the simulated services run: 'inline' (this process, the default) or"
-            " 'process' (a `sagawire simulate` child, as services run in production;"
-            " real brokers only)."
+            help="Where the simulated services run: 'process' (a `sagawire simulate` child,"
+            " as services run in production; real brokers only), 'inline' (this process)"
+            " or 'auto' (the default: 'process' on a real broker, 'inline' on memory://)."
         ),
-    ] = "inline",
+    ] = "auto",
     ring: Annotated[
         bool,
         typer.Option(

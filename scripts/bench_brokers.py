@@ -1,7 +1,7 @@
 """Run ``sagawire bench`` on every real broker (and both stores), cleaning up after itself.
 
     .venv/bin/python scripts/bench_brokers.py [kafka] [nats] [amqp] [--sagas N] [--concurrency C]
-        [--stores URL,URL] [--participants inline|process] [--ring]
+        [--stores URL,URL] [--participants process|inline] [--ring]
 
 Prints one JSON line per (broker, store), as ``sagawire bench`` does. NATS runs get a
 private stream and subject prefix, RabbitMQ runs a private exchange and queue prefix,
@@ -36,7 +36,7 @@ GROUPS = (
 
 
 async def _nats(
-    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
+    store: str, sagas: int, concurrency: int, participants: str = "auto", ring: bool = False
 ) -> BenchResult:
     import nats
 
@@ -60,7 +60,7 @@ async def _nats(
 
 
 async def _amqp(
-    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
+    store: str, sagas: int, concurrency: int, participants: str = "auto", ring: bool = False
 ) -> BenchResult:
     import aio_pika
 
@@ -91,7 +91,7 @@ async def _amqp(
 
 
 async def _kafka(
-    store: str, sagas: int, concurrency: int, participants: str = "inline", ring: bool = False
+    store: str, sagas: int, concurrency: int, participants: str = "auto", ring: bool = False
 ) -> BenchResult:
     from tests.support.kafka import start_tansu
 
@@ -126,9 +126,10 @@ async def main() -> None:
     )
     parser.add_argument(
         "--participants",
-        choices=("inline", "process"),
-        default="inline",
-        help="simulated services in this process (default) or in a child process",
+        choices=("process", "inline"),
+        default="process",
+        help="simulated services in a child process, as in production (default), or in"
+        " the bench's own process",
     )
     parser.add_argument(
         "--ring",

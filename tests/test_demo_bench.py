@@ -111,6 +111,7 @@ async def test_bench_reports_every_figure(capsys: pytest.CaptureFixture[str]) ->
         assert isinstance(result[key], float), key  # type: ignore[literal-required]
     assert result["sagas"] == 300 and result["concurrency"] == 64
     assert result["broker"] == "memory://" and result["store"] == "memory://"
+    assert result["participants"] == "inline"  # what "auto" means on the in-memory broker
     assert result["transitions_per_s"] > 0 and result["baseline_relay_per_s"] > 0
     assert 0 < result["p50_ms"] <= result["p99_ms"]
     assert result["peak_rss_mb"] > 0

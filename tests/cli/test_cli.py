@@ -288,7 +288,7 @@ def test_bench_prints_one_json_line(runner: CliRunner, monkeypatch: pytest.Monke
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert calls == [
-        ("memory://", "memory://", 10, 2, 3, ("participants", "inline"), ("ring", False))
+        ("memory://", "memory://", 10, 2, 3, ("participants", "auto"), ("ring", False))
     ]
     assert result.stdout.splitlines() == ['{"sagas_per_s":1.5}']
     calls.clear()

@@ -41,13 +41,16 @@ def _check(result: BenchResult) -> None:
 async def test_bench_on_nats(store: str, tmp_path: Path) -> None:
     require("nats", "127.0.0.1", 4222)
     url = store if store != "sqlite" else f"sqlite:///{tmp_path / 'b.db'}"
-    _check(await RUNNERS["nats"](url, SAGAS, 64))
+    result = await RUNNERS["nats"](url, SAGAS, 64, "inline")
+    assert result["participants"] == "inline"
+    _check(result)
 
 
 async def test_bench_with_services_in_a_child_process(tmp_path: Path) -> None:
-    """``--participants process``: the services run as ``sagawire simulate`` beside it."""
+    """The default on a real broker (``--participants auto``): the services run as
+    ``sagawire simulate`` beside it."""
     require("nats", "127.0.0.1", 4222)
-    result = await RUNNERS["nats"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 64, "process", True)
+    result = await RUNNERS["nats"](f"sqlite:///{tmp_path / 'b.db'}", SAGAS, 64, "auto", True)
     assert result["participants"] == "process"
     _check(result)
     assert "ring_per_s" in result  # the ring's services ran in a child too
