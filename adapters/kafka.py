@@ -39,12 +39,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.protocol.metadata import MetadataRequest
 
 from adapters._kafka_consumer import ConsumerRun
 from adapters._kafka_offsets import Ticket
-from adapters._kafka_produce import send_batches
+from adapters._kafka_produce import KeyPartitioner, send_batches
 from adapters._kafka_settings import KafkaSettings, translate_error
 from adapters.base import Delivery, OutgoingMessage, Readiness, Topology, dead_letter_message
 from schemas.errors import SagawireError, TransportError
@@ -70,7 +69,7 @@ class KafkaTransport:
         self._state = "not started"
         self._txn_lock = asyncio.Lock()
         self._unkeyed_turn = itertools.count()
-        self._partitioner = DefaultPartitioner()
+        self._partitioner = KeyPartitioner()
 
     @classmethod
     def from_url(cls, url: str) -> KafkaTransport:

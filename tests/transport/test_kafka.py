@@ -399,9 +399,8 @@ async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed
     import asyncio
 
     from aiokafka.errors import ProducerClosed
-    from aiokafka.partitioner import DefaultPartitioner
 
-    from adapters._kafka_produce import send_batches
+    from adapters._kafka_produce import KeyPartitioner, send_batches
 
     loop = asyncio.get_running_loop()
     handed: list[asyncio.Future[object]] = []
@@ -435,8 +434,27 @@ async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed
 
     messages = [OutgoingMessage("t", b"x", f"m{i}", "same-key") for i in range(6)]
     with pytest.raises(ProducerClosed):
-        await send_batches(Producer(), DefaultPartitioner(), str, unkeyed, messages)
+        await send_batches(Producer(), KeyPartitioner(), str, unkeyed, messages)
     assert len(handed) == 2
     handed[0].set_exception(RuntimeError("failed later"))
     await asyncio.sleep(0)
     assert handed[0]._log_traceback is False  # retrieved by send_batches' callback
+
+
+def test_key_partitioner_picks_what_aiokafka_picks_across_cache_resets() -> None:
+    """The remembered hashes never change a pick: the same partition as aiokafka's
+    DefaultPartitioner for every key and partition list, before and after the memory
+    of keys fills and starts over; keyless records go to an available partition."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from adapters._kafka_produce import KeyPartitioner
+
+    reference, ours = DefaultPartitioner(), KeyPartitioner(size=50)
+    keys = [f"order-{n}".encode() for n in range(120)] + [b"", "ü-é".encode()]
+    for partitions in ([0, 1, 2], [0, 1, 2, 3, 4, 5, 6], [3, 5]):
+        for _ in range(2):  # the second pass hits remembered hashes (or a reset memory)
+            for key in keys:
+                assert ours(key, partitions, partitions) == reference(key, partitions, partitions)
+    assert len(ours._hashes) <= 50
+    assert {ours(None, [0, 1, 2], [2]) for _ in range(20)} == {2}
+    assert ours(None, [0, 1, 2], []) in {0, 1, 2}
