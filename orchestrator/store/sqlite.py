@@ -4,7 +4,10 @@ Where the SQL runs: the engine's per-batch calls (commit, load, seen, due
 timers, parked) run on the event loop's thread, each in one go; the calls that
 may scan many rows (prune, listings, the outbox backlog after an outage) and
 open/close run on a dedicated thread so they never stall the loop. An
-``asyncio.Lock`` keeps the two from using the connection at once.
+``asyncio.Lock`` keeps the two from using the connection at once. A third thread,
+with a connection of its own, copies the WAL back into the database file after
+commits (:mod:`orchestrator.store._sqlite_checkpoint`), so that SQLite's own
+checkpoint inside a COMMIT on the loop's thread finds little left to do.
 
 Why not all on a thread (the first design) or through aiosqlite: every
 ``sqlite3_step`` releases the GIL, and a worker thread must then win it back
