@@ -11,16 +11,23 @@ A ``PASSIVE`` checkpoint from a second connection copies what it can without
 taking the write lock, and ``sqlite3_step`` runs without the GIL, so the copy
 happens on the other core while the loop keeps committing. Here it runs after a
 commit, at most every ``interval`` seconds. The writer's own autocheckpoint stays
-on: only it can *restart* the WAL (a log is rewound when a writer begins while
-every frame has been copied, and with a steady writer a background checkpoint
-never sees that moment), but by then it finds few pages left to copy. Same replay
-with this: COMMIT time 286 -> 167 ms, the longest commit 94 -> 20 ms.
+on as the bound on the WAL's size: a writer rewinds the WAL only if it begins while
+every frame has been copied, and under steady load the background checkpoint seldom
+ends in such a gap; but by the time the autocheckpoint runs it finds few pages left
+to copy. The same replay through the store, with 5 ms of other work between
+commits (3 runs each): commit time 791-830 -> 725-757 ms, the longest commit 92 ->
+26-52 ms (at 50 ms the longest was 24-31 ms, at 250 ms 43-61 ms).
+
+Each complete checkpoint also syncs the database file, so the interval is a trade:
+shorter leaves the autocheckpoint less to copy, longer syncs less often.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
+from urllib.parse import quote
 
 import structlog
 
@@ -32,11 +39,13 @@ log = structlog.get_logger("sagawire.store")
 class WalCheckpointer:
     """A thread that runs ``PRAGMA wal_checkpoint(PASSIVE)`` after commits (``nudge``)."""
 
-    def __init__(self, path: str, *, interval: float = 0.05) -> None:
-        self.path = path
+    def __init__(self, path: str, *, interval: float = 0.1) -> None:
+        # Absolute now: a later change of working directory must not point the
+        # checkpointer at another file (and mode=rw below never creates one).
+        self.path = os.path.abspath(path)
         self.interval = interval
         self.runs = 0
-        """Checkpoints that ran to the end (all of the WAL copied at that moment)."""
+        """Checkpoints that copied every frame the WAL held when they began."""
         self.last: tuple[int, int, int] | None = None
         """The last checkpoint's ``(busy, wal frames, frames copied)``."""
         self._wake = threading.Event()
@@ -47,10 +56,9 @@ class WalCheckpointer:
     def start(self) -> None:
         if self._thread is not None:
             return
-        self._thread = threading.Thread(
-            target=self._run, name="sagawire-sqlite-checkpoint", daemon=True
-        )
-        self._thread.start()
+        thread = threading.Thread(target=self._run, name="sagawire-sqlite-checkpoint", daemon=True)
+        thread.start()
+        self._thread = thread  # only once started: close() joins what it finds here
 
     def nudge(self) -> None:
         """A commit wrote to the WAL. Cheap: sets an event the thread waits on."""
@@ -80,13 +88,16 @@ class WalCheckpointer:
                     self._checkpoint(conn)
                 if self._stopping.wait(self.interval):
                     return
+        except Exception:  # a bug, not SQLite: say so where the sidecar's logs go
+            log.exception("background WAL checkpointer stopped", path=self.path)
         finally:
             if conn is not None:
                 conn.close()
 
     def _connect(self) -> sqlite3.Connection | None:
         try:
-            return sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            uri = f"file:{quote(self.path)}?mode=rw"
+            return sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             self._warn(exc)
             return None
@@ -99,7 +110,7 @@ class WalCheckpointer:
             self._warn(exc)
             return
         self.last = (int(row[0]), int(row[1]), int(row[2]))
-        if self.last[0] == 0:
+        if self.last[0] == 0 and self.last[1] == self.last[2]:
             self.runs += 1
         self._failed = False
 

@@ -259,11 +259,13 @@ class SqliteStore:
 
             def shut() -> None:
                 checkpointer, self._checkpointer = self._checkpointer, None
-                if checkpointer is not None:
-                    checkpointer.close()
-                conn, self._conn = self._conn, None
-                if conn is not None:
-                    conn.close()
+                try:
+                    if checkpointer is not None:
+                        checkpointer.close()
+                finally:
+                    conn, self._conn = self._conn, None
+                    if conn is not None:
+                        conn.close()
 
             try:
                 await _until_done(asyncio.get_running_loop().run_in_executor(executor, shut))
@@ -276,7 +278,10 @@ class SqliteStore:
             kind="sqlite",
             location=self.path,
             schema_version=self._schema_version,
-            extra={"journal_mode": "wal", "synchronous": self.synchronous.lower()},
+            extra={
+                "journal_mode": "wal" if self._wal else "memory",
+                "synchronous": self.synchronous.lower(),
+            },
         )
 
     # -- reads (SQL in orchestrator.store._sqlite_read) -------------------------------

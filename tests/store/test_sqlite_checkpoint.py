@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+import pytest
 import structlog
 
 from orchestrator.store._sqlite_checkpoint import WalCheckpointer
@@ -64,15 +65,19 @@ async def test_an_in_memory_database_has_no_checkpointer() -> None:
     await store.open()
     try:
         assert store._checkpointer is None
+        assert store.info().extra["journal_mode"] == "memory"  # no WAL to copy back
         assert await store.commit([step("i", 1)]) == [C]
     finally:
         await store.close()
 
 
-async def test_commits_go_on_while_the_checkpointer_cannot_connect(tmp_path: Path) -> None:
-    """A checkpointer that fails warns once per streak, and commits do not notice: the
-    writer's own autocheckpoint still bounds the WAL."""
-    checkpointer = WalCheckpointer(str(tmp_path / "no" / "such" / "dir.db"), interval=0.0)
+async def test_a_checkpointer_that_cannot_connect_warns_once_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """A missing file is not created (``mode=rw``): a stray empty database would hide the
+    mistake. The warning comes once per streak, not once per commit."""
+    missing = tmp_path / "gone.db"
+    checkpointer = WalCheckpointer(str(missing), interval=0.0)
     with structlog.testing.capture_logs() as logs:
         checkpointer.start()
         for _ in range(3):
@@ -83,7 +88,27 @@ async def test_commits_go_on_while_the_checkpointer_cannot_connect(tmp_path: Pat
     assert len(warnings) == 1
     assert "unable to open" in warnings[0]["error"]
     assert checkpointer.runs == 0
+    assert not missing.exists()
     assert _checkpoint_threads() == []
+
+
+async def test_a_reopened_store_checkpoints_again(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    for round_ in range(2):
+        await store.open()
+        try:
+            checkpointer = store._checkpointer
+            assert checkpointer is not None and checkpointer.runs == 0
+
+            async def copied() -> bool:
+                return checkpointer.runs >= 1  # noqa: B023 (awaited in this iteration)
+
+            assert await store.commit([step(f"i{round_}", 1)]) == [C]
+            await wait_until(copied, timeout=10)
+        finally:
+            await store.close()
+        assert store._checkpointer is None
+        assert _checkpoint_threads() == []
 
 
 async def test_close_is_idempotent_and_a_never_started_checkpointer_closes(tmp_path: Path) -> None:
@@ -92,4 +117,30 @@ async def test_close_is_idempotent_and_a_never_started_checkpointer_closes(tmp_p
     checkpointer.start()
     checkpointer.close()
     checkpointer.close()
+    assert _checkpoint_threads() == []
+
+
+async def test_a_bug_in_the_checkpointer_is_logged_not_swallowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SqliteStore(str(tmp_path / "s.db"))
+    await store.open()
+    try:
+        checkpointer = store._checkpointer
+        assert checkpointer is not None
+
+        def broken(conn: sqlite3.Connection) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(checkpointer, "_checkpoint", broken)
+        with structlog.testing.capture_logs() as logs:
+            assert await store.commit([step("i", 1)]) == [C]
+
+            async def logged() -> bool:
+                return any(e["event"] == "background WAL checkpointer stopped" for e in logs)
+
+            await wait_until(logged, timeout=10)
+        assert await store.commit([step("i", 2)]) == [C]  # commits go on without it
+    finally:
+        await store.close()
     assert _checkpoint_threads() == []
