@@ -144,3 +144,24 @@ async def test_a_bug_in_the_checkpointer_is_logged_not_swallowed(
     finally:
         await store.close()
     assert _checkpoint_threads() == []
+
+
+async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
+    """A background checkpoint cannot rewind the WAL while a writer keeps appending;
+    the writer's own autocheckpoint does, so the file stays near its threshold. (With
+    the autocheckpoint off, this run's WAL grew to ~25 MB; with it, ~0.5 MB.)"""
+    path = tmp_path / "s.db"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        assert store._conn is not None
+        store._conn.execute("PRAGMA wal_autocheckpoint=100")  # pages; 10,000 in production
+        largest = 0
+        for n in range(300):
+            assert await store.commit([step(f"c{n}-{k}", 1) for k in range(20)]) == [C] * 20
+            await asyncio.sleep(0.002)  # the loop's other work: the checkpointer runs meanwhile
+            largest = max(largest, (tmp_path / "s.db-wal").stat().st_size)
+        assert store._checkpointer is not None and store._checkpointer.runs >= 1
+    finally:
+        await store.close()
+    assert largest < 4 * 1024 * 1024
