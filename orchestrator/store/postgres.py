@@ -15,6 +15,8 @@ savepoint and five statements per unit:
    if another writer created it since step 1 (nothing was there to lock), the
    whole transaction is rolled back and the batch decided again from fresh reads.
 
+The commit's statements and step 4 live in :mod:`orchestrator.store._postgres_write`.
+
 URL: ``postgresql://user[:password]@host[:port]/db`` (``postgres://`` too) with any
 libpq-style options asyncpg accepts, plus ``pool_min`` / ``pool_max``.
 """
@@ -28,8 +30,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from orchestrator.store import _postgres_write as w
 from orchestrator.store import _schema as s
-from orchestrator.store._plan import Plan, batch_time, plan_batch, unit_time
+from orchestrator.store._plan import batch_time, plan_batch, unit_time
+from orchestrator.store._postgres_write import ConcurrentInsert, write_plan
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceKey,
@@ -52,83 +56,9 @@ _ATTEMPTS = 5
 _RETRYABLE_CLASSES = ("08", "40", "53", "57")
 
 
-class _Retry(Exception):
-    """Internal: roll the batch back and decide it again from fresh reads."""
-
-
-def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
-    """Rows to per-column lists, the shape ``unnest($1::t[], $2::u[], ...)`` takes."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
 def _count(status: str) -> int:
     """Rows affected, from asyncpg's command status (``"DELETE 3"``)."""
     return int(status.rsplit(" ", 1)[-1])
-
-
-_KEYS = "unnest($1::text[], $2::text[]) AS k(ks, kc)"
-_INSTANCE_UNNEST = (
-    "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[], "
-    "$7::bytea[], $8::float8[], $9::float8[]) "
-    "AS u(saga, correlation_id, state, status, version, data, meta, created_at, updated_at)"
-)
-_SQL_LOCK_VERSIONS = (
-    "SELECT i.saga, i.correlation_id, i.version FROM instances i JOIN "
-    + _KEYS
-    + " ON i.saga = k.ks AND i.correlation_id = k.kc "
-    "ORDER BY i.saga, i.correlation_id FOR UPDATE OF i"
-)
-_SQL_INBOX_INSERT = (
-    "INSERT INTO inbox (saga, message_id, at) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) "
-    "ON CONFLICT DO NOTHING RETURNING saga, message_id"
-)
-_SQL_INBOX_DELETE = (
-    "DELETE FROM inbox i USING " + _KEYS + " WHERE i.saga = k.ks AND i.message_id = k.kc"
-)
-_SQL_INSTANCE_UPDATE = (
-    "UPDATE instances i SET state = u.state, status = u.status, version = u.version, "
-    "data = u.data, meta = u.meta, created_at = u.created_at, updated_at = u.updated_at "
-    "FROM " + _INSTANCE_UNNEST + " WHERE i.saga = u.saga AND i.correlation_id = u.correlation_id"
-)
-_SQL_INSTANCE_INSERT = (
-    f"INSERT INTO instances ({s.INSTANCE_COLUMNS}) SELECT * FROM {_INSTANCE_UNNEST} "
-    "ON CONFLICT DO NOTHING RETURNING saga"
-)
-_SQL_HISTORY_INSERT = (
-    f"INSERT INTO history ({s.HISTORY_COLUMNS}) "
-    "SELECT saga, cid, seq, mid, mtype, from_s, to_s, commands::jsonb, at FROM unnest("
-    "$1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[], $9::float8[]) WITH ORDINALITY "
-    "AS u(saga, cid, seq, mid, mtype, from_s, to_s, commands, at, ord) ORDER BY ord"
-)
-_SQL_OUTBOX_UPSERT = (
-    f"INSERT INTO outbox ({s.OUTBOX_COLUMNS}) "
-    "SELECT id, dest, key, body, headers::jsonb, created_at FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::bytea[], $5::text[], $6::float8[]) "
-    "WITH ORDINALITY AS u(id, dest, key, body, headers, created_at, ord) ORDER BY ord "
-    + s.upsert_clause(s.OUTBOX_COLUMNS, ("id",))
-)
-_SQL_TIMER_DELETE = (
-    "DELETE FROM timers t USING unnest($1::text[], $2::text[], $3::text[]) AS k(ks, kc, kn) "
-    "WHERE t.saga = k.ks AND t.correlation_id = k.kc AND t.name = k.kn"
-)
-_SQL_TIMER_UPSERT = (
-    f"INSERT INTO timers ({s.TIMER_COLUMNS}) "
-    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bytea[]) "
-    + s.upsert_clause(s.TIMER_COLUMNS, ("saga", "correlation_id", "name"))
-)
-_SQL_PARKED_DELETE = (
-    "DELETE FROM parked p USING " + _KEYS + " WHERE p.saga = k.ks AND p.message_id = k.kc"
-)
-_SQL_PARKED_INSERT = (
-    f"INSERT INTO parked ({s.PARKED_COLUMNS}) "
-    "SELECT saga, cid, mid, dest, body, parked_at, expires, reason FROM unnest("
-    "$1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::float8[], "
-    "$7::float8[], $8::text[]) WITH ORDINALITY "
-    "AS u(saga, cid, mid, dest, body, parked_at, expires, reason, ord) ORDER BY ord "
-    "ON CONFLICT (saga, message_id) DO NOTHING"
-)
 
 
 class PostgresStore:
@@ -241,18 +171,18 @@ class PostgresStore:
 
     async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
         sql = (
-            f"SELECT {s.INSTANCE_COLUMNS} FROM instances i JOIN {_KEYS} "
+            f"SELECT {s.INSTANCE_COLUMNS} FROM instances i JOIN {w.KEYS} "
             "ON i.saga = k.ks AND i.correlation_id = k.kc"
         )
-        rows = await self._fetch("load", sql, *_columns(list(dict.fromkeys(keys)), 2))
+        rows = await self._fetch("load", sql, *w.columns(list(dict.fromkeys(keys)), 2))
         return {(r[0], r[1]): s.instance_from_row(r) for r in rows}
 
     async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         sql = (
-            f"SELECT i.saga, i.message_id FROM inbox i JOIN {_KEYS} "
+            f"SELECT i.saga, i.message_id FROM inbox i JOIN {w.KEYS} "
             "ON i.saga = k.ks AND i.message_id = k.kc"
         )
-        rows = await self._fetch("seen", sql, *_columns(list(dict.fromkeys(marks)), 2))
+        rows = await self._fetch("seen", sql, *w.columns(list(dict.fromkeys(marks)), 2))
         return {(r[0], r[1]) for r in rows}
 
     async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
@@ -272,10 +202,10 @@ class PostgresStore:
 
     async def parked(self, keys: Sequence[InstanceKey]) -> list[ParkedRecord]:
         sql = (
-            f"SELECT {s.PARKED_COLUMNS} FROM parked p JOIN {_KEYS} "
+            f"SELECT {s.PARKED_COLUMNS} FROM parked p JOIN {w.KEYS} "
             "ON p.saga = k.ks AND p.correlation_id = k.kc ORDER BY p.parked_at, p.seq"
         )
-        rows = await self._fetch("parked", sql, *_columns(list(dict.fromkeys(keys)), 2))
+        rows = await self._fetch("parked", sql, *w.columns(list(dict.fromkeys(keys)), 2))
         return [s.parked_from_row(r) for r in rows]
 
     async def parked_keys(self) -> set[InstanceKey]:
@@ -325,7 +255,7 @@ class PostgresStore:
                 with self._errors("commit"):
                     async with pool.acquire() as conn, conn.transaction():
                         return await self._commit(conn, units, published)
-            except _Retry:
+            except ConcurrentInsert:
                 continue
         raise StoreError(
             f"postgres store {self.location}: commit raced with another writer "
@@ -339,7 +269,7 @@ class PostgresStore:
         keys = sorted({u.instance.key for u in units if u.instance is not None})
         versions: dict[InstanceKey, int] = {}
         if keys:
-            rows = await conn.fetch(_SQL_LOCK_VERSIONS, *_columns(keys, 2))
+            rows = await conn.fetch(w.SQL_LOCK_VERSIONS, *w.columns(keys, 2))
             versions = {(r[0], r[1]): int(r[2]) for r in rows}
 
         fallback = batch_time(units)
@@ -351,44 +281,17 @@ class PostgresStore:
         inserted: set[tuple[str, str]] = set()
         if marks:
             rows = sorted((*m, at) for m, at in marks.items())
-            got = await conn.fetch(_SQL_INBOX_INSERT, *_columns(rows, 3))
+            got = await conn.fetch(w.SQL_INBOX_INSERT, *w.columns(rows, 3))
             inserted = {(r[0], r[1]) for r in got}
 
         plan = plan_batch(units, set(marks) - inserted, versions)
         undo = inserted - {(m[0], m[1]) for m in plan.inbox}
         if undo:
-            await conn.execute(_SQL_INBOX_DELETE, *_columns(sorted(undo), 2))
-        await self._write(conn, plan, versions)
+            await conn.execute(w.SQL_INBOX_DELETE, *w.columns(sorted(undo), 2))
+        await write_plan(conn, plan, versions)
         if published:
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", published)
         return plan.outcomes
-
-    @staticmethod
-    async def _write(conn: Any, plan: Plan, versions: dict[InstanceKey, int]) -> None:
-        updates = [s.instance_params(i) for i in plan.instances if i.key in versions]
-        inserts = [s.instance_params(i) for i in plan.instances if i.key not in versions]
-        if updates:
-            await conn.execute(_SQL_INSTANCE_UPDATE, *_columns(updates, 9))
-        if inserts:
-            created = await conn.fetch(_SQL_INSTANCE_INSERT, *_columns(inserts, 9))
-            if len(created) != len(inserts):
-                raise _Retry  # another writer created one of them after our reads
-        if plan.history:
-            rows = [s.history_params(h) for h in plan.history]
-            await conn.execute(_SQL_HISTORY_INSERT, *_columns(rows, 9))
-        if plan.outbox:
-            rows = [s.outbox_params(o) for o in plan.outbox]
-            await conn.execute(_SQL_OUTBOX_UPSERT, *_columns(rows, 6))
-        if plan.timer_deletes:
-            await conn.execute(_SQL_TIMER_DELETE, *_columns(plan.timer_deletes, 3))
-        if plan.timer_upserts:
-            rows = [s.timer_params(t) for t in plan.timer_upserts]
-            await conn.execute(_SQL_TIMER_UPSERT, *_columns(rows, 5))
-        if plan.parked_deletes:
-            await conn.execute(_SQL_PARKED_DELETE, *_columns(plan.parked_deletes, 2))
-        if plan.parked_inserts:
-            rows = [s.parked_params(p) for p in plan.parked_inserts]
-            await conn.execute(_SQL_PARKED_INSERT, *_columns(rows, 8))
 
     async def mark_published(self, ids: Sequence[str]) -> None:
         if ids:
