@@ -10,11 +10,12 @@ How messages move, and why:
 
 * **publish** writes every message of a window to the connection in list order,
   then awaits all JetStream publish acks together (one round trip per window, not
-  per message). One connection feeding one stream keeps that order in the stream,
-  so per-key order holds. If some acks fail the call raises and the caller
-  retries the whole list; ``Nats-Msg-Id`` (``<subject>/<message_id>``) makes
-  JetStream drop the copies that had landed, so a retried message may land after
-  later ones of the same call — the only case where order can bend.
+  per message; :mod:`adapters._nats_publish`). One connection feeding one stream
+  keeps that order in the stream, so per-key order holds. If some acks fail the call
+  raises and the caller retries the whole list; ``Nats-Msg-Id``
+  (``<subject>/<message_id>``) makes JetStream drop the copies that had landed, so a
+  retried message may land after later ones of the same call — the only case where
+  order can bend.
 * **consume** pulls batches of at most ``max_batch`` from a durable consumer per
   group; a background pump per consumer (:mod:`adapters._nats_consumer`) fetches
   the next batch while the caller handles the current one. Memory stays bounded:
@@ -37,7 +38,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
 
 import nats
 import nats.errors
@@ -48,6 +48,7 @@ from nats.js import JetStreamContext
 from adapters._nats_consumer import Fetching
 from adapters._nats_errors import declaration_error, is_not_found, translate
 from adapters._nats_options import NatsOptions
+from adapters._nats_publish import HEADER_KEY, publish_windows
 from adapters._nats_topology import (
     ConsumerPlan,
     check_stream,
@@ -55,7 +56,6 @@ from adapters._nats_topology import (
     missing_subjects,
     new_stream_config,
 )
-from adapters._util import retrieve_outcome
 from adapters.base import (
     DEADLETTER,
     Delivery,
@@ -68,10 +68,6 @@ from schemas.errors import TransportError
 
 __all__ = ["HEADER_KEY", "NatsTransport"]
 
-HEADER_KEY = "sagawire-key"
-"""NATS has no record key: the key travels in this header and comes back as ``Delivery.key``."""
-
-_PUBLISH_WINDOW = 1000
 _DECLARE_ATTEMPTS = 5
 _log = logging.getLogger(__name__)
 
@@ -369,32 +365,15 @@ class NatsTransport:
         )
 
     async def _publish(self, messages: Sequence[tuple[OutgoingMessage, str]]) -> None:
-        js = self._require_js()
-        for start in range(0, len(messages), _PUBLISH_WINDOW):
-            window = messages[start : start + _PUBLISH_WINDOW]
-            acks: list[asyncio.Future[Any]] = []
-            try:
-                async with self._send_lock:  # the lock fixes the order on the wire
-                    for message, dedup in window:
-                        acks.append(
-                            await js.publish_async(
-                                self._subject(message.destination),
-                                message.body,
-                                headers=_headers(message, dedup),
-                                stream=self.options.stream,
-                            )
-                        )
-                confirmed = asyncio.gather(*acks)
-                # A publish cancelled here (a stop) cancels the acks below; the gather then
-                # ends with that error after we are gone: retrieve it, or asyncio logs it.
-                confirmed.add_done_callback(retrieve_outcome)
-                await asyncio.wait_for(confirmed, self.options.publish_timeout)
-            except (nats.errors.Error, TimeoutError) as exc:
-                where = window[0][0].destination
-                raise self._error(exc, f"publish of {len(window)} messages to {where!r}") from exc
-            finally:
-                for fut in acks:
-                    fut.cancel()
+        await publish_windows(
+            self._require_js(),
+            messages,
+            subject_of=self._subject,
+            stream=self.options.stream,
+            ack_timeout=self.options.publish_timeout,
+            lock=self._send_lock,
+            error=self._error,
+        )
 
     # -- helpers ------------------------------------------------------------------
 
@@ -415,14 +394,3 @@ class NatsTransport:
 
     def _declaration_error(self, exc: BaseException, doing: str) -> TransportError:
         return declaration_error(exc, doing, self.options.display, self.options.scrub)
-
-
-def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:
-    """NATS headers for ``message``. Caller ``Nats-*`` headers are dropped: JetStream
-    acts on them (``Nats-Rollup`` can purge a subject), and only we decide those."""
-    headers = {k: v for k, v in message.headers.items() if not k.lower().startswith("nats-")}
-    if message.key is not None:
-        headers[HEADER_KEY] = message.key
-    if dedup:
-        headers["Nats-Msg-Id"] = dedup
-    return headers
