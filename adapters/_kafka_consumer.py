@@ -19,6 +19,7 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka import errors as kafka_errors
 
+from adapters._kafka_fetch_wait import FetchWait
 from adapters._kafka_offsets import OffsetTracker, Ticket
 from adapters._kafka_settings import KafkaSettings, translate_error
 from adapters._util import Backoff
@@ -78,6 +79,7 @@ class ConsumerRun:
         self._dirty = asyncio.Event()
         self._closing = False
         self._committer: asyncio.Task[None] | None = None
+        self.fetch_wait = FetchWait(settings.fetch_max_wait_ms, settings.busy_fetch_wait_ms)
 
     async def start(self) -> None:
         topics = [self._settings.topic(d) for d in self._topology.consumes]
@@ -87,6 +89,7 @@ class ConsumerRun:
         except Exception as err:
             await self._consumer.stop()
             raise translate_error(err, "consumer start", self._settings.redacted_url) from err
+        self.fetch_wait.attach(self._consumer)
         self._committer = asyncio.create_task(self._commit_loop())
 
     async def batches(self) -> AsyncGenerator[list[Delivery], None]:
@@ -118,6 +121,7 @@ class ConsumerRun:
                     await asyncio.sleep(backoff.next_delay())
                     continue
                 backoff.reset()
+                self.fetch_wait.observe(bool(records), loop.time())
                 if records:
                     self._report(None)  # records just came from the broker: it is reachable
                 batch = self._deliveries(records)

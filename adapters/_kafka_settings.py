@@ -15,13 +15,16 @@ topic_prefix        (none)     topic = prefix + destination, e.g. ``prod.``
 max_in_flight       2048       unacked deliveries per consumer before fetching pauses
 session_timeout_ms  10000      group session; a silent member is replaced after this
                                (heartbeats every third of it)
-fetch_max_wait_ms   50         longest a fetch waits for data; every saga step is a
-                               consume -> publish -> consume round trip, so this bounds
-                               the latency a step adds when traffic is light. Apache
-                               Kafka answers a fetch as soon as data arrives; Tansu
-                               holds it for about its whole wait (a record was seen
-                               ~10 ms after its produce ack at 50, ~3 ms at 10), so
-                               there a lower value shortens every step
+fetch_max_wait_ms   50         longest a fetch waits for data while the consumer is
+                               idle (no records for a second); bounds the latency the
+                               first step after a lull adds on a broker that holds
+                               fetches (below)
+busy_fetch_wait_ms  10         the same while records flow. Apache Kafka answers a
+                               fetch as soon as data arrives, so there both only set
+                               how often an idle consumer polls; Tansu holds a fetch
+                               for about its whole wait, and every saga step (consume
+                               -> publish -> consume) pays it at each hop. Why two:
+                               :mod:`adapters._kafka_fetch_wait`
 idempotence         false      idempotent producer (brokers that support it; Tansu does not)
 transactions        false      wrap each publish batch in a Kafka transaction (implies
                                idempotence); correctness never rests on it
@@ -59,6 +62,7 @@ _OPTIONS = {
     "max_in_flight",
     "session_timeout_ms",
     "fetch_max_wait_ms",
+    "busy_fetch_wait_ms",
     "idempotence",
     "transactions",
     "security_protocol",
@@ -81,6 +85,7 @@ class KafkaSettings:
     max_in_flight: int = 2048
     session_timeout_ms: int = 10000
     fetch_max_wait_ms: int = 50
+    busy_fetch_wait_ms: int = 10
     idempotence: bool = False
     transactions: bool = False
     security_protocol: str = "PLAINTEXT"
@@ -118,6 +123,7 @@ class KafkaSettings:
             max_in_flight=_positive(q, "max_in_flight", 2048, safe),
             session_timeout_ms=_positive(q, "session_timeout_ms", 10000, safe),
             fetch_max_wait_ms=_positive(q, "fetch_max_wait_ms", 50, safe),
+            busy_fetch_wait_ms=_positive(q, "busy_fetch_wait_ms", 10, safe),
             idempotence=_flag(q, "idempotence", safe) or transactions,
             transactions=transactions,
             security_protocol=protocol,

@@ -30,6 +30,7 @@ from adapters.kafka import KafkaTransport
 from schemas.errors import ConfigError, TransportError
 from tests.support.kafka import Tansu, free_port, start_tansu_proxy
 from tests.support.proxy import TcpProxy
+from tests.support.waiting import wait_until
 from tests.transport.contract import (
     Names,
     Receiver,
@@ -258,6 +259,54 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
         assert not t.readiness.ready
         assert await committed(kafka_broker, names.group, tp) == 2
 
+    async def test_fetches_wait_briefly_while_records_flow_and_long_when_idle(
+        self, kafka_broker: Tansu, names: Names, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The wait each fetch request carries to the broker (captured as aiokafka builds
+        it): the idle wait until records come, the busy wait right after, the idle wait
+        again once none came for ``BUSY_FOR``."""
+        import aiokafka.consumer.fetcher as fetcher_module
+
+        from adapters import _kafka_fetch_wait
+
+        sent: list[int] = []
+        real = fetcher_module.FetchRequest
+
+        def capture(max_wait: int, *args: object, **kwargs: object) -> object:
+            sent.append(max_wait)
+            return real(max_wait, *args, **kwargs)
+
+        monkeypatch.setattr(fetcher_module, "FetchRequest", capture)
+        monkeypatch.setattr(_kafka_fetch_wait, "BUSY_FOR", 0.5)
+        t = KafkaTransport.from_url(
+            f"{kafka_broker.url}&fetch_max_wait_ms=120&busy_fetch_wait_ms=7"
+        )
+        await t.start()
+        topo = self.topology(names, "a")
+        try:
+            await t.declare(topo)
+            async with Receiver(t, topo, auto_ack=True) as rx:
+
+                async def idle_fetches() -> bool:
+                    return len(sent) >= 3
+
+                await wait_until(idle_fetches)
+                mark = len(sent)
+                assert set(sent[:mark]) == {120}, sent
+                await t.publish([msg(names.dest("a"), i, key="k") for i in range(5)])
+                await rx.wait_for(5)
+
+                async def busy_fetch() -> bool:
+                    return 7 in sent[mark:]
+
+                async def idle_again() -> bool:
+                    return sent[-1] == 120 and 7 in sent[mark:]
+
+                await wait_until(busy_fetch)
+                await wait_until(idle_again)
+        finally:
+            await t.close()
+
     async def test_readiness_and_errors_before_start(self, kafka_broker: Tansu) -> None:
         t = KafkaTransport.from_url(kafka_broker.url)
         assert not t.readiness.ready and "not started" in t.readiness.reason
@@ -458,3 +507,42 @@ def test_key_partitioner_picks_what_aiokafka_picks_across_cache_resets() -> None
     assert len(ours._hashes) <= 50
     assert {ours(None, [0, 1, 2], [2]) for _ in range(20)} == {2}
     assert ours(None, [0, 1, 2], []) in {0, 1, 2}
+
+
+def test_fetch_wait_is_short_for_a_second_after_records_and_never_above_the_idle_wait() -> None:
+    from adapters._kafka_fetch_wait import BUSY_FOR, FetchWait
+
+    class Fetcher:
+        _fetch_max_wait_ms = 500
+
+    class Consumer:
+        _fetcher = Fetcher()
+
+    consumer = Consumer()
+    wait = FetchWait(idle_ms=50, busy_ms=10)
+    wait.attach(consumer)
+    assert consumer._fetcher._fetch_max_wait_ms == 50
+    wait.observe(False, 100.0)
+    assert consumer._fetcher._fetch_max_wait_ms == 50
+    wait.observe(True, 101.0)
+    assert consumer._fetcher._fetch_max_wait_ms == 10
+    wait.observe(False, 101.0 + BUSY_FOR / 2)
+    assert consumer._fetcher._fetch_max_wait_ms == 10
+    wait.observe(False, 101.0 + BUSY_FOR)
+    assert consumer._fetcher._fetch_max_wait_ms == 50
+    assert FetchWait(idle_ms=5, busy_ms=10).busy_ms == 5
+
+
+def test_fetch_wait_without_the_private_attribute_warns_and_does_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from adapters._kafka_fetch_wait import FetchWait
+
+    class Consumer:
+        pass
+
+    wait = FetchWait(idle_ms=50, busy_ms=10)
+    wait.attach(Consumer())
+    wait.observe(True, 1.0)
+    assert "no fetcher wait" in caplog.text
+    assert wait.current == 50
