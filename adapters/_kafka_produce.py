@@ -71,6 +71,7 @@ async def send_batches(
     futures: list[asyncio.Future[Any]] = []
 
     async def hand_over(batch: Any, topic: str, partition: int) -> None:
+        batch.close()  # complete: the sender takes it at once instead of lingering
         futures.append(await producer.send_batch(batch, topic, partition=partition))
         # send_batch checks for a closed producer only on entry; one that waited for an
         # earlier batch of its partition while stop() ran is queued after the final

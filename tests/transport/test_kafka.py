@@ -444,7 +444,8 @@ def test_tracker_skips_deliveries_still_held_after_a_rewind() -> None:
 async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed() -> None:
     """send_batch checks for a closed producer only on entry; a batch queued while stop()
     ran would never be sent. send_batches raises instead, and the confirmations it
-    already had are retrieved (no 'exception never retrieved' later)."""
+    already had are retrieved (no 'exception never retrieved' later). Every batch is
+    closed before it is handed over, so the sender takes it without lingering."""
     import asyncio
 
     from aiokafka.errors import ProducerClosed
@@ -461,6 +462,11 @@ async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed
         def append(self, **_: object) -> object | None:
             self.n += 1
             return object() if self.n <= 2 else None  # two records fill a batch
+
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
 
     class Producer:
         _closed = False
@@ -482,9 +488,18 @@ async def test_batched_publish_fails_instead_of_hanging_when_the_producer_closed
         return 0
 
     messages = [OutgoingMessage("t", b"x", f"m{i}", "same-key") for i in range(6)]
+    closed_when_handed: list[bool] = []
+    real_send = Producer.send_batch
+
+    async def send_batch(self: Producer, batch: Batch, topic: str, *, partition: int) -> object:
+        closed_when_handed.append(batch.closed)
+        return await real_send(self, batch, topic, partition=partition)
+
+    Producer.send_batch = send_batch  # type: ignore[method-assign]
     with pytest.raises(ProducerClosed):
         await send_batches(Producer(), KeyPartitioner(), str, unkeyed, messages)
     assert len(handed) == 2
+    assert closed_when_handed == [True, True], "a handed-over batch would linger"
     handed[0].set_exception(RuntimeError("failed later"))
     await asyncio.sleep(0)
     assert handed[0]._log_traceback is False  # retrieved by send_batches' callback
