@@ -8,6 +8,9 @@ saga transition. Here each message is appended to a ``BatchBuilder`` of its
 partition and each batch is handed over once (``send_batch``), with one future per
 batch. Order is the same as with ``send()``: messages of one call enter their
 partition's batch in call order, and batches enter the accumulator in call order.
+Each batch is closed before it is handed over: aiokafka lets an open one linger for
+``linger_ms`` in case ``send()`` appends to it, and a publish that waits for its
+acknowledgement would pay that wait.
 """
 
 from __future__ import annotations

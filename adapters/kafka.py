@@ -9,9 +9,10 @@ URL and options: see :mod:`adapters._kafka_settings`. How it maps the protocol:
   key, so one saga instance's messages share a partition and keep their order, and
   waits for every ``acks=all`` confirmation; one call's messages are built into one
   record batch per partition (:mod:`adapters._kafka_produce`, which also remembers
-  each key's hash). Messages without a key are not spread one by one (aiokafka's
-  default picks a random partition per record, which lets two messages published
-  together arrive in either order): all unkeyed messages of
+  each key's hash), closed when handed over so the sender takes it at once (an
+  open batch waits out ``linger_ms``). Messages without a key are not spread one by
+  one (aiokafka's default picks a random partition per record, which lets two
+  messages published together arrive in either order): all unkeyed messages of
   one :meth:`publish` call to one topic go to the same partition, so they keep
   their order too, and successive calls rotate over the partitions (Kafka's own
   "sticky" partitioning of null keys, KIP-480). aiokafka keeps at most one produce
