@@ -43,7 +43,8 @@ no compensation run). Its ``data`` may carry a ``reason``."""
 _NAMESPACE = uuid.UUID("6f1c3a9e-3b7d-4f7e-9a55-5a6177697265")
 
 
-_NS_BYTES = _NAMESPACE.bytes
+_NS_SHA1 = hashlib.sha1(_NAMESPACE.bytes)
+"""SHA-1 already fed the namespace: each id copies it and hashes only its own name."""
 _VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
 """The RFC 4122 variant bits set on a hex digit: what ``uuid.UUID(version=5)`` does."""
 
@@ -54,12 +55,14 @@ def message_id(cause: str, saga: str, index: int) -> str:
     The same value as ``str(uuid.uuid5(namespace, ...))``, computed on the hex digest
     (version digit, variant digit) without building a UUID object: this runs once per
     emitted message."""
-    h = hashlib.sha1(_NS_BYTES + f"{cause}/{saga}/{index}".encode()).hexdigest()
+    sha = _NS_SHA1.copy()
+    sha.update(f"{cause}/{saga}/{index}".encode())
+    h = sha.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 _FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
-_SAME_TYPES: dict[tuple[type[BaseModel], type[BaseModel]], bool] = {}
+_SHARED: dict[tuple[type[BaseModel], type[BaseModel]], tuple[tuple[str, ...], bool]] = {}
 
 
 def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
@@ -69,17 +72,18 @@ def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
-def _same_types(payload: type[BaseModel], state: type[BaseModel]) -> bool:
-    """Whether every field ``payload`` shares with ``state`` has the same annotation, so
-    its (already validated) values can be copied into the state without re-validation."""
+def _shared(payload: type[BaseModel], state: type[BaseModel]) -> tuple[tuple[str, ...], bool]:
+    """The fields ``payload`` shares with ``state``, and whether each has the same
+    annotation in both, so its (already validated) values can be copied into the state
+    without re-validation. Worked out once per pair of models: this runs per event."""
     key = (payload, state)
-    same = _SAME_TYPES.get(key)
-    if same is None:
+    plan = _SHARED.get(key)
+    if plan is None:
         pf, sf = payload.model_fields, state.model_fields
-        same = _SAME_TYPES[key] = all(
-            _assignable(pf[n].annotation, sf[n].annotation) for n in pf if n in sf
-        )
-    return same
+        names = tuple(n for n in pf if n in sf)
+        same = all(_assignable(pf[n].annotation, sf[n].annotation) for n in names)
+        plan = _SHARED[key] = (names, same)
+    return plan
 
 
 def _assignable(source: Any, target: Any) -> bool:
@@ -93,12 +97,14 @@ def _assignable(source: Any, target: Any) -> bool:
 def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> BaseModel:
     """``state`` with the same-named fields of ``payload`` copied in (a new state from
     ``payload`` alone when ``state`` is None)."""
-    fields = _field_names(model)
     if isinstance(payload, BaseModel):
-        incoming = {k: getattr(payload, k) for k in _field_names(type(payload)) if k in fields}
-        if state is not None and _same_types(type(payload), model):
+        names, same = _shared(type(payload), model)
+        values = payload.__dict__
+        incoming = {k: values[k] for k in names}
+        if state is not None and same:
             return _copy_with(state, incoming) if incoming else state
     elif isinstance(payload, dict):
+        fields = _field_names(model)
         incoming = {k: v for k, v in payload.items() if k in fields}
     else:
         incoming = {}
@@ -243,8 +249,8 @@ def _apply(
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
                 payload = action.model.model_validate(payload)
-            if isinstance(payload, BaseModel):
-                payload = payload.model_dump(mode="json")
+            if isinstance(payload, BaseModel):  # model_dump(mode="json"), minus its wrapper
+                payload = payload.__pydantic_serializer__.to_python(payload, mode="json")
             messages.append(
                 Envelope.new(
                     action.type,

@@ -120,7 +120,10 @@ def build_from_state(model: type[BaseModel]) -> Callable[[Context], BaseModel]:
                 values[name] = ctx.reason
             elif name == "correlation_id":
                 values[name] = ctx.correlation_id
-        return model.model_validate(values)
+        # model_validate minus its wrapper; looked up per call, as model_rebuild() may
+        # replace the validator after this builder was made
+        built: BaseModel = model.__pydantic_validator__.validate_python(values)
+        return built
 
     return build
 

@@ -38,7 +38,7 @@ def record_from_instance(instance: Instance) -> InstanceRecord:
         saga=instance.saga,
         correlation_id=instance.correlation_id,
         state=instance.state,
-        status=instance.status.value,
+        status=instance.status._value_,  # .value goes through enum's descriptor
         version=instance.version,
         data=instance.data.__pydantic_serializer__.to_json(instance.data),
         meta=orjson.dumps(instance.meta.to_json()),
@@ -110,13 +110,13 @@ def unit_for(
                 message_type=env.type,
                 from_state=decision.from_state,
                 to_state=after.state,
-                commands=tuple(f"{m.type}:{m.id}" for m in messages) if messages else (),
+                commands=tuple([f"{m.type}:{m.id}" for m in messages]) if messages else (),
                 at=now,
             ),
         ),
-        outbox=tuple(outbox_record(m, cid, now) for m in messages) if messages else (),
+        outbox=tuple([outbox_record(m, cid, now) for m in messages]) if messages else (),
         timers_set=tuple(
-            TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None
+            [TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None]
         ),
         timers_cancelled=tuple(cancelled),
     )
