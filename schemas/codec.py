@@ -45,8 +45,9 @@ def decode(body: bytes) -> Envelope:
     The common case (a valid event) is parsed and validated in one pass by
     pydantic-core; only a failure takes the slower path that tells "not JSON" from
     "not a CloudEvent" and names every attribute at fault."""
-    try:
-        return Envelope.model_validate_json(body)
+    try:  # model_validate_json minus its wrapper (0.5 of ~3.7 us per event)
+        envelope: Envelope = Envelope.__pydantic_validator__.validate_json(body)
+        return envelope
     except ValidationError:
         pass
     try:

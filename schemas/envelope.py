@@ -102,25 +102,33 @@ class Envelope(BaseModel):
         return env
 
     def attributes(self) -> dict[str, Any]:
-        """Every attribute that is set, ``data`` included, as JSON-ready values."""
+        """Every attribute that is set, ``data`` included, as JSON-ready values.
+
+        Read from ``__dict__`` (the fields) and ``__pydantic_extra__`` directly: this
+        runs once per message sent, and ``model_extra`` is a property."""
+        d = self.__dict__
         out: dict[str, Any] = {
-            "specversion": self.specversion,
-            "id": self.id,
-            "source": self.source,
-            "type": self.type,
+            "specversion": d["specversion"],
+            "id": d["id"],
+            "source": d["source"],
+            "type": d["type"],
         }
-        if self.time is not None:
-            out["time"] = self.time
-        out["datacontenttype"] = self.datacontenttype
-        for name in ("dataschema", "subject", "correlationid", "causationid", "attempt"):
-            value = getattr(self, name)
+        if d["time"] is not None:
+            out["time"] = d["time"]
+        out["datacontenttype"] = d["datacontenttype"]
+        for name in _OPTIONAL:
+            value = d[name]
             if value is not None:
                 out[name] = value
-        if self.model_extra:
-            out.update(self.model_extra)
-        out["data"] = self.data
+        extra = self.__pydantic_extra__
+        if extra:
+            out.update(extra)
+        out["data"] = d["data"]
         return out
 
+
+_OPTIONAL = ("dataschema", "subject", "correlationid", "causationid", "attempt")
+"""Attributes :meth:`Envelope.attributes` leaves out when they are None."""
 
 _NEW_FIELDS_SET = frozenset(
     {"specversion", "id", "source", "type", "time", "data", "correlationid", "causationid"}
