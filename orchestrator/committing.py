@@ -35,7 +35,10 @@ class Committing(Deciding):
             self._cache.clear()  # the outcome is unknown: trust only the store
             raise
         self._published = []
-        debug = log.bind().is_enabled_for(logging.DEBUG)  # once per batch, not per line
+        # One bound logger per batch: each call through the module's lazy proxy binds a
+        # new one (~3 us, even for a filtered-out line), and "saga finished" is per saga.
+        logger = log.bind()
+        debug = logger.is_enabled_for(logging.DEBUG)
         retry: dict[int, Delivery] = {}
         committed: list[OutgoingMessage] = []
         for unit, item, decision, after, outcome in zip(
@@ -51,7 +54,7 @@ class Committing(Deciding):
                     self.stats.transitions += 1
                     committed.extend(outgoing(o) for o in unit.outbox)
                     if debug:
-                        log.debug(
+                        logger.debug(
                             "transition",
                             saga=item.routed.saga.name,
                             correlation_id=item.routed.correlation_id,
@@ -63,7 +66,7 @@ class Committing(Deciding):
                             sent=[m.type for m in decision.messages],
                         )
                     if decision.instance.status.final:
-                        log.info(
+                        logger.info(
                             "saga finished",
                             saga=item.routed.saga.name,
                             correlation_id=item.routed.correlation_id,
