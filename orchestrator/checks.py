@@ -135,7 +135,29 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
                 f" start event {s!r} ({spec.model.__name__}) does not carry: give them defaults"
             )
 
+    problems.extend(_incomplete_models(defn))
     raise_problems(defn.name, problems)
+
+
+def _incomplete_models(defn: SagaDefinition) -> list[str]:
+    """Models pydantic has not finished building (forward references it could not
+    resolve yet), rebuilt here once. Why now: the engine calls their validators and
+    serializers directly on the hot path, and pydantic's deferred rebuild on first use
+    resolves names by counting stack frames up to the public ``model_validate``."""
+    models: dict[type[BaseModel], None] = {defn.state_model: None}
+    models.update((spec.model, None) for spec in defn.events.values() if spec.model is not None)
+    for rows in defn.transitions.values():
+        for t in rows:
+            models.update((a.model, None) for a in t.actions if isinstance(a, SendSpec) and a.model)
+    problems = []
+    for model in models:
+        if not model.__pydantic_complete__ and not model.model_rebuild(raise_errors=False):
+            problems.append(
+                f"model {model.__name__} is not fully defined (a forward reference pydantic"
+                f" cannot resolve yet): call {model.__name__}.model_rebuild() once the types"
+                " it names exist"
+            )
+    return problems
 
 
 def _check_sends(defn: SagaDefinition, actions: Iterable[object], where: str) -> list[str]:

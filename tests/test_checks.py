@@ -184,3 +184,25 @@ def test_definition_is_frozen() -> None:
         d.name = "other"  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
         d.events["y"] = None  # type: ignore[attr-defined, index]
+
+
+class Later(BaseModel):
+    """An event whose field names a class defined only after the saga is declared."""
+
+    id: str
+    extra: Missing  # type: ignore[name-defined]  # noqa: F821
+
+
+def test_a_model_with_a_forward_reference_resolves_at_load_or_is_a_problem() -> None:
+    """The engine calls pydantic's validators directly, so every model is built (or
+    rebuilt) when the saga loads, not on first use deep inside a batch."""
+    events = [Event("x.started", Start, correlate="id"), Event("x.done", Later)]
+    assert not Later.__pydantic_complete__
+    with pytest.raises(DefinitionError, match=r"model Later is not fully defined.*model_rebuild"):
+        machine(GOOD, events=events)
+    globals()["Missing"] = Cmd  # the referenced type now exists: the load rebuilds it
+    try:
+        machine(GOOD, events=events)
+        assert Later.__pydantic_complete__
+    finally:
+        del globals()["Missing"]
