@@ -16,15 +16,17 @@ max_in_flight       2048       unacked deliveries per consumer before fetching p
 session_timeout_ms  10000      group session; a silent member is replaced after this
                                (heartbeats every third of it)
 fetch_max_wait_ms   50         longest a fetch waits for data while the consumer is
-                               idle (no records for a second); bounds the latency the
-                               first step after a lull adds on a broker that holds
-                               fetches (below)
-busy_fetch_wait_ms  10         the same while records flow. Apache Kafka answers a
-                               fetch as soon as data arrives, so there both only set
-                               how often an idle consumer polls; Tansu holds a fetch
-                               for about its whole wait, and every saga step (consume
-                               -> publish -> consume) pays it at each hop. Why two:
-                               :mod:`adapters._kafka_fetch_wait`
+                               idle (no records for a quarter second); bounds the
+                               latency the first step after a lull adds on a broker
+                               that holds fetches (below)
+busy_fetch_wait_ms  10         the same while records flow (any broker). Apache Kafka
+                               answers a fetch as soon as data arrives, so there both
+                               only set how often a consumer polls when nothing comes;
+                               Tansu holds a fetch for about its whole wait, and every
+                               saga step (consume -> publish -> consume) pays it at
+                               each hop. Default: 10, or ``fetch_max_wait_ms`` when
+                               only that is given (one wait for every fetch, as
+                               before). Why two: :mod:`adapters._kafka_fetch_wait`
 idempotence         false      idempotent producer (brokers that support it; Tansu does not)
 transactions        false      wrap each publish batch in a Kafka transaction (implies
                                idempotence); correctness never rests on it
@@ -123,7 +125,10 @@ class KafkaSettings:
             max_in_flight=_positive(q, "max_in_flight", 2048, safe),
             session_timeout_ms=_positive(q, "session_timeout_ms", 10000, safe),
             fetch_max_wait_ms=_positive(q, "fetch_max_wait_ms", 50, safe),
-            busy_fetch_wait_ms=_positive(q, "busy_fetch_wait_ms", 10, safe),
+            # A fetch_max_wait_ms given alone keeps its old meaning for every fetch.
+            busy_fetch_wait_ms=_positive(
+                q, "busy_fetch_wait_ms", _positive(q, "fetch_max_wait_ms", 10, safe), safe
+            ),
             idempotence=_flag(q, "idempotence", safe) or transactions,
             transactions=transactions,
             security_protocol=protocol,

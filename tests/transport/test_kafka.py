@@ -379,6 +379,19 @@ def test_url_options_and_credentials_never_leak() -> None:
     assert kwargs["sasl_mechanism"] == "SCRAM-SHA-512" and kwargs["ssl_context"] is not None
 
 
+def test_fetch_waits_default_to_busy_10_idle_50_and_one_given_wait_applies_to_both() -> None:
+    def waits(query: str) -> tuple[int, int]:
+        s = KafkaSettings.from_url(f"kafka://h:9092{query}", env={})
+        return s.fetch_max_wait_ms, s.busy_fetch_wait_ms
+
+    assert waits("") == (50, 10)
+    assert waits("?fetch_max_wait_ms=500") == (500, 500)
+    assert waits("?busy_fetch_wait_ms=5") == (50, 5)
+    assert waits("?fetch_max_wait_ms=500&busy_fetch_wait_ms=20") == (500, 20)
+    with pytest.raises(ConfigError, match="busy_fetch_wait_ms"):
+        waits("?busy_fetch_wait_ms=0")
+
+
 def test_credentials_from_env_and_missing_ones_are_a_config_error() -> None:
     url = "kafka://h:9092?security_protocol=SASL_PLAINTEXT"
     s = KafkaSettings.from_url(
