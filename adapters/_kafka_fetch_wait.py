@@ -6,7 +6,7 @@ Apache Kafka answers such a fetch as soon as a record arrives, so its wait only
 matters when nothing comes. Tansu (and any broker that parks a fetch for its whole
 wait) answers only when the wait is over, so there every step pays up to the wait
 at every hop: with 50 ms, the bench's closed loop of sagas ran at 0.52 of the relay
-even with a stub in the engine's place, and at 0.75 with 10 ms. A short wait costs
+even with a stub in the engine's place, and at 0.66-0.77 with 10 ms. A short wait costs
 polls, though: an idle consumer fetching every 10 ms used 5.4% of a core, and its
 broker 5.5% (1.6% and 1.8% at 50 ms, measured on Tansu). So a consumer that has seen
 records within the last :data:`BUSY_FOR` seconds fetches with the short wait, and an
