@@ -186,7 +186,7 @@ async def test_a_fatal_store_error_stops_the_engine_with_that_error() -> None:
 class BusyTransport(MemoryTransport):
     """Always has the next batch ready, and acks slowly: a SIGTERM under load."""
 
-    async def ack(self, deliveries: Sequence[Delivery]) -> None:  # type: ignore[override]
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
         await asyncio.sleep(0.02)
         await super().ack(deliveries)
 
