@@ -9,6 +9,11 @@ import pytest
 from orchestrator.bench_lots import Lots
 
 
+async def _accept(first: int, count: int) -> None:
+    """A feeder's publish that takes every input (and yields, as a broker call would)."""
+    await asyncio.sleep(0)
+
+
 async def test_the_timed_lot_starts_from_empty_and_the_window_holds() -> None:
     sent: list[tuple[int, int, int]] = []  # (first, count, finished when sent)
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -47,13 +52,10 @@ async def test_a_failing_feeder_stops_the_run_at_once() -> None:
 
 
 async def test_a_failing_consumer_stops_the_feeder() -> None:
-    async def publish(first: int, count: int) -> None:
-        await asyncio.sleep(0)
-
     async def consume() -> None:
         raise ValueError("bad batch")
 
-    lots = Lots(warmup=2, measured=5, window=5, max_batch=5, publish=publish)
+    lots = Lots(warmup=2, measured=5, window=5, max_batch=5, publish=_accept)
     with pytest.raises(ValueError, match="bad batch"):
         await asyncio.wait_for(lots.run(consume), 5)
 
@@ -61,10 +63,7 @@ async def test_a_failing_consumer_stops_the_feeder() -> None:
 async def test_the_rate_ends_when_the_last_input_finishes() -> None:
     """Closing the stream afterwards (a Kafka group leave, a final commit) is not timed."""
 
-    async def publish(first: int, count: int) -> None:
-        await asyncio.sleep(0)
-
-    lots = Lots(warmup=0, measured=4, window=4, max_batch=4, publish=publish)
+    lots = Lots(warmup=0, measured=4, window=4, max_batch=4, publish=_accept)
 
     async def consume() -> None:
         await asyncio.sleep(0.01)
@@ -81,24 +80,18 @@ async def test_a_run_where_nothing_finishes_is_called_stalled(
 ) -> None:
     monkeypatch.setattr("orchestrator.bench_lots.STALL_SECONDS", 0.2)
 
-    async def publish(first: int, count: int) -> None:
-        await asyncio.sleep(0)
-
     async def consume() -> None:
         await asyncio.Event().wait()  # takes the inputs, never finishes one
 
-    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=publish)
+    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=_accept)
     with pytest.raises(RuntimeError, match=r"bench stalled: nothing finished in 0.2s; 5 in flight"):
         await asyncio.wait_for(lots.run(consume), 5)
 
 
 async def test_a_consumer_ending_early_is_an_error() -> None:
-    async def publish(first: int, count: int) -> None:
-        await asyncio.sleep(0)
-
     async def consume() -> None:
         lots.done(2)  # then returns with three still unfinished
 
-    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=publish)
+    lots = Lots(warmup=0, measured=5, window=5, max_batch=5, publish=_accept)
     with pytest.raises(RuntimeError, match="the engine stopped before every input finished"):
         await asyncio.wait_for(lots.run(consume, "the engine"), 5)
