@@ -5,10 +5,11 @@ on which thread they run, :mod:`orchestrator.store._sqlite_write` holds the writ
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.store import _schema as s
+from orchestrator.store._sqlite_rows import chunks, flat, tuples
 from orchestrator.store.base import InstanceKey
 
 __all__ = [
@@ -25,17 +26,6 @@ __all__ = [
     "versions",
 ]
 
-_CHUNK = 400  # keys per ``IN (VALUES ...)``: far below SQLite's bound-parameter limit
-
-
-def _values(n: int) -> str:
-    return "(VALUES " + ",".join(["(?,?)"] * n) + ") AS k"
-
-
-def _chunks(pairs: Sequence[tuple[str, str]]) -> Iterable[Sequence[tuple[str, str]]]:
-    for i in range(0, len(pairs), _CHUNK):
-        yield pairs[i : i + _CHUNK]
-
 
 def select_pairs(
     conn: sqlite3.Connection,
@@ -48,15 +38,17 @@ def select_pairs(
 
     Written as ``VALUES ... CROSS JOIN`` because SQLite plans a row-value
     ``(a, b) IN (VALUES ...)`` as a full table scan; the cross join makes the
-    key list the outer loop, with one primary-key lookup per key."""
+    key list the outer loop, with one primary-key lookup per key. Chunked in powers of
+    two (:mod:`orchestrator.store._sqlite_rows`): this runs at every commit, and a
+    statement per batch size would be compiled again and again."""
     rows: list[Any] = []
     a, b = on
-    for chunk in _chunks(pairs):
+    for start, k in chunks(conn, len(pairs), 2):
         sql = (
-            f"SELECT {columns} FROM {_values(len(chunk))} CROSS JOIN {table} t "
+            f"SELECT {columns} FROM (VALUES {tuples(2, k)}) AS k CROSS JOIN {table} t "
             f"ON t.{a} = k.column1 AND t.{b} = k.column2"
         )
-        rows.extend(conn.execute(sql, [x for pair in chunk for x in pair]))
+        rows.extend(conn.execute(sql, flat(pairs[start : start + k])))
     return rows
 
 

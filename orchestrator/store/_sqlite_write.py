@@ -6,57 +6,21 @@ Why not ``executemany``: it runs the statement once per row, and every run of
 While the event loop thread is busy (it always is under load), taking it back
 waits for that thread to yield, so a commit of 80 units measured 17 ms on a NATS
 bench, about 200 us per unit, against about 60 us when the loop thread was idle.
-One ``INSERT ... VALUES (...), (...), ...`` per table steps once for all its rows.
-
-Row counts are cut into power-of-two chunks (256, 128, ..., 1) so that only a
-few distinct SQL strings exist per table, and sqlite3's statement cache keeps
-them prepared.
+One ``INSERT ... VALUES (...), (...), ...`` per table steps once for all its rows
+(chunked as :mod:`orchestrator.store._sqlite_rows` says).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import Plan
+from orchestrator.store._sqlite_rows import chunks, flat, marks, tuples
 
-__all__ = ["MAX_ROWS", "delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
-
-MAX_ROWS = 256
-"""Rows per statement at most; fewer when SQLite's bound-parameter limit is lower (999
-before SQLite 3.32, 32,766 since): 9 columns x 256 rows = 2,304 parameters."""
-
-
-def _chunks(conn: sqlite3.Connection, n: int, width: int) -> list[tuple[int, int]]:
-    """``(start, size)`` pieces of ``n`` rows of ``width`` values, each size a power of
-    two, within MAX_ROWS and this SQLite's bound-parameter limit."""
-    fit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width
-    cap = min(MAX_ROWS, 1 << (fit.bit_length() - 1))
-    out = []
-    i = 0
-    while i < n:
-        k = min(cap, 1 << ((n - i).bit_length() - 1))
-        out.append((i, k))
-        i += k
-    return out
-
-
-@lru_cache(maxsize=512)
-def _tuples(width: int, rows: int) -> str:
-    one = "(" + ",".join("?" * width) + ")"
-    return ",".join([one] * rows)
-
-
-@lru_cache(maxsize=64)
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
-    return [v for r in rows for v in r]
+__all__ = ["delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
 
 
 def insert_rows(
@@ -64,15 +28,15 @@ def insert_rows(
 ) -> None:
     """``{head} VALUES (...), ... {tail}`` for ``rows`` (all of one width), in order."""
     width = len(rows[0])
-    for start, k in _chunks(conn, len(rows), width):
-        conn.execute(f"{head} VALUES {_tuples(width, k)} {tail}", _flat(rows[start : start + k]))
+    for start, k in chunks(conn, len(rows), width):
+        conn.execute(f"{head} VALUES {tuples(width, k)} {tail}", flat(rows[start : start + k]))
 
 
 def delete_by_id(conn: sqlite3.Connection, table: str, column: str, ids: Sequence[Any]) -> None:
     """Delete the rows of ``table`` whose ``column`` (its primary key) is in ``ids``."""
-    for start, k in _chunks(conn, len(ids), 1):
+    for start, k in chunks(conn, len(ids), 1):
         conn.execute(
-            f"DELETE FROM {table} WHERE {column} IN ({_marks(k)})",
+            f"DELETE FROM {table} WHERE {column} IN ({marks(k)})",
             list(ids[start : start + k]),
         )
 
@@ -86,11 +50,11 @@ def delete_by_key(
     ``(a, b) IN (VALUES ...)`` as a full scan, while the join probes the primary key."""
     on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(columns))
     width = len(columns)
-    for start, k in _chunks(conn, len(keys), width):
+    for start, k in chunks(conn, len(keys), width):
         conn.execute(
             f"DELETE FROM {table} WHERE rowid IN (SELECT t.rowid FROM"
-            f" (VALUES {_tuples(width, k)}) AS k CROSS JOIN {table} t ON {on})",
-            _flat(keys[start : start + k]),
+            f" (VALUES {tuples(width, k)}) AS k CROSS JOIN {table} t ON {on})",
+            flat(keys[start : start + k]),
         )
 
 
