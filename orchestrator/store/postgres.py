@@ -33,7 +33,6 @@ import asyncpg
 from orchestrator.store import _postgres_write as w
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import batch_time, plan_batch, unit_time
-from orchestrator.store._postgres_write import ConcurrentInsert, write_plan
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceKey,
@@ -255,7 +254,7 @@ class PostgresStore:
                 with self._errors("commit"):
                     async with pool.acquire() as conn, conn.transaction():
                         return await self._commit(conn, units, published)
-            except ConcurrentInsert:
+            except w.ConcurrentInsert:
                 continue
         raise StoreError(
             f"postgres store {self.location}: commit raced with another writer "
@@ -288,7 +287,7 @@ class PostgresStore:
         undo = inserted - {(m[0], m[1]) for m in plan.inbox}
         if undo:
             await conn.execute(w.SQL_INBOX_DELETE, *w.columns(sorted(undo), 2))
-        await write_plan(conn, plan, versions)
+        await w.write_plan(conn, plan, versions)
         if published:
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", published)
         return plan.outcomes
