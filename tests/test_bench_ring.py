@@ -1,5 +1,5 @@
-"""The ring yardstick's private namespace on each broker (its messages must never reach
-the engine's durable consumer), and batch building for Kafka without a broker."""
+"""The ring yardstick's private namespace on each broker: its messages must never reach
+the engine's durable consumer."""
 
 from __future__ import annotations
 
