@@ -123,11 +123,24 @@ class MemoryStore:
             heapq.heappop(heap)
 
     async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
+        """The earliest due timers, read off the heap: O(due x log n), not a scan of every
+        timer on each housekeeping tick. What is popped is pushed back (a due timer stays
+        until the engine's commit cancels it), except entries a move or cancel made stale."""
         self._check()
-        self._drop_stale_heads()
-        due = [t for t in self._timers.values() if t.due <= now]
-        due.sort(key=lambda t: (t.due, t.key))
-        return due[:limit]
+        heap, timers = self._timer_heap, self._timers
+        due: list[TimerRecord] = []
+        keep: list[tuple[float, tuple[str, str, str]]] = []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            entry = heapq.heappop(heap)
+            timer = timers.get(entry[1])
+            if timer is None or timer.due != entry[0]:
+                continue  # moved or cancelled since: dropped from the heap
+            if not keep or keep[-1] != entry:  # set twice at the same time: once
+                keep.append(entry)
+                due.append(timer)
+        for entry in keep:
+            heapq.heappush(heap, entry)
+        return due
 
     async def next_timer_due(self) -> float | None:
         self._check()
