@@ -248,7 +248,8 @@ def _apply(
                 ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure, ctx.meta.timers))
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
-                payload = action.model.model_validate(payload)
+                # as build_from_state does: the validator itself, so both paths agree
+                payload = action.model.__pydantic_validator__.validate_python(payload)
             if isinstance(payload, BaseModel):  # model_dump(mode="json"), minus its wrapper
                 payload = payload.__pydantic_serializer__.to_python(payload, mode="json")
             messages.append(
