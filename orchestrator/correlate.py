@@ -9,7 +9,7 @@ rejected before it can touch state) and finds the correlation id: the
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
@@ -31,10 +31,12 @@ class Routed:
     envelope: Envelope
     correlation_id: str
     payload: Any
+    key: tuple[str, str] = field(init=False)
+    """``(saga name, correlation id)``, the instance's key: made once, read several times
+    per event."""
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.saga.name, self.correlation_id)
+    def __post_init__(self) -> None:
+        self.key = (self.saga.name, self.correlation_id)
 
 
 class Router:

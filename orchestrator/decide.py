@@ -135,6 +135,20 @@ def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:
     return new
 
 
+_LAST_WHEN: list[Any] = [None, None]
+
+
+def _when(now: float) -> datetime:
+    """``datetime.fromtimestamp(now, UTC)``, kept for the last ``now``: the engine decides
+    a whole batch at one ``now``, and this runs per event."""
+    last = _LAST_WHEN
+    if last[0] != now:
+        last[1] = datetime.fromtimestamp(now, UTC)
+        last[0] = now
+    when: datetime = last[1]
+    return when
+
+
 def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: float) -> Decision:
     """Apply ``event`` to ``instance`` (None when none exists yet)."""
     env = event.envelope
@@ -218,7 +232,7 @@ def _apply(
     data = instance.data
     if event.spec is not None and event.spec.merge and instance.version > 0:
         data = _merge(saga.state_model, data, event.payload)
-    when = datetime.fromtimestamp(now, UTC)
+    when = _when(now)
     ctx = Context(data, event.payload, env, instance.correlation_id, instance.meta, when)
     row: Transition | None = None
     for candidate in rows:

@@ -69,7 +69,9 @@ class Deciding(EngineState):
             if current is None:
                 record = records.get(key)
                 current = instance_from_record(saga, record) if record is not None else None
-            current = self._settle(current, waiting.get(key, []), batch, seen, now)
+            waits = waiting.get(key)  # _settle only where something waits: this runs per event
+            if waits:
+                current = self._settle(current, waits, batch, seen, now)
             held: list[Item] = []
             for item in key_items:
                 mark = (saga.name, item.routed.envelope.id)
@@ -80,8 +82,10 @@ class Deciding(EngineState):
                 if decision.kind == "applied":
                     current = self._applied(item, decision, batch, now)
                     seen.add(mark)
-                    current = self._settle(current, held, batch, seen, now)
-                    current = self._settle(current, waiting.get(key, []), batch, seen, now)
+                    if held:
+                        current = self._settle(current, held, batch, seen, now)
+                    if waits:
+                        current = self._settle(current, waits, batch, seen, now)
                 elif decision.kind == "park":
                     held.append(item)
                 elif decision.kind == "reject":
