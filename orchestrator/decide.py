@@ -135,17 +135,19 @@ def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:
     return new
 
 
-_LAST_WHEN: list[Any] = [None, None]
+_last_when: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0.0, UTC))
 
 
 def _when(now: float) -> datetime:
     """``datetime.fromtimestamp(now, UTC)``, kept for the last ``now``: the engine decides
-    a whole batch at one ``now``, and this runs per event."""
-    last = _LAST_WHEN
-    if last[0] != now:
-        last[1] = datetime.fromtimestamp(now, UTC)
-        last[0] = now
-    when: datetime = last[1]
+    a whole batch at one ``now``, and this runs per event. The pair is replaced in one
+    assignment, so engines on several threads never see one's time with another's."""
+    global _last_when
+    last = _last_when
+    if last[0] == now:
+        return last[1]
+    when = datetime.fromtimestamp(now, UTC)
+    _last_when = (now, when)
     return when
 
 
