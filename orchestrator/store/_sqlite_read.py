@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.store import _schema as s
-from orchestrator.store._sqlite_rows import chunks, flat, tuples
+from orchestrator.store._sqlite_rows import chunks, flat, keyed_join
 from orchestrator.store.base import InstanceKey
 
 __all__ = [
@@ -34,20 +34,13 @@ def select_pairs(
     on: tuple[str, str],
     pairs: Sequence[tuple[str, str]],
 ) -> list[Any]:
-    """``columns`` of the rows of ``table`` whose ``on`` columns equal one of ``pairs``.
-
-    Written as ``VALUES ... CROSS JOIN`` because SQLite plans a row-value
-    ``(a, b) IN (VALUES ...)`` as a full table scan; the cross join makes the
-    key list the outer loop, with one primary-key lookup per key. Chunked in powers of
-    two (:mod:`orchestrator.store._sqlite_rows`): this runs at every commit, and a
-    statement per batch size would be compiled again and again."""
+    """``columns`` of the rows of ``table`` whose ``on`` columns equal one of ``pairs``
+    (through :func:`~orchestrator.store._sqlite_rows.keyed_join`, which says why).
+    Chunked in powers of two: this runs at every commit, and a statement per batch
+    size would be compiled again and again."""
     rows: list[Any] = []
-    a, b = on
     for start, k in chunks(conn, len(pairs), 2):
-        sql = (
-            f"SELECT {columns} FROM (VALUES {tuples(2, k)}) AS k CROSS JOIN {table} t "
-            f"ON t.{a} = k.column1 AND t.{b} = k.column2"
-        )
+        sql = f"SELECT {columns} FROM {keyed_join(table, on, k)}"
         rows.extend(conn.execute(sql, flat(pairs[start : start + k])))
     return rows
 

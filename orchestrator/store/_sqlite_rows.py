@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["MAX_ROWS", "chunks", "flat", "marks", "tuples"]
+__all__ = ["MAX_ROWS", "chunks", "flat", "keyed_join", "marks", "tuples"]
 
 MAX_ROWS = 256
 """Rows per statement at most; fewer when SQLite's bound-parameter limit is lower (999
@@ -46,6 +46,18 @@ def tuples(width: int, rows: int) -> str:
 def marks(n: int) -> str:
     """``?,?,...``: ``n`` placeholders."""
     return ",".join("?" * n)
+
+
+@lru_cache(maxsize=256)
+def keyed_join(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """``(VALUES (?,..),..) AS k CROSS JOIN {table} t ON t.c1 = k.column1 AND ...``: the
+    rows of ``table`` matching ``rows`` keys on ``columns``, aliased ``t``.
+
+    Why a cross join: SQLite plans a row-value ``(a, b) IN (VALUES ...)`` as a full
+    table scan; the cross join makes the key list the outer loop, with one primary-key
+    lookup per key. The reads select from it, the deletes take its rowids."""
+    on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(columns))
+    return f"(VALUES {tuples(len(columns), rows)}) AS k CROSS JOIN {table} t ON {on}"
 
 
 def flat(rows: Sequence[Sequence[Any]]) -> list[Any]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import Plan
-from orchestrator.store._sqlite_rows import chunks, flat, marks, tuples
+from orchestrator.store._sqlite_rows import chunks, flat, keyed_join, marks, tuples
 
 __all__ = ["delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
 
@@ -42,18 +42,14 @@ def delete_by_id(conn: sqlite3.Connection, table: str, column: str, ids: Sequenc
 
 
 def delete_by_key(
-    conn: sqlite3.Connection, table: str, columns: Sequence[str], keys: Sequence[Sequence[Any]]
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], keys: Sequence[Sequence[Any]]
 ) -> None:
-    """Delete the rows of ``table`` whose ``columns`` equal one of ``keys``.
-
-    Through ``rowid IN (SELECT ... CROSS JOIN ...)``: SQLite plans a row-value
-    ``(a, b) IN (VALUES ...)`` as a full scan, while the join probes the primary key."""
-    on = " AND ".join(f"t.{c} = k.column{i + 1}" for i, c in enumerate(columns))
-    width = len(columns)
-    for start, k in chunks(conn, len(keys), width):
+    """Delete the rows of ``table`` whose ``columns`` equal one of ``keys``, by the rowids
+    of :func:`~orchestrator.store._sqlite_rows.keyed_join` (which says why a join)."""
+    for start, k in chunks(conn, len(keys), len(columns)):
         conn.execute(
-            f"DELETE FROM {table} WHERE rowid IN (SELECT t.rowid FROM"
-            f" (VALUES {tuples(width, k)}) AS k CROSS JOIN {table} t ON {on})",
+            f"DELETE FROM {table} WHERE rowid IN"
+            f" (SELECT t.rowid FROM {keyed_join(table, columns, k)})",
             flat(keys[start : start + k]),
         )
 
