@@ -17,6 +17,7 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from orchestrator.correlate import Routed
 from orchestrator.definition import (
@@ -73,25 +74,54 @@ def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
 
 
 def _shared(payload: type[BaseModel], state: type[BaseModel]) -> tuple[tuple[str, ...], bool]:
-    """The fields ``payload`` shares with ``state``, and whether each has the same
-    annotation in both, so its (already validated) values can be copied into the state
-    without re-validation. Worked out once per pair of models: this runs per event."""
+    """The fields ``payload`` shares with ``state``, and whether their (already validated)
+    values can be copied into the state without validating it again: only when the state
+    would accept each value unchanged. Worked out once per pair of models: this runs per
+    event."""
     key = (payload, state)
     plan = _SHARED.get(key)
     if plan is None:
         pf, sf = payload.model_fields, state.model_fields
         names = tuple(n for n in pf if n in sf)
-        same = all(_assignable(pf[n].annotation, sf[n].annotation) for n in names)
+        same = not _validates_itself(state) and _same_strings(payload, state)
+        same = same and all(_assignable(pf[n], sf[n]) for n in names)
         plan = _SHARED[key] = (names, same)
     return plan
 
 
-def _assignable(source: Any, target: Any) -> bool:
-    """A value validated as ``source`` is valid as ``target`` (same type, or ``target``
-    is a union that lists ``source``, such as ``str | None`` for ``str``)."""
-    if source == target:
+def _validates_itself(model: type[BaseModel]) -> bool:
+    """``model`` has validators of its own (field or model): they may reject or change a
+    value its type alone accepts, so a copied value would skip them."""
+    d = model.__pydantic_decorators__
+    return bool(d.field_validators or d.model_validators or d.validators or d.root_validators)
+
+
+_STRING_RULES = (
+    "str_strip_whitespace",
+    "str_to_lower",
+    "str_to_upper",
+    "str_min_length",
+    "str_max_length",
+)
+"""Model settings that change or reject a string its type alone accepts."""
+
+
+def _same_strings(source: type[BaseModel], target: type[BaseModel]) -> bool:
+    """``target`` applies no string rule that ``source`` did not already apply."""
+    s, t = source.model_config, target.model_config
+    return all(not t.get(k) or t.get(k) == s.get(k) for k in _STRING_RULES)
+
+
+def _assignable(source: FieldInfo, target: FieldInfo) -> bool:
+    """A value validated as ``source`` is valid, unchanged, as ``target``: the same type,
+    or a union that lists it (``str | None`` for ``str``), and no constraint of the
+    target's (``min_length``, ``gt``, a pattern...) that the source did not check too."""
+    if target.metadata and target.metadata != source.metadata:
+        return False
+    s, t = source.annotation, target.annotation
+    if s == t:
         return True
-    return get_origin(target) in (Union, UnionType) and source in get_args(target)
+    return get_origin(t) in (Union, UnionType) and s in get_args(t)
 
 
 def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> BaseModel:
