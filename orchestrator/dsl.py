@@ -67,7 +67,9 @@ class Event:
     """An event the saga consumes. ``model`` validates its ``data`` (a mismatch is
     dead-lettered, never half-applied). ``correlate`` is the fallback when the
     ``correlationid`` attribute is absent: a field name of ``data`` or a function
-    of the (validated) data. ``merge`` copies same-named data fields into the state."""
+    of the (validated) data. ``merge`` copies same-named data fields into the state,
+    which must accept them under its own rules (constraints, validators); if it does
+    not, the event is dead-lettered and the instance stays as it was."""
 
     type: str
     model: ModelType | None = None
