@@ -10,6 +10,7 @@ nothing is half-applied.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
+from pydantic_core import to_jsonable_python
 
 from orchestrator.correlate import Routed
 from orchestrator.definition import (
@@ -32,6 +34,7 @@ from orchestrator.definition import (
     Transition,
 )
 from orchestrator.model import Decision, Instance, Meta, Status, TimerChange
+from orchestrator.statedata import state_dict, state_from_dict
 from schemas.codec import describe_validation_error
 from schemas.envelope import Envelope
 
@@ -83,17 +86,25 @@ def _shared(payload: type[BaseModel], state: type[BaseModel]) -> tuple[tuple[str
     if plan is None:
         pf, sf = payload.model_fields, state.model_fields
         names = tuple(n for n in pf if n in sf)
-        same = not _validates_itself(state) and _same_strings(payload, state)
+        same = not _validates_itself(state) and _same_config(payload, state)
         same = same and all(_assignable(pf[n], sf[n]) for n in names)
         plan = _SHARED[key] = (names, same)
     return plan
 
 
 def _validates_itself(model: type[BaseModel]) -> bool:
-    """``model`` has validators of its own (field or model): they may reject or change a
-    value its type alone accepts, so a copied value would skip them."""
+    """``model`` runs code of its own when validated (field or model validators,
+    ``model_post_init``) or keeps values beside its fields (a ``cached_property``, such
+    as a cached computed field): a copied value would skip the one and leave the other
+    stale."""
     d = model.__pydantic_decorators__
-    return bool(d.field_validators or d.model_validators or d.validators or d.root_validators)
+    if d.field_validators or d.model_validators or d.validators or d.root_validators:
+        return True
+    if model.__pydantic_post_init__ is not None:
+        return True
+    return any(
+        isinstance(v, functools.cached_property) for c in model.__mro__ for v in vars(c).values()
+    )
 
 
 _STRING_RULES = (
@@ -103,12 +114,16 @@ _STRING_RULES = (
     "str_min_length",
     "str_max_length",
 )
-"""Model settings that change or reject a string its type alone accepts."""
+"""Model settings that change or reject a string its type alone accepts (checked by
+:func:`_same_config`)."""
 
 
-def _same_strings(source: type[BaseModel], target: type[BaseModel]) -> bool:
-    """``target`` applies no string rule that ``source`` did not already apply."""
+def _same_config(source: type[BaseModel], target: type[BaseModel]) -> bool:
+    """``target`` applies no string rule that ``source`` did not already apply, and both
+    hold enums the same way (members, or their values under ``use_enum_values``)."""
     s, t = source.model_config, target.model_config
+    if bool(s.get("use_enum_values")) != bool(t.get("use_enum_values")):
+        return False
     return all(not t.get(k) or t.get(k) == s.get(k) for k in _STRING_RULES)
 
 
@@ -129,10 +144,10 @@ def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> Bas
     ``payload`` alone when ``state`` is None)."""
     if isinstance(payload, BaseModel):
         names, same = _shared(type(payload), model)
-        values = payload.__dict__
-        incoming = {k: values[k] for k in names}
         if state is not None and same:
-            return _copy_with(state, incoming) if incoming else state
+            values = payload.__dict__
+            return _copy_with(state, {k: values[k] for k in names}) if names else state
+        incoming = state_dict(payload, set(names)) if names else {}
     elif isinstance(payload, dict):
         fields = _field_names(model)
         incoming = {k: v for k, v in payload.items() if k in fields}
@@ -140,14 +155,9 @@ def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> Bas
         incoming = {}
     if state is not None and not incoming:
         return state
-    base = state.model_dump() if state is not None else {}
-    for k, v in incoming.items():
-        if isinstance(v, BaseModel):
-            v = v.model_dump()
-        elif isinstance(v, list):
-            v = [x.model_dump() if isinstance(x, BaseModel) else x for x in v]
-        base[k] = v
-    return model.model_validate(base)
+    base = state_dict(state) if state is not None else {}
+    base.update(incoming)
+    return state_from_dict(model, base)
 
 
 def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:
@@ -295,9 +305,13 @@ def _apply(
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
                 # as build_from_state does: the validator itself, so both paths agree
-                payload = action.model.__pydantic_validator__.validate_python(payload)
+                payload = action.model.__pydantic_validator__.validate_python(payload, by_name=True)
             if isinstance(payload, BaseModel):  # model_dump(mode="json"), minus its wrapper
                 payload = payload.__pydantic_serializer__.to_python(payload, mode="json")
+            elif payload is not None:
+                # a builder's own data (a Decimal, a datetime...) made JSON here, where a
+                # value that cannot be rejects the event instead of failing the commit
+                payload = to_jsonable_python(payload)
             messages.append(
                 Envelope.new(
                     action.type,

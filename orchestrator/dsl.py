@@ -42,6 +42,7 @@ from orchestrator.definition import (
     timer_event,
 )
 from orchestrator.model import Status
+from orchestrator.statedata import state_dict, state_from_dict
 
 ModelType = type[BaseModel]
 """A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
@@ -124,7 +125,7 @@ def build_from_state(model: type[BaseModel]) -> Callable[[Context], BaseModel]:
                 values[name] = ctx.correlation_id
         # model_validate minus its wrapper; looked up per call, as model_rebuild() may
         # replace the validator after this builder was made
-        built: BaseModel = model.__pydantic_validator__.validate_python(values)
+        built: BaseModel = model.__pydantic_validator__.validate_python(values, by_name=True)
         return built
 
     return build
@@ -297,8 +298,7 @@ def _wrap_update(
         out = fn(ctx.state, ctx.event)
         if isinstance(out, BaseModel):
             return out
-        merged = {**ctx.state.model_dump(), **out}
-        return type(ctx.state).model_validate(merged)
+        return state_from_dict(type(ctx.state), {**state_dict(ctx.state), **out})
 
     return update
 

@@ -12,6 +12,7 @@ from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessag
 from orchestrator.correlate import Routed
 from orchestrator.definition import SagaDefinition
 from orchestrator.model import Decision, Instance, Meta, Status
+from orchestrator.statedata import state_from_json, state_json
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceRecord,
@@ -40,7 +41,7 @@ def record_from_instance(instance: Instance) -> InstanceRecord:
         state=instance.state,
         status=instance.status._value_,  # .value goes through enum's descriptor
         version=instance.version,
-        data=instance.data.__pydantic_serializer__.to_json(instance.data),
+        data=state_json(instance.data),
         meta=orjson.dumps(instance.meta.to_json()),
         created_at=instance.created_at,
         updated_at=instance.updated_at,
@@ -54,7 +55,7 @@ def instance_from_record(saga: SagaDefinition, record: InstanceRecord) -> Instan
         state=record.state,
         status=Status(record.status),
         version=record.version,
-        data=saga.state_model.model_validate_json(record.data),
+        data=state_from_json(saga.state_model, record.data),
         meta=Meta.from_json(orjson.loads(record.meta)),
         created_at=record.created_at,
         updated_at=record.updated_at,
