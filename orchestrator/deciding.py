@@ -5,10 +5,13 @@ itself once the reads are in."""
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from adapters.base import Delivery
-from orchestrator.batch import Batch, EngineState, Item, Reads
+from orchestrator.batch import Batch, EngineState, Item, Reads, log
 from orchestrator.correlate import Routed
 from orchestrator.decide import decide
+from orchestrator.definition import SagaDefinition
 from orchestrator.model import Decision, Instance
 from orchestrator.persist import (
     instance_from_record,
@@ -17,11 +20,16 @@ from orchestrator.persist import (
 )
 from orchestrator.store.base import (
     InstanceKey,
+    InstanceRecord,
     ParkedRecord,
+    TimerRecord,
     UnitOfWork,
 )
-from schemas.codec import decode
+from schemas.codec import decode, describe_validation_error
 from schemas.errors import MessageError
+
+UNLOADABLE_TIMER_RETRY = 60.0
+"""Seconds before a timer of an instance whose state does not load is tried again."""
 
 __all__ = ["Deciding"]
 
@@ -68,7 +76,10 @@ class Deciding(EngineState):
             current = reads.provisional.get(key) or self._cache.get(key)
             if current is None:
                 record = records.get(key)
-                current = instance_from_record(saga, record) if record is not None else None
+                if record is not None:
+                    current = self._load(saga, record, key_items, batch, seen, now)
+                    if current is None:
+                        continue
             waits = waiting.get(key)  # _settle only where something waits: this runs per event
             if waits:
                 current = self._settle(current, waits, batch, seen, now)
@@ -80,7 +91,10 @@ class Deciding(EngineState):
                     continue
                 decision = decide(saga, current, item.routed, now)
                 if decision.kind == "applied":
-                    current = self._applied(item, decision, batch, now)
+                    after = self._applied(item, decision, batch, now)
+                    if after is None:
+                        continue
+                    current = after
                     seen.add(mark)
                     if held:
                         current = self._settle(current, held, batch, seen, now)
@@ -143,16 +157,68 @@ class Deciding(EngineState):
                 waiting.remove(item)
                 progress = True
                 if decision.kind == "applied":
-                    current = self._applied(item, decision, batch, now)
-                    seen.add(mark)
+                    after = self._applied(item, decision, batch, now)
+                    if after is not None:
+                        current = after
+                        seen.add(mark)
+                    elif item.parked is not None:  # dead-lettered: no longer parked
+                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
                 else:
                     self._reject(item, decision.reason, batch)
                     if item.parked is not None:
                         batch.add(UnitOfWork(unparked=(mark,)), item, None)
         return current
 
-    def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance:
-        unit = unit_for(item.routed, decision, now, fired_timer=item.timer)
+    def _load(
+        self,
+        saga: SagaDefinition,
+        record: InstanceRecord,
+        items: list[Item],
+        batch: Batch,
+        seen: set[tuple[str, str]],
+        now: float,
+    ) -> Instance | None:
+        """The stored instance, or None when its state no longer loads (the state model
+        changed incompatibly, say). Then each message for it is dead-lettered with why,
+        and each timer tried again later: the engine goes on with every other instance,
+        and nothing is lost while an operator mends the model."""
+        try:
+            return instance_from_record(saga, record)
+        except Exception as exc:
+            detail = (
+                describe_validation_error(exc, "field")
+                if isinstance(exc, ValidationError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+        reason = (
+            f"saga {saga.name!r} instance {record.correlation_id!r}: its stored state"
+            f" (version {record.version}) does not load as {saga.state_model.__name__}: {detail}"
+        )
+        log.error("stored instance does not load", reason=reason)
+        for item in items:
+            if item.timer is not None:
+                due = now + UNLOADABLE_TIMER_RETRY
+                timer = TimerRecord(saga.name, record.correlation_id, item.timer, due)
+                batch.add(UnitOfWork(timers_set=(timer,)), item, None)
+            elif (saga.name, item.routed.envelope.id) in seen:
+                self.stats.duplicates += 1  # handled before the state stopped loading
+            else:
+                self._reject(item, reason, batch)
+        return None
+
+    def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance | None:
+        """Add the unit of work of an applied decision; None (and the event rejected) if
+        its records cannot be made, say a state value that has no JSON form."""
+        try:
+            unit = unit_for(item.routed, decision, now, fired_timer=item.timer)
+        except Exception as exc:
+            env = item.routed.envelope
+            reason = (
+                f"saga {item.routed.saga.name!r} on {env.type} {env.id}: the new state or"
+                f" a command cannot be written: {type(exc).__name__}: {exc}"
+            )
+            self._reject(item, reason, batch)
+            return None
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
         after = decision.instance
