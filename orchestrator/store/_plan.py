@@ -124,6 +124,7 @@ def plan_batch(
             if state is None:
                 parked[pkey] = (_KEEP_EXISTING, p)
             elif state[0] == _DELETE:
+                del parked[pkey]  # parked again: it takes its new place in the order
                 parked[pkey] = (_REPLACE, p)
         for pkey in unit.unparked:
             parked[pkey] = (_DELETE, None)

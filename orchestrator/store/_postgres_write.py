@@ -54,6 +54,11 @@ SQL_INBOX_INSERT = (
     "SELECT * FROM unnest($1::text[], $2::text[], $3::float8[]) "
     "ON CONFLICT DO NOTHING RETURNING saga, message_id"
 )
+SQL_INBOX_REDATE = (
+    "UPDATE inbox i SET at = k.at "
+    "FROM unnest($1::text[], $2::text[], $3::float8[]) AS k (ks, kc, at) "
+    "WHERE i.saga = k.ks AND i.message_id = k.kc"
+)
 SQL_INBOX_DELETE = (
     "DELETE FROM inbox i USING " + KEYS + " WHERE i.saga = k.ks AND i.message_id = k.kc"
 )

@@ -11,6 +11,7 @@ import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
+from orchestrator.store._plan import batch_time, unit_time
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceKey,
@@ -66,6 +67,7 @@ class MemoryStore:
     ) -> list[Outcome]:
         self._check()
         outcomes: list[Outcome] = []
+        fallback = batch_time(units)
         for unit in units:
             if unit.inbox is not None and unit.inbox in self._inbox:
                 outcomes.append(Outcome.DUPLICATE)
@@ -76,18 +78,17 @@ class MemoryStore:
                 if current_version != unit.expected_version:
                     outcomes.append(Outcome.CONFLICT)
                     continue
-            self._apply(unit)
+            self._apply(unit, fallback)
             outcomes.append(Outcome.COMMITTED)
         for mid in published:
             self._outbox.pop(mid, None)
+        self._compact_timers()
         return outcomes
 
-    def _apply(self, unit: UnitOfWork) -> None:
-        if unit.inbox is not None:
-            at = unit.history[0].at if unit.history else 0.0
-            if unit.instance is not None:
-                at = unit.instance.updated_at
-            self._inbox[unit.inbox] = at
+    def _apply(self, unit: UnitOfWork, fallback: float) -> None:
+        if unit.inbox is not None:  # dated as the durable stores date it (_plan.unit_time)
+            at = unit_time(unit)
+            self._inbox[unit.inbox] = fallback if at is None else at
         if unit.instance is not None:
             self._instances[unit.instance.key] = unit.instance
         for h in unit.history:
@@ -112,6 +113,15 @@ class MemoryStore:
         self._check()
         for mid in ids:
             self._outbox.pop(mid, None)
+
+    def _compact_timers(self) -> None:
+        """Rebuild the timer heap once it holds more stale entries (moved or cancelled
+        timers, dropped lazily) than live ones: a saga that moves one timer at every step
+        would otherwise leave an entry per step until its old due time comes round."""
+        heap = self._timer_heap
+        if len(heap) > 2 * len(self._timers) + 1024:
+            self._timer_heap = [(t.due, key) for key, t in self._timers.items()]
+            heapq.heapify(self._timer_heap)
 
     def _drop_stale_heads(self) -> None:
         heap = self._timer_heap

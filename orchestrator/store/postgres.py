@@ -287,6 +287,11 @@ class PostgresStore:
         undo = inserted - {(m[0], m[1]) for m in plan.inbox}
         if undo:
             await conn.execute(w.SQL_INBOX_DELETE, *w.columns(sorted(undo), 2))
+        # a mark was inserted with the time of the first unit carrying it; if that unit
+        # did not commit (a conflict) and a later one did, the mark takes the later's
+        redate = sorted(m for m in plan.inbox if marks[(m[0], m[1])] != m[2])
+        if redate:
+            await conn.execute(w.SQL_INBOX_REDATE, *w.columns(redate, 3))
         await w.write_plan(conn, plan, versions)
         if published:
             await conn.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", published)

@@ -38,3 +38,16 @@ async def test_due_timers_come_off_the_heap_once_each_and_in_order() -> None:
     await store.commit([UnitOfWork(timers_cancelled=((SAGA, "b", "t"), (SAGA, "a", "t")))])
     assert [t.key for t in await store.due_timers(100.0)] == [(SAGA, "c", "t")]
     assert await store.next_timer_due() == 9.0
+
+
+async def test_the_timer_heap_stays_compact_when_timers_keep_moving() -> None:
+    """A saga moves its step timer at every step; the entries that leaves behind are
+    dropped once they outnumber the live timers, not kept until their due time."""
+    store = MemoryStore()
+    await store.open()
+    for n in range(10_000):  # always earlier, so the stale entries never reach the top
+        await store.commit([UnitOfWork(timers_set=(timer("a", "t", 1e6 - n),))])
+    await store.commit([UnitOfWork(timers_set=(timer("b", "t", 5.0),))])
+    assert len(store._timer_heap) <= 2 * 2 + 1024 + 1
+    assert [t.key for t in await store.due_timers(1e7)] == [(SAGA, "b", "t"), (SAGA, "a", "t")]
+    assert await store.next_timer_due() == 5.0
