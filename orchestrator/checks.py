@@ -9,8 +9,9 @@ Temporal validates workflow decorators at import. Same idea.)
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import get_args, get_origin
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretBytes, SecretStr
 
 from orchestrator.definition import (
     INITIAL,
@@ -136,7 +137,49 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
             )
 
     problems.extend(_incomplete_models(defn))
+    problems.extend(_unstorable(defn.state_model, defn.state_model.__name__, set()))
     raise_problems(defn.name, problems)
+
+
+_SECRETS = (SecretStr, SecretBytes)
+
+
+def _unstorable(model: type[BaseModel], where: str, seen: set[type[BaseModel]]) -> list[str]:
+    """State fields that would not survive being stored: the state is written as JSON
+    at every transition and read back after a restart, so what JSON leaves out or masks
+    would be lost without a word. Nested models are looked into too."""
+    seen.add(model)
+    out: list[str] = []
+    for name, f in model.model_fields.items():
+        at = f"{where}.{name}"
+        if f.exclude is True:
+            out.append(
+                f"state field {at} has Field(exclude=True): it would be lost each time the"
+                " state is stored; drop exclude, or keep the value out of the state"
+            )
+        for kind in _types_in(f.annotation):
+            if issubclass(kind, _SECRETS):
+                out.append(
+                    f"state field {at} is a {kind.__name__}: it would be stored masked"
+                    " ('**********') and come back so; keep secrets out of saga state"
+                    " (store a reference to them instead)"
+                )
+            elif issubclass(kind, BaseModel) and kind not in seen:
+                out.extend(_unstorable(kind, at, seen))
+    return out
+
+
+def _types_in(annotation: object) -> list[type]:
+    """The classes an annotation names, through unions, containers and Annotated."""
+    if isinstance(annotation, type) and not get_args(annotation):
+        return [annotation]
+    found: list[type] = []
+    origin = get_origin(annotation)
+    if isinstance(origin, type):  # list, dict...; None for unions and Annotated
+        found.append(origin)
+    for arg in get_args(annotation):
+        found.extend(_types_in(arg))
+    return found
 
 
 def _incomplete_models(defn: SagaDefinition) -> list[str]:

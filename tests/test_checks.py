@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, SecretStr
 
 from orchestrator import Event, Send, StateMachine, Step, StepSaga, Timeout, When
 from orchestrator.errors import DefinitionError
@@ -206,3 +206,21 @@ def test_a_model_with_a_forward_reference_resolves_at_load_or_is_a_problem() -> 
         assert Later.__pydantic_complete__
     finally:
         del globals()["Missing"]
+
+
+class Card(BaseModel):
+    number: SecretStr
+
+
+class Leaky(BaseModel):
+    id: str
+    scratch: str = Field(default="", exclude=True)
+    cards: list[Card] = []
+
+
+def test_state_fields_that_would_not_survive_the_store() -> None:
+    with pytest.raises(DefinitionError) as err:
+        machine(GOOD, state=Leaky)
+    text = str(err.value)
+    assert "state field Leaky.scratch has Field(exclude=True)" in text
+    assert "state field Leaky.cards.number is a SecretStr" in text
