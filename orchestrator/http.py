@@ -17,12 +17,14 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.model import Status
+from schemas.codec import describe_validation_error
 from schemas.errors import MessageError, StoreError, TransportError
 
 if TYPE_CHECKING:
@@ -114,6 +116,8 @@ def build_app(sidecar: Sidecar) -> Starlette:
             history = await sidecar.store.history((saga, cid)) if inst else []
         except StoreError as exc:
             return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        except ValidationError as exc:
+            return _unloadable(saga, cid, exc)
         if inst is None:
             return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
         return _JSON(
@@ -154,9 +158,24 @@ def build_app(sidecar: Sidecar) -> Starlette:
             inst = await sidecar.engine.abort(saga, cid, reason)
         except StoreError as exc:
             return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        except ValidationError as exc:
+            return _unloadable(saga, cid, exc)
         if inst is None:
             return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
         return _JSON({"state": inst.state, "status": inst.status.value})
+
+    def _unloadable(saga: str, cid: str, exc: ValidationError) -> Response:
+        """409: the instance exists, but its stored state does not load as the saga's
+        state model (which changed since): what to mend, not a bare 500."""
+        detail = describe_validation_error(exc, "field")
+        return _JSON(
+            {
+                "error": f"the stored state of {saga!r} instance {cid!r} does not load as"
+                f" the saga's state model: {detail}; give new fields defaults (or mend the"
+                " model) and redeploy"
+            },
+            409,
+        )
 
     return Starlette(
         routes=[

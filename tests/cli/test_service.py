@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -397,3 +398,22 @@ async def test_an_operator_aborts_an_instance_over_http(
     assert body["failure"] == "fraud" and body["history"][-1]["to_state"] == "aborted"
     assert (await client.post("/instances/order/nope/abort")).status_code == 404
     assert (await client.post("/instances/nosaga/x/abort")).status_code == 404
+
+
+async def test_an_instance_whose_state_no_longer_loads_is_a_409_that_says_why(
+    client: httpx.AsyncClient, sidecar: Sidecar, tmp_path: Path
+) -> None:
+    assert sidecar.engine is not None
+    await client.post("/events", content=orjson.dumps(order_placed("o-8", correlationid="o-8")))
+    transport = sidecar.transport
+    assert transport is not None
+    await sidecar.engine.handle(transport.poll(sidecar.engine.topology))  # type: ignore[attr-defined]
+    with sqlite3.connect(tmp_path / "sagawire.db") as db:  # as a changed model finds it
+        db.execute("UPDATE instances SET data = ? WHERE correlation_id = 'o-8'", (b"{}",))
+    for r in (
+        await client.get("/instances/order/o-8"),
+        await client.post("/instances/order/o-8/abort"),
+    ):
+        assert r.status_code == 409
+        assert "does not load as the saga's state model" in r.json()["error"]
+        assert "order_id" in r.json()["error"]
