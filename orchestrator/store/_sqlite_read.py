@@ -75,6 +75,6 @@ HISTORY = (
 INSTANCES = (
     f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
     "WHERE (?1 IS NULL OR saga = ?1) AND (?2 IS NULL OR status = ?2) "
-    "ORDER BY updated_at DESC LIMIT ?3"
+    "ORDER BY updated_at DESC, saga, correlation_id LIMIT ?3"
 )
 COUNTS = "SELECT status, count(*) FROM instances GROUP BY status"

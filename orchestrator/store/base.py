@@ -221,7 +221,8 @@ class Store(Protocol):
     async def instances(
         self, saga: str | None = None, status: str | None = None, limit: int = 100
     ) -> list[InstanceRecord]:
-        """Instances for admin views and tests, most recently updated first."""
+        """Instances for admin views and tests, most recently updated first (ties by saga,
+        then correlation id, so that a ``limit`` cuts the same rows on every store)."""
         ...
 
     async def counts(self) -> dict[str, int]:

@@ -201,7 +201,7 @@ class MemoryStore:
             for r in self._instances.values()
             if (saga is None or r.saga == saga) and (status is None or r.status == status)
         ]
-        rows.sort(key=lambda r: r.updated_at, reverse=True)
+        rows.sort(key=lambda r: (-r.updated_at, r.saga, r.correlation_id))
         return rows[:limit]
 
     async def counts(self) -> dict[str, int]:

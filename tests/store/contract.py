@@ -472,6 +472,7 @@ class StoreContract:
         assert [r.correlation_id for r in await store.instances(limit=2)] == ["b", "c"]
         assert [r.correlation_id for r in await store.instances(saga=SAGA)] == ["b", "a", "d"]
         assert [r.correlation_id for r in await store.instances(status="running")] == ["c", "a"]
+
         assert [
             r.correlation_id for r in await store.instances(saga="shipping", status="running")
         ] == ["c"]
@@ -481,6 +482,12 @@ class StoreContract:
         await store.commit([UnitOfWork(instance=done, expected_version=1)])
         assert await store.counts() == {"running": 1, "completed": 2, "failed": 1}
         assert (await store.instances())[0] == done
+
+    async def test_instances_updated_at_the_same_time_come_by_key(self, store: Store) -> None:
+        await store.commit([UnitOfWork(instance=inst(c, at=2.0)) for c in ("c", "a", "b")])
+        await store.commit([UnitOfWork(instance=inst("a", 2, at=2.0), expected_version=1)])
+        assert [r.correlation_id for r in await store.instances()] == ["a", "b", "c"]
+        assert [r.correlation_id for r in await store.instances(limit=2)] == ["a", "b"]
 
     # -- durability -----------------------------------------------------------------
 
