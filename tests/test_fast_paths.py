@@ -17,7 +17,7 @@ from functools import cached_property
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 from pydantic.alias_generators import to_camel
 
 from orchestrator import Event, Send, StateMachine, Step, StepSaga, When
@@ -363,3 +363,83 @@ async def test_a_builder_value_orjson_cannot_write_does_not_crash_the_engine() -
         await h.send("job.started", {"job_id": "j"})
         await h.send("work.done", {"job_id": "j"})  # must not raise out of the engine
         assert [c.data for c in h.commands("more.do")] == [{"amount": "12.50"}]
+
+
+# -- decide._merge: the state's own rules (constraints, validators, string settings) --
+# A reply's fields merged into the state must meet them, as the same reply sent without
+# a model does: reject the reply (dead letter, instance unchanged) or apply the validator.
+
+
+class DoneLoose(BaseModel):  # the reply's own model is looser than the state
+    job_id: str
+    code: str
+
+
+TYPED_DONE = pytest.mark.parametrize(
+    "done", [DoneLoose, None], ids=["typed reply", "untyped reply"]
+)
+
+
+class MoreCode(BaseModel):  # built from the state right after the merge
+    job_id: str
+    code: str | None
+
+
+class Constrained(BaseModel):
+    job_id: str
+    code: str | None = Field(default=None, min_length=3)
+
+
+class Validated(BaseModel):
+    job_id: str
+    code: str | None = None
+
+    @field_validator("code")
+    @classmethod
+    def upper(cls, v: str | None) -> str | None:
+        return v.upper() if v is not None else v
+
+
+class Lowered(BaseModel):
+    model_config = ConfigDict(str_to_lower=True)
+    job_id: str
+    code: str | None = None
+
+
+async def reply(state: type[BaseModel], done: type[BaseModel] | None, code: str) -> Any:
+    async with SagaHarness(saga(state, done, more=MoreCode)) as h:
+        await h.send("job.started", {"job_id": "j"})
+        await h.send("work.done", {"job_id": "j", "code": code})
+        sent = [c.data["code"] for c in h.commands("more.do")]
+        return (await h.instance("j")), h.dead_letters(), sent
+
+
+@TYPED_DONE
+async def test_a_constraint_only_the_state_declares_rejects_the_reply(
+    done: type[BaseModel] | None,
+) -> None:
+    inst, dead, sent = await reply(Constrained, done, "ab")
+    assert (inst.state, inst.data.code, sent) == ("work", None, [])  # unchanged
+    assert len(dead) == 1
+    assert "code" in dead[0].reason
+    assert "at least 3 characters" in dead[0].reason
+
+
+@TYPED_DONE
+async def test_a_state_validator_runs_on_merged_fields(done: type[BaseModel] | None) -> None:
+    inst, dead, sent = await reply(Validated, done, "abc")
+    assert not dead
+    assert (inst.data.code, sent) == ("ABC", ["ABC"])
+
+
+@TYPED_DONE
+async def test_a_string_rule_of_the_state_model_applies(done: type[BaseModel] | None) -> None:
+    inst, dead, sent = await reply(Lowered, done, "AbC")
+    assert not dead
+    assert (inst.data.code, sent) == ("abc", ["abc"])
+
+
+async def test_a_reply_that_meets_the_state_rules_is_merged() -> None:
+    inst, dead, sent = await reply(Constrained, DoneLoose, "abcd")
+    assert not dead
+    assert (inst.state, inst.data.code, sent) == ("more", "abcd", ["abcd"])
