@@ -383,14 +383,20 @@ async def test_sigterm_under_load_loses_nothing(process: Any) -> None:
     assert again.terminate() == 0
 
 
-async def test_an_operator_aborts_an_instance_over_http(
-    client: httpx.AsyncClient, sidecar: Sidecar
-) -> None:
+async def place_and_handle(client: httpx.AsyncClient, sidecar: Sidecar, order_id: str) -> None:
+    """POST an order.placed, then let the engine handle what the broker holds."""
     assert sidecar.engine is not None
-    await client.post("/events", content=orjson.dumps(order_placed("o-9", correlationid="o-9")))
+    event = order_placed(order_id, correlationid=order_id)
+    await client.post("/events", content=orjson.dumps(event))
     transport = sidecar.transport
     assert transport is not None
     await sidecar.engine.handle(transport.poll(sidecar.engine.topology))  # type: ignore[attr-defined]
+
+
+async def test_an_operator_aborts_an_instance_over_http(
+    client: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    await place_and_handle(client, sidecar, "o-9")
     r = await client.post("/instances/order/o-9/abort", params={"reason": "fraud"})
     assert r.status_code == 200
     assert r.json() == {"state": "aborted", "status": "aborted"}
@@ -403,11 +409,7 @@ async def test_an_operator_aborts_an_instance_over_http(
 async def test_an_instance_whose_state_no_longer_loads_is_a_409_that_says_why(
     client: httpx.AsyncClient, sidecar: Sidecar, tmp_path: Path
 ) -> None:
-    assert sidecar.engine is not None
-    await client.post("/events", content=orjson.dumps(order_placed("o-8", correlationid="o-8")))
-    transport = sidecar.transport
-    assert transport is not None
-    await sidecar.engine.handle(transport.poll(sidecar.engine.topology))  # type: ignore[attr-defined]
+    await place_and_handle(client, sidecar, "o-8")
     with sqlite3.connect(tmp_path / "sagawire.db") as db:  # as a changed model finds it
         db.execute("UPDATE instances SET data = ? WHERE correlation_id = 'o-8'", (b"{}",))
     for r in (
