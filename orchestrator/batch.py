@@ -89,6 +89,9 @@ class Batch:
     decisions: list[Decision | None] = field(default_factory=list)
     afters: list[Instance | None] = field(default_factory=list)  # with their new version
     dead: list[tuple[Delivery, str]] = field(default_factory=list)
+    rejected: dict[int, tuple[Delivery, str]] = field(default_factory=dict)
+    """Dead letters decided on an instance's state, by the index of the unit that checks
+    that state: each joins ``dead`` only if its unit commits."""
     failed: set[int] = field(default_factory=set)  # id(delivery) not to ack
     deliveries: list[Delivery] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)

@@ -33,6 +33,7 @@ class Committing(Deciding):
             outcomes = await self.store.commit(batch.units, published=self._published)
         except BaseException:
             self._cache.clear()  # the outcome is unknown: trust only the store
+            self._relay_needed = True  # and its outbox rows may be committed, unpublished
             raise
         self._published = []
         # One bound logger per batch: each call through the module's lazy proxy binds a
@@ -41,11 +42,16 @@ class Committing(Deciding):
         debug = logger.is_enabled_for(logging.DEBUG)
         retry: dict[int, Delivery] = {}
         committed: list[OutgoingMessage] = []
-        for unit, item, decision, after, outcome in zip(
-            batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True
+        rejected = batch.rejected
+        for i, (unit, item, decision, after, outcome) in enumerate(
+            zip(batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True)
         ):
             if after is not None:
                 self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
+            elif outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
+                self._cache.pop(item.routed.key, None)
+            if rejected and i in rejected and outcome is Outcome.COMMITTED:
+                batch.dead.append(rejected[i])
             if outcome is Outcome.COMMITTED:
                 if unit.parked:
                     self.stats.parked += 1
@@ -104,6 +110,8 @@ class Committing(Deciding):
 
     async def _finish(self, deliveries: Sequence[Delivery], batch: Batch) -> None:
         for d, reason in batch.dead:
+            if id(d) in batch.failed:  # to be decided again: dead-lettered then, if still so
+                continue
             try:
                 await self.transport.dead_letter(d, reason)
                 self.stats.dead_letters += 1

@@ -49,7 +49,12 @@ class Deciding(EngineState):
         seen = await self.store.seen(marks) if marks else set()
         missing = [k for k in keys if k not in self._cache and k not in self._provisional]
         records = await self.store.load(missing) if missing else {}
-        parked_keys = [k for k in keys if k in self._parked_keys]
+        # Parked messages of the instances this engine knows to have some, and of those
+        # about to be created: an early event may have been parked by another replica
+        # (housekeeping refreshes the known keys from the store, for the rest).
+        known = self._parked_keys
+        new = {k for k in missing if k not in records}
+        parked_keys = [k for k in keys if k in known or k in new]
         parked = await self.store.parked(parked_keys) if parked_keys else []
         seen.update(self._inflight)  # decided by the pending batch, not yet committed
         provisional = {k: self._provisional[k][1] for k in keys if k in self._provisional}
@@ -103,11 +108,13 @@ class Deciding(EngineState):
                 elif decision.kind == "park":
                     held.append(item)
                 elif decision.kind == "reject":
-                    self._reject(item, decision.reason, batch)
-                elif item.timer is not None:
-                    batch.add(
-                        UnitOfWork(timers_cancelled=((saga.name, key[1], item.timer),)), item, None
+                    self._reject(item, decision.reason, batch, _version(current))
+                elif item.timer is not None:  # ignored: its row goes, if the state still holds
+                    unit = UnitOfWork(
+                        timers_cancelled=((saga.name, key[1], item.timer),),
+                        check=(key, _version(current)),
                     )
+                    batch.add(unit, item, None)
             for item in held:
                 assert item.delivery is not None
                 reason = f"parked: {decide(saga, current, item.routed, now).reason}"
@@ -119,6 +126,7 @@ class Deciding(EngineState):
                     reason,
                     saga.park_for,
                 )
+                unit.check = (key, _version(current))  # parked on this state, not another's
                 batch.add(unit, item, None)
                 batch.parked_items.setdefault(key, []).append(
                     Item(item.routed, parked=unit.parked[0])
@@ -161,12 +169,8 @@ class Deciding(EngineState):
                     if after is not None:
                         current = after
                         seen.add(mark)
-                    elif item.parked is not None:  # dead-lettered: no longer parked
-                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
                 else:
-                    self._reject(item, decision.reason, batch)
-                    if item.parked is not None:
-                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
+                    self._reject(item, decision.reason, batch, _version(current))
         return current
 
     def _load(
@@ -199,11 +203,12 @@ class Deciding(EngineState):
             if item.timer is not None:
                 due = now + UNLOADABLE_TIMER_RETRY
                 timer = TimerRecord(saga.name, record.correlation_id, item.timer, due)
-                batch.add(UnitOfWork(timers_set=(timer,)), item, None)
+                check = (item.routed.key, record.version)
+                batch.add(UnitOfWork(timers_set=(timer,), check=check), item, None)
             elif (saga.name, item.routed.envelope.id) in seen:
                 self.stats.duplicates += 1  # handled before the state stopped loading
             else:
-                self._reject(item, reason, batch)
+                self._reject(item, reason, batch, record.version)
         return None
 
     def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance | None:
@@ -217,7 +222,8 @@ class Deciding(EngineState):
                 f"saga {item.routed.saga.name!r} on {env.type} {env.id}: the new state or"
                 f" a command cannot be written: {type(exc).__name__}: {exc}"
             )
-            self._reject(item, reason, batch)
+            assert decision.instance is not None
+            self._reject(item, reason, batch, decision.instance.version - 1)
             return None
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
@@ -226,16 +232,27 @@ class Deciding(EngineState):
         batch.add(unit, item, decision, after)
         return after
 
-    def _reject(self, item: Item, reason: str, batch: Batch) -> None:
+    def _reject(self, item: Item, reason: str, batch: Batch, version: int) -> None:
+        """What the instance at ``version`` cannot take: a message is dead-lettered (and
+        unparked, if it was parked), a timer's row deleted. Both only once the unit
+        commits, that is if the instance is still at that version: decided on a state
+        another replica has moved on (a stale cache), it is decided again instead."""
+        check = (item.routed.key, version)
         if item.timer is not None:
             saga, cid = item.routed.key
-            batch.add(UnitOfWork(timers_cancelled=((saga, cid, item.timer),)), item, None)
+            unit = UnitOfWork(timers_cancelled=((saga, cid, item.timer),), check=check)
+            batch.add(unit, item, None)
             return
         d = item.delivery
-        if d is None and item.parked is not None:
-            d = Delivery(destination=item.parked.destination, body=item.parked.body, headers={})
+        unit = UnitOfWork(check=check)
+        if item.parked is not None:
+            unit.unparked = ((item.parked.saga, item.parked.message_id),)
+            if d is None:
+                p = item.parked
+                d = Delivery(destination=p.destination, body=p.body, headers={})
         if d is not None:
-            batch.dead.append((d, reason))
+            batch.rejected[len(batch.units)] = (d, reason)
+        batch.add(unit, item, None)
 
     def _from_parked(self, p: ParkedRecord) -> Item | None:
         saga = self.router.sagas.get(p.saga)
@@ -249,3 +266,8 @@ class Deciding(EngineState):
             if isinstance(r, Routed) and r.saga.name == p.saga:
                 return Item(r, parked=p)
         return None
+
+
+def _version(instance: Instance | None) -> int:
+    """The version a decision was made on (0: no instance), for its unit's check."""
+    return 0 if instance is None else instance.version

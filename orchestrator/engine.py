@@ -263,14 +263,19 @@ class Engine(Housekeeping):
             correlationid=correlation_id,
         )
         routed = Routed(definition, None, env, correlation_id, env.data)
-        if await self.instance(saga, correlation_id) is None:
-            return None
-        async with self._lock:
-            await self._drain()
-            batch = Batch()
-            await self._decide_all([Item(routed)], batch, self.clock.now())
-            await self._complete(batch)
-        return await self.instance(saga, correlation_id)
+        inst = await self.instance(saga, correlation_id)
+        for _ in range(self.config.conflict_retries):
+            if inst is None or inst.status.final:
+                break
+            async with self._lock:
+                await self._drain()
+                self._cache.pop(routed.key, None)  # decide on the stored state, not a copy
+                batch = Batch()
+                await self._decide_all([Item(routed)], batch, self.clock.now())
+                await self._complete(batch)
+            # still running: another replica moved it first (a conflict); try again
+            inst = await self.instance(saga, correlation_id)
+        return inst
 
     async def instance(self, saga: str, correlation_id: str) -> Instance | None:
         records = await self.store.load([(saga, correlation_id)])

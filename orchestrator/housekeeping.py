@@ -50,6 +50,9 @@ class Housekeeping(Pipeline):
                 await self._complete(batch)
                 self.stats.timers_fired += len(items)
             await self._expire_parked(now)
+            # which instances have parked messages: this engine's own are added as it
+            # parks them, another replica's are learned here
+            self._parked_keys = await self.store.parked_keys()
             return len(timers)
 
     def _timer_item(self, t: TimerRecord) -> Item | None:
@@ -80,7 +83,6 @@ class Housekeeping(Pipeline):
         await self.store.commit(
             [UnitOfWork(unparked=tuple((p.saga, p.message_id) for p in expired))]
         )
-        self._parked_keys = await self.store.parked_keys()
 
     async def relay_pending(self) -> int:
         """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""

@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Sequence
 
 from adapters.base import Delivery
-from orchestrator.batch import Batch, Item, log
+from orchestrator.batch import Batch, Item, Reads, log
 from orchestrator.committing import Committing
 from orchestrator.correlate import Routed
 from schemas.codec import decode
@@ -33,8 +33,23 @@ class Pipeline(Committing):
             await self._drain()
             self.stats.deliveries += len(deliveries)
             batch = self._parse(list(deliveries))
-            self._decide_batch(batch, await self._read(batch.items), self.clock.now())
+            reads = await self._read_or_nack(batch)
+            if reads is None:
+                return
+            self._decide_batch(batch, reads, self.clock.now())
             await self._retry(await self._complete(batch))
+
+    async def _read_or_nack(self, batch: Batch) -> Reads | None:
+        """The batch's reads; None, with its deliveries nacked for redelivery, if the store
+        is unavailable for now (the engine goes on, as after a failed commit)."""
+        try:
+            return await self._read(batch.items)
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+            await self.transport.nack(batch.deliveries, delay=self.config.transient_retry_delay)
+            return None
 
     async def _retry(self, conflicted: list[Delivery]) -> None:
         """Decide again, serially and in order, what met a version conflict (another
@@ -59,11 +74,13 @@ class Pipeline(Committing):
         yet committed are read from ``_provisional``, its inbox marks from
         ``_inflight``. Commits stay in batch order, so an instance's transitions are
         persisted, published and acknowledged in arrival order. If the previous batch
-        met a version conflict, this one is committed too and both are retried
-        serially, in order."""
+        met a version conflict, this one, decided on it, is dropped and both are decided
+        again serially, in order."""
         self.stats.deliveries += len(deliveries)
         batch = self._parse(deliveries)
-        reads = await self._read(batch.items)
+        reads = await self._read_or_nack(batch)
+        if reads is None:
+            return
         prev, self._pending = self._pending, None
         committing = asyncio.ensure_future(self._complete(prev)) if prev is not None else None
         if committing is not None:
@@ -72,8 +89,9 @@ class Pipeline(Committing):
             self._decide_batch(batch, reads, self.clock.now())
         finally:
             retry = await committing if committing is not None else []
-        if retry:  # this batch was decided on the previous one's failed chain
-            await self._retry(retry + await self._complete(batch))
+        if retry:  # decided on the previous batch's instances, one of which conflicted:
+            self._forget(batch)  # committing it would build on a state that never was
+            await self._retry(retry + batch.deliveries)
             return
         self._pending = batch
 

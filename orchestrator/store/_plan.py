@@ -85,7 +85,7 @@ def plan_batch(
     """Decide each unit like ``MemoryStore.commit`` and collect the net writes.
 
     ``existing_marks`` are the batch's inbox marks already stored; ``versions``
-    the stored version of each touched instance that exists (absent means 0).
+    the stored version of each instance a unit writes or checks (absent means 0).
     Neither argument is modified."""
     plan = Plan()
     marks = set(existing_marks)
@@ -95,12 +95,16 @@ def plan_batch(
     outbox: dict[str, OutboxRecord] = {}
     timers: dict[tuple[str, str, str], TimerRecord | None] = {}
     parked: dict[tuple[str, str], tuple[str, ParkedRecord | None]] = {}
+    unborn: set[tuple[InstanceKey, int]] = set()  # what this batch's conflicts would have written
 
     for unit in units:
         if unit.inbox is not None and unit.inbox in marks:
             plan.outcomes.append(Outcome.DUPLICATE)
             continue
-        if unit.instance is not None and current.get(unit.instance.key, 0) != unit.expected_version:
+        expects = unit.expects()
+        if expects is not None and (expects in unborn or current.get(expects[0], 0) != expects[1]):
+            if unit.instance is not None:  # units chained on this one conflict too
+                unborn.add((unit.instance.key, unit.instance.version))
             plan.outcomes.append(Outcome.CONFLICT)
             continue
         plan.outcomes.append(Outcome.COMMITTED)

@@ -123,6 +123,11 @@ class UnitOfWork:
 
     ``expected_version`` is the version the engine loaded (0 for a new instance).
     ``inbox`` is the ``(saga, message_id)`` mark that makes redelivery a no-op.
+    ``check`` is ``(instance key, version)`` for a unit that does not write the instance
+    but was decided on it (a message parked or rejected, a timer ignored): it commits
+    only if the instance is still at that version (0: does not exist), like a write.
+    A unit chained on one that conflicted in the same commit (it expects the version
+    that one would have written) conflicts too.
     """
 
     instance: InstanceRecord | None = None
@@ -134,6 +139,13 @@ class UnitOfWork:
     timers_cancelled: tuple[tuple[str, str, str], ...] = ()
     parked: tuple[ParkedRecord, ...] = ()
     unparked: tuple[tuple[str, str], ...] = ()  # (saga, message_id)
+    check: tuple[InstanceKey, int] | None = None
+
+    def expects(self) -> tuple[InstanceKey, int] | None:
+        """``(instance key, version)`` this unit may commit on, if it depends on one."""
+        if self.instance is not None:
+            return self.instance.key, self.expected_version
+        return self.check
 
 
 class Outcome(enum.Enum):

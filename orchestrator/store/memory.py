@@ -68,14 +68,19 @@ class MemoryStore:
         self._check()
         outcomes: list[Outcome] = []
         fallback = batch_time(units)
+        unborn: set[tuple[InstanceKey, int]] = (
+            set()
+        )  # what this batch's conflicts would have written
         for unit in units:
             if unit.inbox is not None and unit.inbox in self._inbox:
                 outcomes.append(Outcome.DUPLICATE)
                 continue
-            if unit.instance is not None:
-                current = self._instances.get(unit.instance.key)
-                current_version = 0 if current is None else current.version
-                if current_version != unit.expected_version:
+            expects = unit.expects()
+            if expects is not None:
+                current = self._instances.get(expects[0])
+                if expects in unborn or (0 if current is None else current.version) != expects[1]:
+                    if unit.instance is not None:
+                        unborn.add((unit.instance.key, unit.instance.version))
                     outcomes.append(Outcome.CONFLICT)
                     continue
             self._apply(unit, fallback)

@@ -265,7 +265,7 @@ class PostgresStore:
     async def _commit(
         self, conn: Any, units: list[UnitOfWork], published: list[str]
     ) -> list[Outcome]:
-        keys = sorted({u.instance.key for u in units if u.instance is not None})
+        keys = sorted({e[0] for e in (u.expects() for u in units) if e is not None})
         versions: dict[InstanceKey, int] = {}
         if keys:
             rows = await conn.fetch(w.SQL_LOCK_VERSIONS, *w.columns(keys, 2))

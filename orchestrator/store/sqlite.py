@@ -364,7 +364,7 @@ class SqliteStore:
         # change before COMMIT: deciding in Python from it is as safe as per-row checks.
         conn.execute("BEGIN IMMEDIATE")
         marks = list(dict.fromkeys(u.inbox for u in units if u.inbox is not None))
-        keys = list(dict.fromkeys(u.instance.key for u in units if u.instance is not None))
+        keys = list(dict.fromkeys(e[0] for e in (u.expects() for u in units) if e is not None))
         plan = plan_batch(units, r.seen(conn, marks), r.versions(conn, keys))
         write_plan(conn, plan)
         if published:

@@ -278,6 +278,35 @@ class StoreContract:
         assert await store.commit([bad, good]) == [X, C]
         assert await store.seen([(SAGA, "m")]) == {(SAGA, "m")}
 
+    async def test_a_unit_chained_on_a_conflicting_one_conflicts_too(self, store: Store) -> None:
+        """The engine decides several messages for one instance in a batch, each on the
+        version the one before wrote. If the first conflicts (another replica moved the
+        instance to that same version number), the next must not land on the other's."""
+        assert await store.commit([step("a", 1)]) == [C]
+        assert await store.commit([step("a", 2)]) == [C]  # another replica's version 2
+        mine = UnitOfWork(instance=inst("a", 2, state="mine"), expected_version=1)
+        next_ = UnitOfWork(instance=inst("a", 3, state="mine"), expected_version=2)
+        assert await store.commit([mine, next_]) == [X, X]
+        assert (await store.load([(SAGA, "a")]))[(SAGA, "a")].version == 2
+
+    async def test_a_check_commits_only_on_the_version_it_names(self, store: Store) -> None:
+        """A unit that writes no instance but was decided on one (a message parked or
+        dead-lettered, a timer ignored) names the version it saw: 0 for none."""
+        key = (SAGA, "a")
+        parked = UnitOfWork(parked=(park("a", "p"),), check=(key, 0))
+        assert await store.commit([parked]) == [C]
+        assert await store.commit([step("a", 1)]) == [C]
+        late = UnitOfWork(parked=(park("a", "q"),), check=(key, 0))
+        ignored = UnitOfWork(timers_cancelled=((SAGA, "a", "t"),), check=(key, 1))
+        assert await store.commit([late, ignored]) == [X, C]
+        assert await store.commit([step("a", 2)]) == [C]
+        # decided on version 2 while this batch's own first unit, which conflicted, would
+        # have written 2 again: chained on it, so it conflicts even though 2 is stored
+        chained = UnitOfWork(check=(key, 2))
+        again = UnitOfWork(instance=inst("a", 2, state="again"), expected_version=1)
+        assert await store.commit([again, chained]) == [X, X]
+        assert [p.message_id for p in await store.parked([key])] == ["p"]
+
     async def test_large_batch(self, store: Store) -> None:
         units = [step(f"i{n}", 1) for n in range(700)]
         assert await store.commit(units) == [C] * 700
