@@ -181,7 +181,8 @@ class ConsumerRun:
         return Delivery(
             destination=self._settings.destination(r.topic),
             body=r.value or b"",
-            headers={k: v.decode("utf-8", "replace") for k, v in r.headers},
+            # a header may have a null value (Kafka allows it): kept as an empty string
+            headers={k: "" if v is None else v.decode("utf-8", "replace") for k, v in r.headers},
             key=None if r.key is None else r.key.decode("utf-8", "replace"),
             delivery_count=self.tracker.delivery_count(ticket),
             handle=ticket,

@@ -43,6 +43,9 @@ class Fetching:
     unsettled: dict[str, Msg]
     fetch_timeout: float
     error: Callable[[BaseException, str], TransportError]
+    last_chance: Callable[[Msg], Awaitable[bool]]
+    """Dead-letter (and ack) a message JetStream will not deliver again, instead of
+    giving it back: a nak at ``max_deliver`` drops it. True if it did."""
 
     async def stop(self, pumps: set[asyncio.Task[None]]) -> None:
         """Once told to stop, let a fetch that is already receiving finish (its messages
@@ -115,9 +118,10 @@ class Fetching:
             await self.nak_quietly(queue.get_nowait())
 
     async def nak_quietly(self, msgs: Sequence[Msg]) -> None:
-        """Best-effort nak on the way out; what fails comes back after ack_wait."""
-        with contextlib.suppress(Exception):
-            for m in msgs:
-                self.unsettled.pop(m.reply, None)
-                if not m.is_acked:
+        """Best-effort nak on the way out; what fails comes back after ack_wait. A
+        message on its last delivery is dead-lettered instead (``last_chance``)."""
+        for m in msgs:
+            self.unsettled.pop(m.reply, None)
+            with contextlib.suppress(Exception):  # each on its own: one failure skips none
+                if not m.is_acked and not await self.last_chance(m):
                     await m.nak()

@@ -7,23 +7,32 @@ means for order and retries; the consuming half is :mod:`adapters._nats_consumer
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import nats.errors
 from nats.js import JetStreamContext
 
 from adapters._util import retrieve_outcome
-from adapters.base import OutgoingMessage
+from adapters.base import HEADER_ORIGIN, HEADER_REASON, OutgoingMessage
 from schemas.errors import TransportError
 
-__all__ = ["HEADER_KEY", "PUBLISH_WINDOW", "publish_windows"]
+__all__ = ["HEADER_KEY", "PUBLISH_WINDOW", "fit_dead_letter", "publish_windows"]
 
 HEADER_KEY = "sagawire-key"
 """NATS has no record key: the key travels in this header and comes back as ``Delivery.key``."""
 
 PUBLISH_WINDOW = 1000
 """Messages written before their acks are awaited."""
+
+HEADER_DROPPED = "sagawire-dropped-headers"
+"""Names of headers left out because nats-py will not write them (comma-separated)."""
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name nats-py writes (its own check): the server takes others from other
+clients (``x/y``), and copying one into a dead letter would fail that publish for good."""
 
 
 async def publish_windows(
@@ -35,9 +44,22 @@ async def publish_windows(
     ack_timeout: float,
     lock: asyncio.Lock,
     error: Callable[[BaseException, str], TransportError],
+    max_payload: int,
 ) -> None:
     """Publish ``(message, dedup id)`` pairs in order; raise ``error(...)`` if any ack
-    fails or does not come within ``ack_timeout`` seconds (the caller retries the list)."""
+    fails or does not come within ``ack_timeout`` seconds (the caller retries the list).
+
+    A message larger than the server's ``max_payload``, headers included, is refused
+    here, before anything is written: nats-py checks the body alone, and the server
+    answers an oversized one by closing the connection, for good."""
+    for message, _ in messages:
+        size = wire_size(message.body, _headers(message, ""))
+        if size > max_payload:
+            raise TransportError(
+                f"publish to {message.destination!r} refused: {size} bytes with its"
+                f" headers, over the server's max_payload of {max_payload}",
+                retryable=False,
+            )
     for start in range(0, len(messages), PUBLISH_WINDOW):
         window = messages[start : start + PUBLISH_WINDOW]
         acks: list[asyncio.Future[Any]] = []
@@ -65,10 +87,36 @@ async def publish_windows(
                 fut.cancel()
 
 
+def wire_size(body: bytes, headers: dict[str, str]) -> int:
+    """Bytes of body and header block as the server counts them against max_payload."""
+    block = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+    return len(body) + len("NATS/1.0\r\n\r\n") + block
+
+
+def fit_dead_letter(message: OutgoingMessage, max_payload: int) -> OutgoingMessage:
+    """``message`` (a dead letter: the original bytes, its headers, a reason) made to fit
+    ``max_payload``: if the original's own headers are what push it over, only the
+    reason (shortened) and the original destination are kept. The body is never cut."""
+    if wire_size(message.body, _headers(message, "x" * 64)) <= max_payload:
+        return message
+    keep = {
+        HEADER_REASON: message.headers.get(HEADER_REASON, "")[:200],
+        HEADER_ORIGIN: message.headers.get(HEADER_ORIGIN, ""),
+        HEADER_DROPPED: "all: too large for max_payload",
+    }
+    return replace(message, headers=keep)
+
+
 def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:
     """NATS headers for ``message``. Caller ``Nats-*`` headers are dropped: JetStream
-    acts on them (``Nats-Rollup`` can purge a subject), and only we decide those."""
+    acts on them (``Nats-Rollup`` can purge a subject), and only we decide those; so
+    are names nats-py will not write (listed in ``sagawire-dropped-headers``)."""
     headers = {k: v for k, v in message.headers.items() if not k.lower().startswith("nats-")}
+    bad = [k for k in headers if k.strip() and not _TOKEN.fullmatch(k.strip())]
+    if bad:
+        for k in bad:
+            del headers[k]
+        headers[HEADER_DROPPED] = ",".join(sorted(bad))
     if message.key is not None:
         headers[HEADER_KEY] = message.key
     if dedup:

@@ -48,7 +48,7 @@ from nats.js import JetStreamContext
 from adapters._nats_consumer import Fetching
 from adapters._nats_errors import declaration_error, is_not_found, translate
 from adapters._nats_options import NatsOptions
-from adapters._nats_publish import HEADER_KEY, publish_windows
+from adapters._nats_publish import HEADER_KEY, fit_dead_letter, publish_windows
 from adapters._nats_topology import (
     ConsumerPlan,
     check_stream,
@@ -85,7 +85,12 @@ class NatsTransport:
         self._declared: set[Topology] = set()
         self._unsettled: dict[str, Msg] = {}
         self._fetching = Fetching(
-            self._closed, self._connected, self._unsettled, options.fetch_timeout, self._error
+            self._closed,
+            self._connected,
+            self._unsettled,
+            options.fetch_timeout,
+            self._error,
+            self._last_chance,
         )
         self._pumps: set[asyncio.Task[None]] = set()
         self._subs: list[JetStreamContext.PullSubscription] = []
@@ -116,6 +121,7 @@ class NatsTransport:
                     error_cb=self._on_error,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
+                    closed_cb=self._on_closed,
                 ),
                 timeout=self.options.connect_timeout,
             )
@@ -133,7 +139,7 @@ class NatsTransport:
         """Stop the pumps, stop listening, nak what we hold, then disconnect."""
         self._closed.set()
         await self._fetching.stop(self._pumps)
-        nc, self._nc = self._nc, None
+        nc = self._nc
         if nc is None:
             return
         # Unsubscribe first: a pull request left lingering on the server must not
@@ -141,7 +147,10 @@ class NatsTransport:
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+        # (with the connection still ours: a message on its last delivery is
+        # dead-lettered rather than given back, which needs a publish)
         await self._fetching.nak_quietly(list(self._unsettled.values()))
+        self._nc = None
         with contextlib.suppress(Exception):
             await nc.flush(timeout=max(1, int(min(self.options.publish_timeout, 5.0))))
         with contextlib.suppress(Exception):
@@ -153,6 +162,12 @@ class NatsTransport:
         nc = self._nc
         if nc is None:
             return Readiness(False, f"NATS transport to {self.options.display} is not started")
+        if nc.is_closed and not self._closed.is_set():
+            return Readiness(
+                False,
+                f"the NATS client closed its connection to {self.options.display} and will"
+                " not reconnect; restart the sidecar",
+            )
         if not nc.is_connected:
             since = self._down_since or asyncio.get_running_loop().time()
             down = asyncio.get_running_loop().time() - since
@@ -167,6 +182,14 @@ class NatsTransport:
             return
         self._down_since = asyncio.get_running_loop().time()
         _log.warning("NATS connection to %s lost; reconnecting", self.options.display)
+
+    async def _on_closed(self) -> None:
+        """nats-py gave up on the connection (reconnects exhausted, or a protocol error
+        such as a payload over the server's limit): nothing comes back by itself, so
+        readiness says so for good and the pumps stop waiting."""
+        self._connected.clear()
+        if not self._closed.is_set():
+            _log.error("NATS connection to %s closed for good", self.options.display)
 
     async def _on_reconnected(self) -> None:
         self._connected.set()
@@ -326,12 +349,29 @@ class NatsTransport:
         msgs = self._held(deliveries)
         try:
             for m in msgs:
-                await m.nak(delay=delay if delay > 0 else None)
+                if not await self._last_chance(m):
+                    await m.nak(delay=delay if delay > 0 else None)
             await self._flush()
         except nats.errors.Error as exc:
             raise self._error(exc, f"nack of {len(msgs)} deliveries") from exc
         finally:
             self._forget(msgs)
+
+    async def _last_chance(self, msg: Msg) -> bool:
+        """Dead-letter and ack ``msg`` if JetStream will not deliver it again (a nak on
+        its last delivery drops it from the consumer): True if it did so."""
+        try:
+            count = msg.metadata.num_delivered
+        except nats.errors.NotJSMessageError:
+            return False
+        if count < self.options.max_deliver:
+            return False
+        delivery = self._delivery(msg)
+        await self.dead_letter(
+            delivery, f"given back on its last delivery ({count} of max_deliver)"
+        )
+        await msg.ack()
+        return True
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         message = dead_letter_message(delivery, reason)
@@ -344,7 +384,7 @@ class NatsTransport:
             dedup = f"{DEADLETTER}/{meta.stream}/{meta.sequence.stream}"
         else:
             dedup = f"{DEADLETTER}/{delivery.destination}/{message.message_id}"
-        await self._publish([(message, dedup)])
+        await self._publish([(fit_dead_letter(message, self._require_nc().max_payload), dedup)])
 
     def _held(self, deliveries: Sequence[Delivery]) -> list[Msg]:
         return [d.handle for d in deliveries if isinstance(d.handle, Msg) and not d.handle.is_acked]
@@ -373,6 +413,7 @@ class NatsTransport:
             ack_timeout=self.options.publish_timeout,
             lock=self._send_lock,
             error=self._error,
+            max_payload=self._require_nc().max_payload,
         )
 
     # -- helpers ------------------------------------------------------------------

@@ -121,14 +121,7 @@ class RabbitTransport:
         """Run on every (re)connect, before readiness turns true."""
         doing = f"declaring exchange {self.config.exchange!r}"
         try:
-            channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.declare_exchange(
-                self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-            )
-            # Publishing goes straight to aiormq: aio_pika.Message costs ~40% more CPU
-            # per message, and the sidecar's relay is CPU-bound on the client side.
-            self._publisher = await channel.get_underlay_channel()
-            self._publisher_owner = channel  # kept alive: it routes returns to the confirms
+            await self._open_publisher(conn)
             for topology in list(self._topologies):
                 doing = f"declaring queues for group {topology.group!r}"
                 await self._declare_on(conn, topology)
@@ -137,6 +130,21 @@ class RabbitTransport:
                 await consumer.attach(conn)
         except _DRIVER_ERRORS as exc:
             raise translate(exc, doing, self.config) from None
+
+    async def _open_publisher(self, conn: AbstractConnection) -> None:
+        """The channel every publish goes through (confirms on), and the exchange.
+
+        Opened on each connect, and again when the broker closed only the channel (a
+        channel-level error, say the exchange deleted under us): the connection is up
+        then, and no reconnect would reopen it."""
+        channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
+        await channel.declare_exchange(
+            self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        # Publishing goes straight to aiormq: aio_pika.Message costs ~40% more CPU
+        # per message, and the sidecar's relay is CPU-bound on the client side.
+        self._publisher = await channel.get_underlay_channel()
+        self._publisher_owner = channel  # kept alive: it routes returns to the confirms
 
     # -- topology -----------------------------------------------------------------
 
@@ -175,13 +183,19 @@ class RabbitTransport:
         self._require_started()
         if not messages:
             return
-        await self._link.connection()
+        conn = await self._link.connection()
         publisher = self._publisher
         if publisher is None or publisher.is_closed:
-            raise TransportError(
-                f"publishing on {self.config.display_url} failed: the publish channel is "
-                "closed (the connection is being restored); try again"
-            )
+            try:  # the connection is up (connection() said so): the channel alone closed
+                await self._open_publisher(conn)
+            except _DRIVER_ERRORS as exc:
+                raise translate(exc, "reopening the publish channel", self.config) from None
+            publisher = self._publisher
+            if publisher is None or publisher.is_closed:
+                raise TransportError(
+                    f"publishing on {self.config.display_url} failed: the publish channel"
+                    " is closed (the connection is being restored); try again"
+                )
         for start in range(0, len(messages), PUBLISH_WINDOW):
             window = messages[start : start + PUBLISH_WINDOW]
             # Started in order; aiormq writes them in that order under its channel lock.
@@ -279,18 +293,41 @@ def _by_lane(deliveries: Sequence[Delivery]) -> dict[Lane, list[int]]:
     return grouped
 
 
+_ROUTING_HEADERS = ("CC", "BCC")
+"""Headers RabbitMQ routes by (sender-selected distribution). A delivery keeps ``CC``, so
+a dead letter would carry it back out: as text the broker refuses the publish (406,
+closing the channel); as a list it would route the copy to consumed destinations."""
+
+_SHORTSTR = 255
+"""AMQP's limit, in bytes, for the properties (content type, message id): a header of
+that name may be longer, and then stays a header."""
+
+
 def _properties(m: OutgoingMessage) -> aiormq.spec.Basic.Properties:
     headers: FieldTable = dict(m.headers)
+    for name in _ROUTING_HEADERS:
+        headers.pop(name, None)
     content_type = m.headers.get(HEADER_CONTENT_TYPE)
-    headers.pop(HEADER_CONTENT_TYPE, None)
+    if content_type is not None and _fits(content_type):
+        headers.pop(HEADER_CONTENT_TYPE, None)
+    else:
+        content_type = None
+    message_id = m.message_id or None
+    if message_id is not None and not _fits(message_id):
+        headers.setdefault(HEADER_MESSAGE_ID, message_id)
+        message_id = None
     if m.key is not None:
         headers[HEADER_KEY] = m.key
     return aiormq.spec.Basic.Properties(
         content_type=content_type,
         headers=headers,
-        message_id=m.message_id or None,
+        message_id=message_id,
         delivery_mode=PERSISTENT,
     )
+
+
+def _fits(value: str) -> bool:
+    return len(value) <= _SHORTSTR // 4 or len(value.encode()) <= _SHORTSTR
 
 
 def _to_delivery(lane: Lane, message: AbstractIncomingMessage) -> Delivery:
