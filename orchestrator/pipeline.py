@@ -17,7 +17,7 @@ from orchestrator.batch import Batch, Item, Reads, log
 from orchestrator.committing import Committing
 from orchestrator.correlate import Routed
 from schemas.codec import decode
-from schemas.errors import MessageError, StoreError
+from schemas.errors import MessageError, StoreError, TransportError
 
 __all__ = ["Pipeline"]
 
@@ -48,7 +48,10 @@ class Pipeline(Committing):
             if not exc.retryable:
                 raise
             log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            await self.transport.nack(batch.deliveries, delay=self.config.transient_retry_delay)
+            try:
+                await self._give_back(batch.deliveries, exc)
+            except TransportError as down:  # the broker redelivers what we did not settle
+                log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
             return None
 
     async def _retry(self, conflicted: list[Delivery]) -> None:
@@ -126,20 +129,27 @@ class Pipeline(Committing):
             if not exc.retryable:
                 raise
             log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            deliveries = batch.deliveries
-            final = [d for d in deliveries if d.final_attempt]
-            for d in final:  # the broker would drop it after this: keep it, with why
-                await self.transport.dead_letter(
-                    d, f"not handled after {d.delivery_count} deliveries: {exc}"
-                )
-            if final:
-                await self.transport.ack(final)
-            rest = [d for d in deliveries if not d.final_attempt]
-            await self.transport.nack(rest, delay=self.config.transient_retry_delay)
+            try:
+                await self._give_back(batch.deliveries, exc)
+            except TransportError as down:  # the broker redelivers what we did not settle
+                log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
             return []
         self._forget(batch)
         await self._finish(batch.deliveries, batch)
         return retry
+
+    async def _give_back(self, deliveries: list[Delivery], exc: StoreError) -> None:
+        """After a failed commit: nack for redelivery, but dead-letter (with why) what the
+        broker would not deliver again."""
+        final = [d for d in deliveries if d.final_attempt]
+        for d in final:  # the broker would drop it after this: keep it, with why
+            await self.transport.dead_letter(
+                d, f"not handled after {d.delivery_count} deliveries: {exc}"
+            )
+        if final:
+            await self.transport.ack(final)
+        rest = [d for d in deliveries if not d.final_attempt]
+        await self.transport.nack(rest, delay=self.config.transient_retry_delay)
 
     def _forget(self, batch: Batch) -> None:
         """Drop this batch's provisional instances and in-flight marks (committed now,
