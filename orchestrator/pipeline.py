@@ -47,11 +47,7 @@ class Pipeline(Committing):
         except StoreError as exc:
             if not exc.retryable:
                 raise
-            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            try:
-                await self._give_back(batch.deliveries, exc)
-            except TransportError as down:  # the broker redelivers what we did not settle
-                log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
+            await self._give_back(batch.deliveries, exc)
             return None
 
     async def _retry(self, conflicted: list[Delivery]) -> None:
@@ -128,19 +124,23 @@ class Pipeline(Committing):
             self._forget(batch)
             if not exc.retryable:
                 raise
-            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            try:
-                await self._give_back(batch.deliveries, exc)
-            except TransportError as down:  # the broker redelivers what we did not settle
-                log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
+            await self._give_back(batch.deliveries, exc)
             return []
         self._forget(batch)
         await self._finish(batch.deliveries, batch)
         return retry
 
     async def _give_back(self, deliveries: list[Delivery], exc: StoreError) -> None:
-        """After a failed commit: nack for redelivery, but dead-letter (with why) what the
-        broker would not deliver again."""
+        """The store is unavailable for now (a failed read or commit): nack for
+        redelivery, but dead-letter (with why) what the broker would not deliver again.
+        If the broker fails too, what is left unsettled it redelivers by itself."""
+        log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+        try:
+            await self._settle_unhandled(deliveries, exc)
+        except TransportError as down:
+            log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
+
+    async def _settle_unhandled(self, deliveries: list[Delivery], exc: StoreError) -> None:
         final = [d for d in deliveries if d.final_attempt]
         for d in final:  # the broker would drop it after this: keep it, with why
             await self.transport.dead_letter(
