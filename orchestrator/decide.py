@@ -147,7 +147,8 @@ def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> Bas
         if state is not None and same:
             values = payload.__dict__
             return _copy_with(state, {k: values[k] for k in names}) if names else state
-        incoming = state_dict(payload, set(names)) if names else {}
+        values = payload.__dict__  # its fields as validated (model_dump would leave out
+        incoming = {k: _plain(values[k]) for k in names}  # those marked exclude=True)
     elif isinstance(payload, dict):
         fields = _field_names(model)
         incoming = {k: v for k, v in payload.items() if k in fields}
@@ -158,6 +159,16 @@ def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> Bas
     base = state_dict(state) if state is not None else {}
     base.update(incoming)
     return state_from_dict(model, base)
+
+
+def _plain(value: Any) -> Any:
+    """A payload's field value as data the state model validates: nested models dumped
+    (by field name, as statedata writes them), everything else as it is."""
+    if isinstance(value, BaseModel):
+        return state_dict(value)
+    if isinstance(value, list):
+        return [state_dict(x) if isinstance(x, BaseModel) else x for x in value]
+    return value
 
 
 def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:

@@ -19,10 +19,9 @@ from pydantic import BaseModel
 __all__ = ["state_dict", "state_from_dict", "state_from_json", "state_json"]
 
 
-def state_dict(state: BaseModel, include: set[str] | None = None) -> dict[str, Any]:
-    """``state``'s fields (those in ``include``, if given) as plain Python data, keyed by
-    field name."""
-    return state.model_dump(by_alias=False, round_trip=True, include=include)
+def state_dict(state: BaseModel) -> dict[str, Any]:
+    """``state``'s fields as plain Python data, keyed by field name."""
+    return state.model_dump(by_alias=False, round_trip=True)
 
 
 def state_from_dict(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:

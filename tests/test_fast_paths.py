@@ -443,3 +443,27 @@ async def test_a_reply_that_meets_the_state_rules_is_merged() -> None:
     inst, dead, sent = await reply(Constrained, DoneLoose, "abcd")
     assert not dead
     assert (inst.state, inst.data.code, sent) == ("more", "abcd", ["abcd"])
+
+
+class StartWithHidden(BaseModel):  # a field kept out of the model's own dumps
+    job_id: str
+    note: str = Field(exclude=True)
+
+
+class NoteState(BaseModel):
+    job_id: str
+    note: str
+
+
+async def test_a_start_event_fills_the_state_from_a_field_its_model_excludes() -> None:
+    definition = StepSaga(
+        "job",
+        state=NoteState,
+        start=Event("job.started", StartWithHidden),
+        correlate="job_id",
+        steps=[Step("work", send=Send("work.do", Work), success=Event("work.done"), timeout=30)],
+    )
+    async with SagaHarness(definition) as h:
+        await h.send("job.started", {"job_id": "j", "note": "n"})
+        assert [d.reason for d in h.dead_letters()] == []
+        assert (await h.instance("j")).data == NoteState(job_id="j", note="n")
