@@ -97,6 +97,9 @@ class Batch:
     items: list[Item] = field(default_factory=list)
     parked_items: dict[InstanceKey, list[Item]] = field(default_factory=dict)
     serial: int = 0
+    broken: bool = False
+    """Not all of it committed (a unit conflicted, or the commit failed): a batch decided
+    on its instances and marks must be decided again."""
 
     def add(
         self,

@@ -32,6 +32,7 @@ class Committing(Deciding):
         try:
             outcomes = await self.store.commit(batch.units, published=self._published)
         except BaseException:
+            batch.broken = True
             self._cache.clear()  # the outcome is unknown: trust only the store
             self._relay_needed = True  # and its outbox rows may be committed, unpublished
             raise
@@ -50,6 +51,8 @@ class Committing(Deciding):
                 self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
             elif outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
                 self._cache.pop(item.routed.key, None)
+            if outcome is Outcome.CONFLICT:
+                batch.broken = True
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
             if outcome is Outcome.COMMITTED:

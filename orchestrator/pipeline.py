@@ -47,7 +47,8 @@ class Pipeline(Committing):
         except StoreError as exc:
             if not exc.retryable:
                 raise
-            await self._give_back(batch.deliveries, exc)
+            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+            await self._give_back(batch.deliveries, str(exc))
             return None
 
     async def _retry(self, conflicted: list[Delivery]) -> None:
@@ -60,10 +61,14 @@ class Pipeline(Committing):
             self.stats.conflicts += len(pending)
             self._provisional.clear()
             batch = self._parse(pending)
-            self._decide_batch(batch, await self._read(batch.items), self.clock.now())
+            reads = await self._read_or_nack(batch)
+            if reads is None:
+                return
+            self._decide_batch(batch, reads, self.clock.now())
             pending = await self._complete(batch)
         if pending:
-            await self.transport.nack(pending, delay=self.config.transient_retry_delay)
+            tries = self.config.conflict_retries
+            await self._give_back(pending, f"version conflicts in {tries} tries in a row")
 
     async def _step(self, deliveries: list[Delivery]) -> None:
         """The pipelined path: decide this batch while the previous one commits.
@@ -88,8 +93,11 @@ class Pipeline(Committing):
             self._decide_batch(batch, reads, self.clock.now())
         finally:
             retry = await committing if committing is not None else []
-        if retry:  # decided on the previous batch's instances, one of which conflicted:
-            self._forget(batch)  # committing it would build on a state that never was
+        if prev is not None and prev.broken:
+            # decided on the previous batch's instances and marks, which did not all
+            # commit (a conflict, a store failure): committing this one would build on
+            # a state that never was, so it is decided again, after what must be
+            self._forget(batch)
             await self._retry(retry + batch.deliveries)
             return
         self._pending = batch
@@ -121,35 +129,33 @@ class Pipeline(Committing):
         try:
             retry = await self._commit(batch)
         except StoreError as exc:
+            batch.broken = True
             self._forget(batch)
             if not exc.retryable:
                 raise
-            await self._give_back(batch.deliveries, exc)
+            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+            await self._give_back(batch.deliveries, str(exc))
             return []
         self._forget(batch)
         await self._finish(batch.deliveries, batch)
         return retry
 
-    async def _give_back(self, deliveries: list[Delivery], exc: StoreError) -> None:
-        """The store is unavailable for now (a failed read or commit): nack for
-        redelivery, but dead-letter (with why) what the broker would not deliver again.
-        If the broker fails too, what is left unsettled it redelivers by itself."""
-        log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
+    async def _give_back(self, deliveries: list[Delivery], why: str) -> None:
+        """Nack ``deliveries`` for redelivery, but dead-letter (with ``why``) those the
+        broker would not deliver again. A broker failing here too is logged: it
+        redelivers what was left unsettled once its own timeout passes."""
         try:
-            await self._settle_unhandled(deliveries, exc)
+            final = [d for d in deliveries if d.final_attempt]
+            for d in final:  # the broker would drop it after this: keep it, with why
+                await self.transport.dead_letter(
+                    d, f"not handled after {d.delivery_count} deliveries: {why}"
+                )
+            if final:
+                await self.transport.ack(final)
+            rest = [d for d in deliveries if not d.final_attempt]
+            await self.transport.nack(rest, delay=self.config.transient_retry_delay)
         except TransportError as down:
             log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
-
-    async def _settle_unhandled(self, deliveries: list[Delivery], exc: StoreError) -> None:
-        final = [d for d in deliveries if d.final_attempt]
-        for d in final:  # the broker would drop it after this: keep it, with why
-            await self.transport.dead_letter(
-                d, f"not handled after {d.delivery_count} deliveries: {exc}"
-            )
-        if final:
-            await self.transport.ack(final)
-        rest = [d for d in deliveries if not d.final_attempt]
-        await self.transport.nack(rest, delay=self.config.transient_retry_delay)
 
     def _forget(self, batch: Batch) -> None:
         """Drop this batch's provisional instances and in-flight marks (committed now,

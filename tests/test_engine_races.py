@@ -337,3 +337,38 @@ async def run_with_one_order(
         await asyncio.wait({runner}, timeout=5)
         await transport.close()
     return broker, engine, runner
+
+
+class FailsBeforeCommit(MemoryStore):
+    """The next commit fails with a retryable error and writes nothing (a lock, a lost
+    connection before COMMIT)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    async def commit(
+        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
+    ) -> list[Outcome]:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreError("database is locked", retryable=True)
+        return await super().commit(units, published=published)
+
+
+async def test_a_batch_decided_on_one_whose_commit_failed_is_decided_again() -> None:
+    """Batch N+1 is decided on N's instances before N commits. When N's commit fails
+    (nothing written), N+1 is decided again on what the store holds, and N's
+    deliveries go back to the broker: nothing lands on a state the store never held."""
+    store = FailsBeforeCommit()
+    async with replicas([trip], (store, MemoryStore())) as r:
+        await r.a.handle([delivery("trip.requested", TRIP, "req-1", "t-1")])
+        await r.a._step([booked("flight")])  # decided, held
+        store.fail_next = True
+        await r.a._step([booked("hotel")])  # N fails; N+1 was decided on it
+        await r.a._drain()
+        inst = await r.a.instance("trip", "t-1")
+        assert inst is not None
+        history = [h.message_type for h in await store.history(("trip", "t-1"))]
+        assert history == ["trip.requested", "hotel.booked"]  # flight.booked given back
+        assert (inst.version, inst.data.flight) == (2, "pending")  # type: ignore[attr-defined]
