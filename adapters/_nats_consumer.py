@@ -46,6 +46,8 @@ class Fetching:
     last_chance: Callable[[Msg], Awaitable[bool]]
     """Dead-letter (and ack) a message JetStream will not deliver again, instead of
     giving it back: a nak at ``max_deliver`` drops it. True if it did."""
+    lost: asyncio.Event
+    """Set when nats-py closed the connection for good (not by us): nothing more comes."""
 
     async def stop(self, pumps: set[asyncio.Task[None]]) -> None:
         """Once told to stop, let a fetch that is already receiving finish (its messages
@@ -66,7 +68,7 @@ class Fetching:
     ) -> None:
         """Fetch batches into ``queue`` until ``stop`` or close, surviving reconnects."""
         backoff = Backoff()
-        while not (stop.is_set() or self.closed.is_set()):
+        while not (stop.is_set() or self.closed.is_set() or self.lost.is_set()):
             if not self.connected.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.connected.wait(), self.fetch_timeout)
@@ -97,19 +99,28 @@ class Fetching:
                 raise
 
     async def next(self, queue: asyncio.Queue[list[Msg]]) -> list[Msg] | None:
-        """The next fetched batch, or None once the transport is closed."""
+        """The next fetched batch, or None once the transport is closed. Raises a
+        non-retryable TransportError once the connection is lost for good, so that the
+        caller (the engine's run) ends instead of waiting for ever."""
         if not queue.empty():
             return queue.get_nowait()
         getter = asyncio.ensure_future(queue.get())
         closer = asyncio.ensure_future(self.closed.wait())
+        lost = asyncio.ensure_future(self.lost.wait())
         try:
-            await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, closer, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             closer.cancel()
+            lost.cancel()
             if not getter.done():
                 getter.cancel()
         if getter.done() and not getter.cancelled():
             return getter.result()
+        if self.lost.is_set() and not self.closed.is_set():
+            raise TransportError(
+                "the NATS client closed the connection for good (it will not reconnect)",
+                retryable=False,
+            )
         return None
 
     async def give_back(self, queue: asyncio.Queue[list[Msg]]) -> None:

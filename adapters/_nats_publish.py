@@ -52,8 +52,8 @@ async def publish_windows(
     A message larger than the server's ``max_payload``, headers included, is refused
     here, before anything is written: nats-py checks the body alone, and the server
     answers an oversized one by closing the connection, for good."""
-    for message, _ in messages:
-        size = wire_size(message.body, _headers(message, ""))
+    for message, dedup in messages:
+        size = wire_size(message.body, _headers(message, dedup), stream)
         if size > max_payload:
             raise TransportError(
                 f"publish to {message.destination!r} refused: {size} bytes with its"
@@ -87,24 +87,33 @@ async def publish_windows(
                 fut.cancel()
 
 
-def wire_size(body: bytes, headers: dict[str, str]) -> int:
-    """Bytes of body and header block as the server counts them against max_payload."""
+def wire_size(body: bytes, headers: dict[str, str], stream: str) -> int:
+    """Bytes of body and header block as the server counts them against max_payload,
+    with the ``Nats-Expected-Stream`` header nats-py adds for ``stream=``."""
+    headers = {**headers, "Nats-Expected-Stream": stream}
     block = sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
     return len(body) + len("NATS/1.0\r\n\r\n") + block
 
 
-def fit_dead_letter(message: OutgoingMessage, max_payload: int) -> OutgoingMessage:
+def fit_dead_letter(
+    message: OutgoingMessage, dedup: str, *, max_payload: int, stream: str
+) -> OutgoingMessage:
     """``message`` (a dead letter: the original bytes, its headers, a reason) made to fit
-    ``max_payload``: if the original's own headers are what push it over, only the
-    reason (shortened) and the original destination are kept. The body is never cut."""
-    if wire_size(message.body, _headers(message, "x" * 64)) <= max_payload:
+    ``max_payload`` if it can be: the original's own headers and its key are shed first,
+    then the reason is shortened. The body is never cut; if it does not fit even so,
+    the message is returned as it is (and the publish refuses it)."""
+    if wire_size(message.body, _headers(message, dedup), stream) <= max_payload:
         return message
-    keep = {
-        HEADER_REASON: message.headers.get(HEADER_REASON, "")[:200],
-        HEADER_ORIGIN: message.headers.get(HEADER_ORIGIN, ""),
-        HEADER_DROPPED: "all: too large for max_payload",
-    }
-    return replace(message, headers=keep)
+    for reason_length in (200, 40):
+        keep = {
+            HEADER_REASON: message.headers.get(HEADER_REASON, "")[:reason_length],
+            HEADER_ORIGIN: message.headers.get(HEADER_ORIGIN, ""),
+            HEADER_DROPPED: "all: too large for max_payload",
+        }
+        fitted = replace(message, headers=keep, key=None)
+        if wire_size(fitted.body, _headers(fitted, dedup), stream) <= max_payload:
+            return fitted
+    return message
 
 
 def _headers(message: OutgoingMessage, dedup: str) -> dict[str, str]:

@@ -84,6 +84,7 @@ class NatsTransport:
         self._down_since: float | None = None
         self._declared: set[Topology] = set()
         self._unsettled: dict[str, Msg] = {}
+        self._lost = asyncio.Event()
         self._fetching = Fetching(
             self._closed,
             self._connected,
@@ -91,6 +92,7 @@ class NatsTransport:
             options.fetch_timeout,
             self._error,
             self._last_chance,
+            self._lost,
         )
         self._pumps: set[asyncio.Task[None]] = set()
         self._subs: list[JetStreamContext.PullSubscription] = []
@@ -132,6 +134,7 @@ class NatsTransport:
             raise self._error(exc, "connect") from None
         self._nc, self._js = nc, nc.jetstream(timeout=self.options.publish_timeout)
         self._closed.clear()
+        self._lost.clear()
         self._connected.set()
         self._down_since = None
 
@@ -186,9 +189,11 @@ class NatsTransport:
     async def _on_closed(self) -> None:
         """nats-py gave up on the connection (reconnects exhausted, or a protocol error
         such as a payload over the server's limit): nothing comes back by itself, so
-        readiness says so for good and the pumps stop waiting."""
+        readiness says so for good, the pumps stop and the consume stream raises (the
+        sidecar exits non-zero, for its supervisor to restart)."""
         self._connected.clear()
         if not self._closed.is_set():
+            self._lost.set()
             _log.error("NATS connection to %s closed for good", self.options.display)
 
     async def _on_reconnected(self) -> None:
@@ -347,15 +352,23 @@ class NatsTransport:
 
     async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
         msgs = self._held(deliveries)
+        failed: BaseException | None = None
         try:
-            for m in msgs:
-                if not await self._last_chance(m):
-                    await m.nak(delay=delay if delay > 0 else None)
+            for m in msgs:  # each on its own: one failure must not strand the rest
+                try:
+                    if not await self._last_chance(m):
+                        await m.nak(delay=delay if delay > 0 else None)
+                except (nats.errors.Error, TransportError) as exc:
+                    failed = failed or exc
             await self._flush()
         except nats.errors.Error as exc:
-            raise self._error(exc, f"nack of {len(msgs)} deliveries") from exc
+            failed = failed or exc
         finally:
             self._forget(msgs)
+        if isinstance(failed, TransportError):
+            raise failed
+        if failed is not None:
+            raise self._error(failed, f"nack of {len(msgs)} deliveries") from failed
 
     async def _last_chance(self, msg: Msg) -> bool:
         """Dead-letter and ack ``msg`` if JetStream will not deliver it again (a nak on
@@ -367,8 +380,9 @@ class NatsTransport:
         if count < self.options.max_deliver:
             return False
         delivery = self._delivery(msg)
+        limit = self.options.max_deliver
         await self.dead_letter(
-            delivery, f"given back on its last delivery ({count} of max_deliver)"
+            delivery, f"given back on its last delivery ({count} of max_deliver={limit})"
         )
         await msg.ack()
         return True
@@ -384,7 +398,9 @@ class NatsTransport:
             dedup = f"{DEADLETTER}/{meta.stream}/{meta.sequence.stream}"
         else:
             dedup = f"{DEADLETTER}/{delivery.destination}/{message.message_id}"
-        await self._publish([(fit_dead_letter(message, self._require_nc().max_payload), dedup)])
+        limit = self._require_nc().max_payload
+        fitted = fit_dead_letter(message, dedup, max_payload=limit, stream=self.options.stream)
+        await self._publish([(fitted, dedup)])
 
     def _held(self, deliveries: Sequence[Delivery]) -> list[Msg]:
         return [d.handle for d in deliveries if isinstance(d.handle, Msg) and not d.handle.is_acked]
