@@ -39,13 +39,15 @@ def _describe(exc: BaseException, config: RabbitConfig) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
-def translate(exc: BaseException, doing: str, config: RabbitConfig) -> TransportError:
+def translate(
+    exc: BaseException, doing: str, config: RabbitConfig, *, publishing: bool = False
+) -> TransportError:
     """The sagawire error for ``exc``, raised while ``doing`` something. A refusal (406,
     403) while declaring is for an operator to mend; while publishing it concerns that
     message, and the channel is reopened for the next."""
     where = f"{doing} on {config.display_url}"
     detail = _describe(exc, config)
-    if isinstance(exc, _HAND_FIX) and not doing.startswith(("publishing", "reopening")):
+    if isinstance(exc, _HAND_FIX) and not publishing:
         return DeclarationError(
             f"{where} failed: {detail}. The broker already has this entity with "
             "other settings (or refuses us); delete or fix it by hand, or pick other "

@@ -24,6 +24,7 @@ every option and the names on the broker are described in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
@@ -81,6 +82,7 @@ class RabbitTransport:
         self.config = config
         self._link = Link(config, self._on_connect)
         self._publisher: aiormq.abc.AbstractChannel | None = None
+        self._reopening = asyncio.Lock()
         self._publisher_owner: AbstractChannel | None = None
         self._topologies: dict[Topology, None] = {}
         self._consumers: set[Consumer] = set()
@@ -137,6 +139,7 @@ class RabbitTransport:
         Opened on each connect, and again when the broker closed only the channel (a
         channel-level error, say the exchange deleted under us): the connection is up
         then, and no reconnect would reopen it."""
+        old = self._publisher_owner
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         await channel.declare_exchange(
             self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -145,6 +148,9 @@ class RabbitTransport:
         # per message, and the sidecar's relay is CPU-bound on the client side.
         self._publisher = await channel.get_underlay_channel()
         self._publisher_owner = channel  # kept alive: it routes returns to the confirms
+        if old is not None and old is not channel and not old.is_closed:
+            with contextlib.suppress(Exception):
+                await old.close()
 
     # -- topology -----------------------------------------------------------------
 
@@ -186,10 +192,14 @@ class RabbitTransport:
         conn = await self._link.connection()
         publisher = self._publisher
         if publisher is None or publisher.is_closed:
-            try:  # the connection is up (connection() said so): the channel alone closed
-                await self._open_publisher(conn)
-            except _DRIVER_ERRORS as exc:
-                raise translate(exc, "reopening the publish channel", self.config) from None
+            async with self._reopening:  # two publishes at once reopen it once
+                publisher = self._publisher
+                if publisher is None or publisher.is_closed:
+                    # the connection is up (connection() said so): the channel alone closed
+                    try:
+                        await self._open_publisher(conn)
+                    except _DRIVER_ERRORS as exc:
+                        raise translate(exc, "reopening the publish channel", self.config) from None
             publisher = self._publisher
             if publisher is None or publisher.is_closed:
                 raise TransportError(
@@ -218,7 +228,7 @@ class RabbitTransport:
                     f"publishing {len(failed)} of {len(window)} messages to exchange "
                     f"{self.config.exchange!r} (first to {window[0].destination!r})"
                 )
-                raise translate(failed[0], doing, self.config) from None
+                raise translate(failed[0], doing, self.config, publishing=True) from None
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.publish([dead_letter_message(delivery, reason)])
