@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import get_args, get_origin
 
-from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
 from orchestrator.definition import (
     INITIAL,
@@ -141,7 +141,7 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
     raise_problems(defn.name, problems)
 
 
-_SECRETS = (SecretStr, SecretBytes)
+_SECRETS = (SecretStr, SecretBytes, Secret)
 
 
 def _unstorable(model: type[BaseModel], where: str, seen: set[type[BaseModel]]) -> list[str]:

@@ -50,10 +50,13 @@ class Housekeeping(Pipeline):
                 await self._complete(batch)
                 self.stats.timers_fired += len(items)
             await self._expire_parked(now)
-            # which instances have parked messages: this engine's own are added as it
-            # parks them, another replica's are learned here
-            self._parked_keys = await self.store.parked_keys()
-            return len(timers)
+        # Which instances have parked messages: this engine's own are added as it parks
+        # them, another replica's learned here (read outside the lock: consuming goes on).
+        # They are tried when their instance next has a message or a timer.
+        before = set(self._parked_keys)
+        fresh = await self.store.parked_keys()
+        self._parked_keys = fresh | (self._parked_keys - before)  # and any parked meanwhile
+        return len(timers)
 
     def _timer_item(self, t: TimerRecord) -> Item | None:
         saga = self.router.sagas.get(t.saga)
@@ -72,6 +75,11 @@ class Housekeeping(Pipeline):
         expired = await self.store.expired_parked(now, limit=self.config.max_batch)
         if not expired:
             return
+        # unparked first: if that fails, nothing was dead-lettered and the next pass
+        # tries again (the other order dead-lettered the same messages on every pass)
+        await self.store.commit(
+            [UnitOfWork(unparked=tuple((p.saga, p.message_id) for p in expired))]
+        )
         for p in expired:
             d = Delivery(destination=p.destination, body=p.body, headers={})
             await self.transport.dead_letter(
@@ -80,9 +88,6 @@ class Housekeeping(Pipeline):
                 f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}",
             )
             self.stats.dead_letters += 1
-        await self.store.commit(
-            [UnitOfWork(unparked=tuple((p.saga, p.message_id) for p in expired))]
-        )
 
     async def relay_pending(self) -> int:
         """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""

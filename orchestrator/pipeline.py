@@ -142,8 +142,10 @@ class Pipeline(Committing):
 
     async def _give_back(self, deliveries: list[Delivery], why: str) -> None:
         """Nack ``deliveries`` for redelivery, but dead-letter (with ``why``) those the
-        broker would not deliver again. A broker failing here too is logged: it
-        redelivers what was left unsettled once its own timeout passes."""
+        broker would not deliver again. A broker failing here too is logged: what was
+        left unsettled comes back once the broker's own timeout passes, except a last
+        delivery whose dead letter failed as well, which a broker that limits deliveries
+        (NATS) then drops."""
         try:
             final = [d for d in deliveries if d.final_attempt]
             for d in final:  # the broker would drop it after this: keep it, with why

@@ -30,8 +30,9 @@ def _default(value: Any) -> Any:
 def encode(envelope: Envelope) -> bytes:
     """Structured-mode JSON bytes of ``envelope`` (orjson; datetimes as RFC 3339).
 
-    orjson writes integers of up to 64 bits; a larger one (valid JSON, and valid for
-    an ``int`` field) is written by pydantic's serializer instead."""
+    What orjson cannot write, pydantic's serializer writes instead: an integer beyond 64
+    bits (valid JSON, and valid for an ``int`` field) above all. (What neither can write
+    raises pydantic's error; the engine makes builders' data JSON before this.)"""
     attributes = envelope.attributes()
     try:
         return orjson.dumps(attributes, default=_default)

@@ -213,7 +213,8 @@ class Store(Protocol):
         ...
 
     async def parked_keys(self) -> set[InstanceKey]:
-        """Every instance key that has parked messages (read at start-up)."""
+        """Every instance key that has parked messages (read at start-up, then on each
+        housekeeping pass, to learn of what other replicas parked)."""
         ...
 
     async def expired_parked(self, now: float, limit: int = 1000) -> list[ParkedRecord]:

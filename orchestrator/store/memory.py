@@ -120,9 +120,10 @@ class MemoryStore:
             self._outbox.pop(mid, None)
 
     def _compact_timers(self) -> None:
-        """Rebuild the timer heap once it holds more stale entries (moved or cancelled
-        timers, dropped lazily) than live ones: a saga that moves one timer at every step
-        would otherwise leave an entry per step until its old due time comes round."""
+        """Rebuild the timer heap once it holds more than twice as many entries as there
+        are live timers (and over a thousand stale ones): entries of moved or cancelled
+        timers are dropped lazily, so a saga that moves one timer at every step would
+        otherwise leave an entry per step until its old due time comes round."""
         heap = self._timer_heap
         if len(heap) > 2 * len(self._timers) + 1024:
             self._timer_heap = [(t.due, key) for key, t in self._timers.items()]

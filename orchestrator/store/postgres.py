@@ -232,7 +232,7 @@ class PostgresStore:
         sql = (
             f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
             "WHERE ($1::text IS NULL OR saga = $1) AND ($2::text IS NULL OR status = $2) "
-            "ORDER BY updated_at DESC, saga, correlation_id LIMIT $3"
+            'ORDER BY updated_at DESC, saga COLLATE "C", correlation_id COLLATE "C" LIMIT $3'
         )
         rows = await self._fetch("instances", sql, saga, status, limit)
         return [s.instance_from_row(r) for r in rows]
