@@ -95,10 +95,12 @@ def plan_batch(
     outbox: dict[str, OutboxRecord] = {}
     timers: dict[tuple[str, str, str], TimerRecord | None] = {}
     parked: dict[tuple[str, str], tuple[str, ParkedRecord | None]] = {}
-    unborn: set[tuple[InstanceKey, int]] = set()  # what this batch's conflicts would have written
+    unborn: set[tuple[InstanceKey, int]] = set()  # versions this batch did not write
 
     for unit in units:
         if unit.inbox is not None and unit.inbox in marks:
+            if unit.instance is not None:  # written by another: not ours to build on
+                unborn.add((unit.instance.key, unit.instance.version))
             plan.outcomes.append(Outcome.DUPLICATE)
             continue
         expects = unit.expects()

@@ -126,8 +126,9 @@ class UnitOfWork:
     ``check`` is ``(instance key, version)`` for a unit that does not write the instance
     but was decided on it (a message parked or rejected, a timer ignored): it commits
     only if the instance is still at that version (0: does not exist), like a write.
-    A unit chained on one that conflicted in the same commit (it expects the version
-    that one would have written) conflicts too.
+    A unit chained on one that conflicted or was a duplicate in the same commit (it
+    expects the version that one would have written) conflicts too: that version, if
+    stored, is another writer's.
     """
 
     instance: InstanceRecord | None = None

@@ -68,11 +68,11 @@ class MemoryStore:
         self._check()
         outcomes: list[Outcome] = []
         fallback = batch_time(units)
-        unborn: set[tuple[InstanceKey, int]] = (
-            set()
-        )  # what this batch's conflicts would have written
+        unborn: set[tuple[InstanceKey, int]] = set()  # versions this batch did not write
         for unit in units:
             if unit.inbox is not None and unit.inbox in self._inbox:
+                if unit.instance is not None:  # written by another: not ours to build on
+                    unborn.add((unit.instance.key, unit.instance.version))
                 outcomes.append(Outcome.DUPLICATE)
                 continue
             expects = unit.expects()

@@ -305,6 +305,14 @@ class StoreContract:
         chained = UnitOfWork(check=(key, 2))
         again = UnitOfWork(instance=inst("a", 2, state="again"), expected_version=1)
         assert await store.commit([again, chained]) == [X, X]
+        # the same when the unit it builds on was a duplicate (another replica applied
+        # that message, and wrote its own version 3)
+        theirs = UnitOfWork(instance=inst("a", 3), expected_version=2, inbox=(SAGA, "m3"))
+        assert await store.commit([theirs]) == [C]
+        ours = UnitOfWork(
+            instance=inst("a", 3, state="ours"), expected_version=2, inbox=(SAGA, "m3")
+        )
+        assert await store.commit([ours, UnitOfWork(check=(key, 3))]) == [D, X]
         assert [p.message_id for p in await store.parked([key])] == ["p"]
 
     async def test_large_batch(self, store: Store) -> None:
