@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from urllib.parse import urlsplit
 
+from adapters._util import redact_url
 from adapters.base import (
     DEADLETTER,
     Delivery,
@@ -44,14 +45,20 @@ TRANSPORT_SCHEMES: dict[str, str] = {
 
 def open_transport(url: str) -> Transport:
     """The transport for ``url``; a one-line :class:`ConfigError` for an unknown scheme."""
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ConfigError(f"bad broker URL {redact_url(url)!r}: {exc}") from None
     target = TRANSPORT_SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in TRANSPORT_SCHEMES)
         raise ConfigError(
-            f"unknown broker URL scheme {scheme + '://'!r} in {url!r}; known: {known}"
+            f"unknown broker URL scheme {scheme + '://'!r} in {redact_url(url)!r}; known: {known}"
         )
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    transport: Transport = cls.from_url(url)
+    try:
+        transport: Transport = cls.from_url(url)
+    except ValueError as exc:  # urllib's parse of a malformed host or port
+        raise ConfigError(f"bad broker URL {redact_url(url)!r}: {exc}") from None
     return transport

@@ -32,8 +32,13 @@ def redact_url(url: str) -> str:
     """``url`` with any password or token (userinfo or query) replaced by ``***``.
 
     Works on multi-host URLs (``kafka://u:p@h1:9092,h2:9092``) too: the netloc is
-    split by hand, never parsed as one host and port."""
-    parts = urlsplit(url)
+    split by hand, never parsed as one host and port. A URL too malformed to split
+    (``nats://[::1``) is shown as its scheme alone: this is what error messages print."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        scheme, sep, _ = url.partition("://")
+        return f"{scheme}://***" if sep else "***"
     query = _redact_query(parts.query)
     netloc = parts.netloc
     userinfo, at, hosts = netloc.rpartition("@")

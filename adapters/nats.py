@@ -85,6 +85,8 @@ class NatsTransport:
         self._declared: set[Topology] = set()
         self._unsettled: dict[str, Msg] = {}
         self._lost = asyncio.Event()
+        self._starting = False
+        self._start_error = ""
         self._fetching = Fetching(
             self._closed,
             self._connected,
@@ -116,6 +118,7 @@ class NatsTransport:
 
     async def start(self) -> None:
         nc = NATS()
+        self._starting, self._start_error = True, ""
         try:
             await asyncio.wait_for(
                 nc.connect(
@@ -131,7 +134,12 @@ class NatsTransport:
             with contextlib.suppress(Exception):
                 await nc.close()
             # ``from None``: the driver's own exception is not guaranteed secret-free.
-            raise self._error(exc, "connect") from None
+            error = self._error(exc, "connect")
+            if self._start_error:  # what the client met, not only that it timed out
+                error = TransportError(f"{error} (last client error: {self._start_error})")
+            raise error from None
+        finally:
+            self._starting = False
         self._nc, self._js = nc, nc.jetstream(timeout=self.options.publish_timeout)
         self._closed.clear()
         self._lost.clear()
@@ -181,7 +189,7 @@ class NatsTransport:
 
     async def _on_disconnected(self) -> None:
         self._connected.clear()
-        if self._closed.is_set():
+        if self._closed.is_set() or self._starting:  # start() reports in one line
             return
         self._down_since = asyncio.get_running_loop().time()
         _log.warning("NATS connection to %s lost; reconnecting", self.options.display)
@@ -192,7 +200,7 @@ class NatsTransport:
         readiness says so for good, the pumps stop and the consume stream raises (the
         sidecar exits non-zero, for its supervisor to restart)."""
         self._connected.clear()
-        if not self._closed.is_set():
+        if not self._closed.is_set() and not self._starting:
             self._lost.set()
             _log.error("NATS connection to %s closed for good", self.options.display)
 
@@ -202,6 +210,9 @@ class NatsTransport:
         _log.info("NATS connection to %s restored", self.options.display)
 
     async def _on_error(self, exc: Exception) -> None:
+        if self._starting:  # start() fails with one line naming the last of these
+            self._start_error = self.options.scrub(str(exc) or type(exc).__name__)
+            return
         # Every failed reconnect attempt lands here: one warning per outage is enough.
         level = logging.DEBUG if self._down_since is not None else logging.WARNING
         _log.log(

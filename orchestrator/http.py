@@ -70,8 +70,8 @@ def build_app(sidecar: Sidecar) -> Starlette:
                 },
                 400,
             )
-        body = await request.body()
-        if len(body) > MAX_EVENT_BYTES:
+        body = await _read_limited(request)
+        if body is None:  # refused before it was all read: a client cannot fill our memory
             return _JSON({"error": f"event larger than {MAX_EVENT_BYTES} bytes"}, 413)
         try:
             event_id = await sidecar.accept(body)
@@ -179,7 +179,7 @@ def build_app(sidecar: Sidecar) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/instances/{saga}/{correlation_id}/abort", abort, methods=["POST"]),
+            Route("/instances/{saga}/{correlation_id:path}/abort", abort, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/events", events, methods=["POST"]),
@@ -241,3 +241,19 @@ class Metrics:
         yield by_status
         ready, _ = self.sidecar.readiness()
         yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    """The request's body, or None as soon as it is known to exceed MAX_EVENT_BYTES (by
+    its content-length, or while it streams in)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_EVENT_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

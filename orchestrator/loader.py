@@ -48,7 +48,7 @@ def _import_file(path: Path) -> ModuleType:
     except Exception as exc:
         sys.modules.pop(name, None)
         raise DefinitionError(
-            f"saga module {path} failed to import: {type(exc).__name__}: {exc}"
+            f"saga module {path} failed to import: {type(exc).__name__}: {_one_line(exc)}"
         ) from exc
     return module
 
@@ -64,7 +64,7 @@ def _import_dotted(name: str) -> ModuleType:
         raise DefinitionError(f"saga module {name} failed to import: {exc}") from exc
     except Exception as exc:
         raise DefinitionError(
-            f"saga module {name} failed to import: {type(exc).__name__}: {exc}"
+            f"saga module {name} failed to import: {type(exc).__name__}: {_one_line(exc)}"
         ) from exc
 
 
@@ -89,3 +89,9 @@ def load_sagas(target: str) -> list[SagaDefinition]:
     if dup:
         raise DefinitionError(f"saga name(s) {', '.join(dup)} defined more than once in {target}")
     return sagas
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (pydantic's span several): the CLI's error is one
+    line, and a log line one record."""
+    return " ".join(str(exc).split())

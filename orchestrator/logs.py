@@ -42,19 +42,20 @@ DRIVER_LOGGERS = ("aiormq", "aio_pika", "aiokafka", "nats", "asyncpg")
 their failures into sagawire errors that name the broker, so the drivers' own lines
 would only repeat them without context (and break the one-line start-up error)."""
 
-_URL_WITH_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/@'\"]+@[^\s'\"]*")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"]+")
 
 
 def redact_text(text: str) -> str:
-    """``text`` with the password or token of every URL in it replaced by ``***``."""
-    if "@" not in text:
+    """``text`` with the password or token of every URL in it replaced by ``***``: in
+    the userinfo (``u:p@host``) or the query (``?token=...``)."""
+    if "://" not in text:
         return text
-    return _URL_WITH_USERINFO.sub(lambda m: redact_url(m.group(0)), text)
+    return _URL.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def _redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key, value in event_dict.items():
-        if isinstance(value, str) and "@" in value:
+        if isinstance(value, str) and "://" in value:
             event_dict[key] = redact_text(value)
     return event_dict
 

@@ -27,7 +27,7 @@ import uvicorn
 
 from adapters import open_transport
 from adapters._util import redact_url
-from adapters.base import OutgoingMessage, Transport
+from adapters.base import HEADER_MESSAGE_ID, OutgoingMessage, Transport
 from adapters.memory import MemoryTransport
 from orchestrator.correlate import Routed
 from orchestrator.definition import SagaDefinition
@@ -40,6 +40,8 @@ from schemas.codec import decode
 from schemas.envelope import CONTENT_TYPE
 from schemas.errors import (
     ConfigError,
+    DeclarationError,
+    RoutingError,
     SchemaVersionError,
     StoreError,
     TransportError,
@@ -144,6 +146,8 @@ class Sidecar:
             raise SchemaVersionError(f"store {redact_url(s.store)}: {exc}") from exc
         except (StoreError, OSError) as exc:
             raise StoreError(f"store {redact_url(s.store)} unreachable: {exc}") from exc
+        except ValueError as exc:  # a driver's parse of the URL (asyncpg: a bad port...)
+            raise ConfigError(f"store {redact_url(s.store)}: {exc}") from None
         self._store_open = True
         self.phase = "connecting to broker"
         self.transport = open_transport(s.broker)
@@ -155,6 +159,8 @@ class Sidecar:
             )
             self.phase = "declaring topology"
             await self.engine.prepare()
+        except DeclarationError as exc:  # reached, but it holds something else
+            raise DeclarationError(f"broker {redact_url(s.broker)}: {exc}") from exc
         except (TransportError, OSError) as exc:
             raise TransportError(f"broker {redact_url(s.broker)} unreachable: {exc}") from exc
         except StoreError as exc:
@@ -350,12 +356,16 @@ class Sidecar:
         env = decode(body)
         if not self.accepting or self.transport is None or self.engine is None:
             raise NotAccepting(f"not accepting events ({self.phase})")
+        router = self.engine.router
+        routes = router.route(env)
+        unknown = routes[0] if isinstance(routes[0], RoutingError) else None
+        if unknown is not None and env.type not in (*router.consumes(), *router.produces()):
+            # no saga takes it and no participant is told of it: on a broker nothing
+            # is bound to that destination and it would be dropped unseen
+            raise unknown  # names the types the loaded sagas consume
         key = env.correlationid
         if key is None:  # the saga's own correlation, so a partitioned broker keeps order
-            key = next(
-                (r.correlation_id for r in self.engine.router.route(env) if isinstance(r, Routed)),
-                None,
-            )
+            key = next((r.correlation_id for r in routes if isinstance(r, Routed)), None)
         await self.transport.publish(
             [
                 OutgoingMessage(
@@ -363,7 +373,7 @@ class Sidecar:
                     body=body,
                     message_id=env.id,
                     key=key,
-                    headers={"content-type": CONTENT_TYPE},
+                    headers={"content-type": CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
                 )
             ]
         )

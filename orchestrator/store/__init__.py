@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from urllib.parse import urlsplit
 
+from adapters._util import redact_url
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceKey,
@@ -45,12 +46,20 @@ STORE_SCHEMES: dict[str, str] = {
 
 def open_store(url: str) -> Store:
     """The store for ``url`` (not yet opened); ConfigError for an unknown scheme."""
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as exc:
+        raise ConfigError(f"bad store URL {redact_url(url)!r}: {exc}") from None
     target = STORE_SCHEMES.get(scheme)
     if target is None:
         known = ", ".join(f"{s}://" for s in STORE_SCHEMES)
-        raise ConfigError(f"unknown store URL scheme {scheme + '://'!r} in {url!r}; known: {known}")
+        raise ConfigError(
+            f"unknown store URL scheme {scheme + '://'!r} in {redact_url(url)!r}; known: {known}"
+        )
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    store: Store = cls.from_url(url)
+    try:
+        store: Store = cls.from_url(url)
+    except ValueError as exc:  # urllib's parse of a malformed host or port
+        raise ConfigError(f"bad store URL {redact_url(url)!r}: {exc}") from None
     return store
