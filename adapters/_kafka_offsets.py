@@ -11,6 +11,9 @@ It also implements nack for a log: Kafka cannot redeliver one message, so a nack
 partition is paused and later rewound (seek) to its lowest nacked offset. When the
 records come again, only the nacked ones are delivered again; those acked or still
 held by the engine are skipped, so a rewind never hands out a second live copy.
+A partition has one rewind, due at the latest of its nacks' delays: a short delay
+behind a longer one on the same partition waits for the longer (the engine gives every
+nack the same delay, ``transient_retry_delay``).
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ class OffsetTracker(Generic[TP]):
             self._rewinds.pop(tp, None)
             if part is None:
                 continue
-            self.outstanding -= sum(1 for s in part.status.values() if s is _Status.OUT)
+            # deliveries still OUT stay in the window until the engine settles them (it
+            # holds them): their ack or nack, ignored for the partition, frees the slot
             if part.commit_to is not None and part.commit_to != part.committed:
                 final[tp] = part.commit_to
         return final
@@ -111,7 +115,10 @@ class OffsetTracker(Generic[TP]):
     def ack(self, ticket: Ticket[TP]) -> bool:
         """Settle one delivery; ``True`` when the commit position moved."""
         part = self._live(ticket)
-        if part is None or part.status.get(ticket.offset) is _Status.ACKED:
+        if part is None:
+            self._settle_revoked(ticket)
+            return False
+        if part.status.get(ticket.offset) is _Status.ACKED:
             return False
         if part.status.get(ticket.offset) is _Status.OUT:
             self.outstanding -= 1
@@ -128,12 +135,19 @@ class OffsetTracker(Generic[TP]):
     def nack(self, ticket: Ticket[TP], due: float) -> None:
         """Give one delivery back: its partition pauses and, at ``due``, rewinds."""
         part = self._live(ticket)
-        if part is None or part.status.get(ticket.offset) is not _Status.OUT:
+        if part is None:
+            self._settle_revoked(ticket)
+            return
+        if part.status.get(ticket.offset) is not _Status.OUT:
             return
         self.outstanding -= 1
         part.status[ticket.offset] = _Status.NACKED
-        offset, when = self._rewinds.get(ticket.tp, (ticket.offset, due))
-        self._rewinds[ticket.tp] = (min(offset, ticket.offset), max(when, due))
+        # to the lowest offset still waiting to come back, not only the lowest of the
+        # rewinds pending: one already sought (its record not fetched again yet, say
+        # while the window is full) must not be forgotten by a later nack
+        lowest = min(o for o in part.order if part.status[o] is _Status.NACKED)
+        _, when = self._rewinds.get(ticket.tp, (lowest, due))
+        self._rewinds[ticket.tp] = (lowest, max(when, due))
 
     @property
     def rewinding(self) -> set[TP]:
@@ -160,6 +174,15 @@ class OffsetTracker(Generic[TP]):
             part = self._parts.get(tp)
             if part is not None:
                 part.committed = offset
+
+    def _settle_revoked(self, ticket: Ticket[TP]) -> None:
+        """A delivery from before a revoke, settled now: its slot in the window frees
+        (the record itself is the new owner's, or ours again under a new ticket). Its
+        partition object is the revoked one, which only such tickets still hold."""
+        part = ticket.partition
+        if part.status.get(ticket.offset) is _Status.OUT:
+            part.status[ticket.offset] = _Status.ACKED  # settled, as far as this ticket goes
+            self.outstanding -= 1
 
     def _live(self, ticket: Ticket[TP]) -> _Partition | None:
         part = self._parts.get(ticket.tp)
