@@ -136,21 +136,6 @@ def test_options_come_from_the_environment(failed_checks: str) -> None:
 # -- in-process (the same code path, faster) ---------------------------------------
 
 
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """A runner that puts logging back as it found it (commands configure it)."""
-    for name in list(os.environ):
-        if name.startswith("SAGAWIRE_"):
-            monkeypatch.delenv(name)
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield CliRunner()
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 def run_error(runner: CliRunner, **over: str) -> tuple[int, str]:
     result = runner.invoke(app, run_args(**over))
     return result.exit_code, result.stderr

@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import AsyncIterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +26,11 @@ from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.cli import app
 from orchestrator.http import MAX_EVENT_BYTES
 from orchestrator.service import Settings, Sidecar, build_app
+from tests.cli.test_service import order_placed
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = str(ROOT / "sagas" / "order.py")
 SAGAWIRE = str(Path(sys.executable).parent / "sagawire")
-
-
-def order_placed(order_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": f"evt-{order_id}",
-        "source": "tests/shop",
-        "type": "order.placed",
-        "data": {
-            "order_id": order_id,
-            "customer_id": "c-1",
-            "items": [{"sku": "book", "qty": 1}],
-            "amount_cents": 1200,
-        },
-        **extra,
-    }
 
 
 @pytest.fixture
@@ -177,23 +162,6 @@ async def test_an_instance_with_a_slash_in_its_id_can_be_aborted(
 
 
 # -- sagawire run: one line, exit 2 ----------------------------------------------------
-
-
-@pytest.fixture
-def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
-    """A runner that puts logging back as it found it (commands configure it)."""
-    import logging
-
-    for name in list(os.environ):
-        if name.startswith("SAGAWIRE_"):
-            monkeypatch.delenv(name)
-    saved = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield CliRunner()
-    structlog.configure(**saved)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def run_args(**over: str) -> list[str]:

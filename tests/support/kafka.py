@@ -31,7 +31,14 @@ import pytest
 
 from tests.support.services import HOW_TO_START, missing
 
-__all__ = ["Tansu", "free_port", "kafka_broker", "start_tansu", "start_tansu_proxy"]
+__all__ = [
+    "Tansu",
+    "delete_topics",
+    "free_port",
+    "kafka_broker",
+    "start_tansu",
+    "start_tansu_proxy",
+]
 
 START_TIMEOUT = 15.0
 
@@ -190,3 +197,17 @@ def kafka_broker() -> Iterator[Tansu]:
         yield tansu
     finally:
         tansu.stop()
+
+
+async def delete_topics(broker: Tansu, prefix: str) -> None:
+    """Delete the topics whose names start with ``prefix`` (a test's own)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{broker.port}")
+    try:
+        await admin.start()
+        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

@@ -21,7 +21,6 @@ import nats
 import nats.js.errors
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 from nats.aio.msg import Msg
 
 from adapters.base import (
@@ -43,7 +42,7 @@ from orchestrator.loader import load_sagas
 from orchestrator.participants import order_placed
 from orchestrator.store.memory import MemoryStore
 from schemas.errors import TransportError
-from tests.support.kafka import Tansu
+from tests.support.kafka import Tansu, delete_topics
 from tests.support.services import require, unique
 
 WAIT = 15.0
@@ -465,14 +464,7 @@ async def test_rabbitmq_engine_keeps_running_sagas_after_a_bad_cc_message(
 async def kafka_prefix(kafka_broker: Tansu) -> AsyncIterator[str]:
     prefix = unique("swbad")
     yield prefix
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka_broker.port}")
-    try:
-        await admin.start()
-        mine = [t for t in await admin.list_topics() if t.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(kafka_broker, prefix)
 
 
 async def kafka_send(

@@ -28,7 +28,7 @@ from adapters._kafka_settings import KafkaSettings
 from adapters.base import DEADLETTER, Delivery, OutgoingMessage, Topology, Transport
 from adapters.kafka import KafkaTransport
 from schemas.errors import ConfigError, TransportError
-from tests.support.kafka import Tansu, free_port, start_tansu_proxy
+from tests.support.kafka import Tansu, delete_topics, free_port, start_tansu_proxy
 from tests.support.proxy import TcpProxy
 from tests.support.waiting import wait_until
 from tests.transport.contract import (
@@ -76,14 +76,7 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
     async def cleanup(self, kafka_broker: Tansu, names: Names) -> AsyncIterator[None]:
         """Delete the topics this test created (its names share ``names.prefix``)."""
         yield
-        admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka_broker.port}")
-        try:
-            await admin.start()
-            mine = [t for t in await admin.list_topics() if t.startswith(names.prefix)]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
+        await delete_topics(kafka_broker, names.prefix)
 
     # -- Kafka only -------------------------------------------------------------------
     async def test_declare_creates_topics_with_partitions_and_prefix(

@@ -12,14 +12,13 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 
 from adapters.base import Delivery, OutgoingMessage, Topology
 from adapters.kafka import KafkaTransport
 from schemas.codec import encode
 from schemas.envelope import Envelope
-from tests.support.kafka import Tansu
+from tests.support.kafka import Tansu, delete_topics
 from tests.support.services import unique
 from tests.transport.contract import Names, Receiver, msg
 
@@ -38,14 +37,7 @@ def names() -> Names:
 async def cleanup(kafka_broker: Tansu, names: Names) -> AsyncIterator[None]:
     """Delete the topics this test created (they all start with ``names.prefix``)."""
     yield
-    admin = AIOKafkaAdminClient(bootstrap_servers=f"127.0.0.1:{kafka_broker.port}")
-    try:
-        await admin.start()
-        mine = [t for t in await admin.list_topics() if t.startswith(names.prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(kafka_broker, names.prefix)
 
 
 def key_on(partition: int) -> str:
