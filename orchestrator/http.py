@@ -162,6 +162,16 @@ def build_app(sidecar: Sidecar) -> Starlette:
             return _unloadable(saga, cid, exc)
         if inst is None:
             return _JSON({"error": f"no instance {cid!r} of saga {saga!r}"}, 404)
+        if inst.status is Status.RUNNING:  # another replica kept moving it: not aborted
+            return _JSON(
+                {
+                    "error": f"the abort of {saga!r} instance {cid!r} did not take: another"
+                    " sidecar kept moving it; try again",
+                    "state": inst.state,
+                    "status": inst.status.value,
+                },
+                409,
+            )
         return _JSON({"state": inst.state, "status": inst.status.value})
 
     def _unloadable(saga: str, cid: str, exc: ValidationError) -> Response:

@@ -356,6 +356,9 @@ class Sidecar:
         env = decode(body)
         if not self.accepting or self.transport is None or self.engine is None:
             raise NotAccepting(f"not accepting events ({self.phase})")
+        broker = self.transport.readiness
+        if not broker.ready:  # say so now, not after a publish timeout
+            raise NotAccepting(f"not accepting events: {broker.reason or 'broker not connected'}")
         router = self.engine.router
         routes = router.route(env)
         unknown = routes[0] if isinstance(routes[0], RoutingError) else None

@@ -23,7 +23,8 @@ import httpx
 import orjson
 import pytest
 
-from adapters.memory import MemoryBroker
+from adapters.base import Readiness
+from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.service import Settings, Sidecar, build_app, parse_listen
 from schemas.errors import ConfigError
 
@@ -419,3 +420,31 @@ async def test_an_instance_whose_state_no_longer_loads_is_a_409_that_says_why(
         assert r.status_code == 409
         assert "does not load as the saga's state model" in r.json()["error"]
         assert "order_id" in r.json()["error"]
+
+
+async def test_events_are_refused_at_once_while_the_broker_is_down(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not after a publish timeout (13 s on NATS): /readyz already knows."""
+    down = property(lambda self: Readiness(False, "broker down for the test"))
+    monkeypatch.setattr(MemoryTransport, "readiness", down)
+    r = await client.post("/events", content=orjson.dumps(order_placed("o-7")))
+    assert r.status_code == 503
+    assert "broker down for the test" in r.json()["error"]
+
+
+async def test_an_abort_that_did_not_take_is_a_409(
+    client: httpx.AsyncClient, sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica kept moving the instance through every retry: not a 200."""
+    await place_and_handle(client, sidecar, "o-6")
+    assert sidecar.engine is not None
+    running = await sidecar.engine.instance("order", "o-6")
+
+    async def lost_race(saga: str, cid: str, reason: str = "") -> object:
+        return running
+
+    monkeypatch.setattr(sidecar.engine, "abort", lost_race)
+    r = await client.post("/instances/order/o-6/abort")
+    assert r.status_code == 409
+    assert "did not take" in r.json()["error"]
