@@ -1,14 +1,18 @@
-"""Fixtures the CLI and service tests share."""
+"""Fixtures the CLI and service tests share (``client`` serves the ``sidecar`` fixture of
+the module that asks for it)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import httpx
 import pytest
 import structlog
 from typer.testing import CliRunner
+
+from orchestrator.service import Sidecar, build_app
 
 
 @pytest.fixture
@@ -24,3 +28,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
     structlog.configure(**saved)
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+@pytest.fixture
+async def client(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(sidecar))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as c:
+        yield c

@@ -25,7 +25,7 @@ import pytest
 
 from adapters.base import Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
-from orchestrator.service import Settings, Sidecar, build_app, parse_listen
+from orchestrator.service import Settings, Sidecar, parse_listen
 from schemas.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,13 +81,6 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[Sidecar]:
     yield car
     await car.close()
     MemoryBroker.forget(name)
-
-
-@pytest.fixture
-async def client(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(sidecar))
-    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as c:
-        yield c
 
 
 async def test_alive_but_not_ready_until_consuming(client: httpx.AsyncClient) -> None:

@@ -26,6 +26,7 @@ from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.cli import app
 from orchestrator.http import MAX_EVENT_BYTES
 from orchestrator.service import Settings, Sidecar, build_app
+from tests.cli.test_cli import assert_one_line_error, run_args
 from tests.cli.test_service import order_placed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,13 +43,6 @@ async def sidecar() -> AsyncIterator[Sidecar]:
     yield car
     await car.close()
     MemoryBroker.forget(name)
-
-
-@pytest.fixture
-async def client(sidecar: Sidecar) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=build_app(sidecar))
-    async with httpx.AsyncClient(transport=transport, base_url="http://sidecar") as c:
-        yield c
 
 
 async def handle_queued(sidecar: Sidecar) -> None:
@@ -162,22 +156,6 @@ async def test_an_instance_with_a_slash_in_its_id_can_be_aborted(
 
 
 # -- sagawire run: one line, exit 2 ----------------------------------------------------
-
-
-def run_args(**over: str) -> list[str]:
-    opts = {"sagas": ORDER, "broker": "memory://", "store": "memory://", "http": "127.0.0.1:0"}
-    opts.update(over)
-    return ["run", *(x for k, v in opts.items() for x in (f"--{k}", v))]
-
-
-def assert_one_line_error(code: int, stderr: str, *needles: str) -> None:
-    assert code == 2, stderr
-    assert "Traceback" not in stderr
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("sagawire: error: ")
-    for needle in needles:
-        assert needle in lines[0]
 
 
 @pytest.mark.parametrize(
