@@ -49,10 +49,9 @@ class Committing(Deciding):
         ):
             if after is not None:
                 self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
-            elif outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
-                self._cache.pop(item.routed.key, None)
-            if outcome is Outcome.CONFLICT:
+            if outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
                 batch.broken = True
+                self._cache.pop(item.routed.key, None)
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
             if outcome is Outcome.COMMITTED:

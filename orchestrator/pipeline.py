@@ -128,8 +128,7 @@ class Pipeline(Committing):
         """Commit, publish, dead-letter, ack. Returns deliveries to retry (conflicts)."""
         try:
             retry = await self._commit(batch)
-        except StoreError as exc:
-            batch.broken = True
+        except StoreError as exc:  # _commit marked the batch broken
             self._forget(batch)
             if not exc.retryable:
                 raise
