@@ -35,7 +35,7 @@ from adapters import open_transport
 from adapters._util import redact_url
 from adapters.base import Transport
 from adapters.memory import MemoryBroker
-from orchestrator.bench_lots import Lots
+from orchestrator.bench_lots import Lots, Timed
 from orchestrator.bench_relay import relay_rate
 from orchestrator.bench_ring import ring_rate, ring_url
 from orchestrator.bench_services import start_services
@@ -79,8 +79,19 @@ class BenchResult(TypedDict):
     ratio: float
     elapsed_s: float  # wall time of the saga run
     cpu_s: float  # CPU time of this process during it (the machine may be shared)
+    # Where the CPU went (bench_cpu), in microseconds per unit: this process's, and the
+    # whole machine's (broker, services and anything else running included), per
+    # transition of the engine and per message of the relays (their mean); the
+    # machine's figures are absent where /proc/stat cannot be read.
+    cores: int
+    cpu_us_per_transition: float
+    machine_cpu_us_per_transition: NotRequired[float]
+    relay_cpu_us_per_msg: float
+    relay_machine_cpu_us_per_msg: NotRequired[float]
     ring_per_s: NotRequired[float]  # with --ring: the same flow, a stub for the engine
     ratio_to_ring: NotRequired[float]
+    ring_cpu_us_per_transition: NotRequired[float]  # the stub's process
+    ring_machine_cpu_us_per_transition: NotRequired[float]
 
 
 def warmup_sagas(sagas: int, concurrency: int) -> int:
@@ -123,6 +134,10 @@ async def stop_engine(
     except TimeoutError:
         await transport.close()
         await running
+
+
+def _us_per(seconds: float, units: int) -> float:
+    return round(seconds * 1e6 / max(units, 1), 1)
 
 
 def _rss_now_mb() -> float:
@@ -285,11 +300,11 @@ async def run_bench(
         )
         relays.append(await relay_rate(broker_url, messages, concurrency, MAX_BATCH, warm_messages))
         peak = _peak_rss_mb()  # before the ring, whose own messages are not the engine's memory
-        ring_per_s = None
+        ringed: Timed | None = None
         if ring:
             private = ring_url(broker_url)
             try:
-                ring_per_s = await ring_rate(
+                ringed = await ring_rate(
                     private,
                     sagas,
                     concurrency,
@@ -303,7 +318,7 @@ async def run_bench(
         _forget_memory_broker(broker_url)
     elapsed = lots.elapsed
     tps = tally.transitions / elapsed
-    relay_per_s = sum(relays) / len(relays)
+    relay_per_s = sum(r.per_s for r in relays) / len(relays)
     result: BenchResult = {
         "broker": redact_url(broker_url),
         "store": redact_url(store_url),
@@ -318,13 +333,26 @@ async def run_bench(
         "peak_rss_mb": round(peak, 1),
         "rss_growth_mb": round(peak - rss_start, 1),
         "baseline_relay_per_s": round(relay_per_s, 1),
-        "baseline_relay_runs": [round(r, 1) for r in relays],
+        "baseline_relay_runs": [round(r.per_s, 1) for r in relays],
         "ratio": float(f"{tps / relay_per_s:.4g}"),
         "elapsed_s": round(elapsed, 2),
-        "cpu_s": round(lots.cpu, 2),
+        "cpu_s": round(lots.cpu.own_s, 2),
+        "cores": os.cpu_count() or 1,
+        "cpu_us_per_transition": _us_per(lots.cpu.own_s, tally.transitions),
+        "relay_cpu_us_per_msg": _us_per(sum(r.cpu.own_s for r in relays), messages * len(relays)),
     }
-    if ring_per_s is not None:
-        result["ring_per_s"] = round(ring_per_s, 1)
-        result["ratio_to_ring"] = float(f"{tps / ring_per_s:.4g}")
+    if lots.cpu.machine_s is not None:
+        result["machine_cpu_us_per_transition"] = _us_per(lots.cpu.machine_s, tally.transitions)
+    relay_machine = [r.cpu.machine_s for r in relays if r.cpu.machine_s is not None]
+    if len(relay_machine) == len(relays):
+        result["relay_machine_cpu_us_per_msg"] = _us_per(sum(relay_machine), messages * len(relays))
+    if ringed is not None:
+        result["ring_per_s"] = round(ringed.per_s, 1)
+        result["ratio_to_ring"] = float(f"{tps / ringed.per_s:.4g}")
+        result["ring_cpu_us_per_transition"] = _us_per(ringed.cpu.own_s, ringed.units)
+        if ringed.cpu.machine_s is not None:
+            result["ring_machine_cpu_us_per_transition"] = _us_per(
+                ringed.cpu.machine_s, ringed.units
+            )
     print(orjson.dumps(result).decode(), flush=True)
     return result

@@ -12,11 +12,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-__all__ = ["Lots"]
+from orchestrator.bench_cpu import CpuClock, CpuSpent
+
+__all__ = ["Lots", "Timed"]
 
 STALL_SECONDS = 60.0
 """The longest a run may go without any input finishing before it is called stuck."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """What a timed lot measured: units per second, how many units, and the CPU spent."""
+
+    per_s: float
+    units: int
+    cpu: CpuSpent
 
 
 class Lots:
@@ -41,8 +53,8 @@ class Lots:
         self.finished = 0
         self.began = 0.0
         self.ended = 0.0
-        self.cpu = 0.0  # CPU time of this process over the timed lot, once complete
-        self._cpu_began = 0.0
+        self.cpu = CpuSpent(0.0, None)  # over the timed lot, once complete
+        self._clock: CpuClock | None = None
         self._room = asyncio.Event()
         self._complete = asyncio.Event()
 
@@ -51,7 +63,8 @@ class Lots:
         self.finished += n
         if self.complete and not self.ended:
             self.ended = time.perf_counter()  # before the consumer closes its stream
-            self.cpu = time.process_time() - self._cpu_began
+            if self._clock is not None:
+                self.cpu = self._clock.spent()
             self._complete.set()
         self._room.set()
 
@@ -67,6 +80,10 @@ class Lots:
         """The timed lot's ``per_input`` units per second over :attr:`elapsed` (closing
         the stream after, a Kafka group leave and final commit, is not counted)."""
         return self.measured * per_input / self.elapsed
+
+    def timed(self, per_input: int = 1) -> Timed:
+        """The timed lot's rate (as :meth:`rate`), its units and its CPU."""
+        return Timed(self.rate(per_input), self.measured * per_input, self.cpu)
 
     @property
     def elapsed(self) -> float:
@@ -107,7 +124,7 @@ class Lots:
                 await self._wait()  # the timed lot starts from empty
                 continue
             if sent == self.warmup and not self.began:
-                self.began, self._cpu_began = time.perf_counter(), time.process_time()
+                self.began, self._clock = time.perf_counter(), CpuClock()
             end = self.warmup if sent < self.warmup else self.total
             free = min(self.window - (sent - self.finished), end - sent, self.max_batch)
             if free <= 0:

@@ -16,7 +16,7 @@ import uuid
 
 from adapters import open_transport
 from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, close_stream
-from orchestrator.bench_lots import Lots
+from orchestrator.bench_lots import Lots, Timed
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 
@@ -28,9 +28,9 @@ RELAY_OUT = "sagawire.bench.relay.out"
 
 async def relay_rate(
     broker_url: str, messages: int, window: int, max_batch: int, warmup: int = 0
-) -> float:
+) -> Timed:
     """Relay ``warmup`` messages untimed, then ``messages`` more in -> out through one
-    transport; the timed messages per second.
+    transport; the timed messages per second and the CPU they took.
 
     Message ids carry a tag of this run: a broker that de-duplicates by id (NATS)
     would otherwise drop a second relay's messages as repeats of the first's.
@@ -73,6 +73,6 @@ async def relay_rate(
     try:
         await transport.declare(topology)
         await lots.run(relay)
-        return lots.rate()
+        return lots.timed()
     finally:
         await transport.close()

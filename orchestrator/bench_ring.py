@@ -32,7 +32,7 @@ from adapters.base import (
     Topology,
     close_stream,
 )
-from orchestrator.bench_lots import Lots
+from orchestrator.bench_lots import Lots, Timed
 from orchestrator.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 from schemas.errors import ConfigError
@@ -82,11 +82,11 @@ async def ring_rate(
     max_batch: int,
     start_services: Callable[[], Awaitable[Services]],
     warmup: int = 0,
-) -> float:
+) -> Timed:
     """Run ``warmup`` sagas untimed, then ``sagas`` more through the stub; the timed
-    transitions per second. At most ``window`` sagas are in flight, as in the engine run.
-    ``broker_url`` is the ring's own namespace (:func:`ring_url`), and the services from
-    ``start_services`` must use it too.
+    transitions per second and the CPU they took. At most ``window`` sagas are in
+    flight, as in the engine run. ``broker_url`` is the ring's own namespace
+    (:func:`ring_url`), and the services from ``start_services`` must use it too.
 
     Messages of earlier runs (Kafka keeps them, and a new consumer group starts from
     the earliest offset) are acknowledged and otherwise ignored: only this run's
@@ -137,7 +137,7 @@ async def ring_rate(
         await transport.start()
         await transport.declare(topology)
         await lots.run(stub)
-        return lots.rate(per_input=len(NEXT))
+        return lots.timed(per_input=len(NEXT))
     finally:
         await transport.close()
         await services.close()

@@ -6,6 +6,7 @@ No timing assertions: these run on loaded CI machines.
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,20 @@ async def test_bench_reports_every_figure(capsys: pytest.CaptureFixture[str]) ->
     assert result["warmup_sagas"] == warmup_sagas(300, 64) == 30
     # (a warm-up saga's transitions counted too would make this more than 4 per saga)
     assert result["transitions_per_s"] == pytest.approx(4 * result["sagas_per_s"], rel=0.01)
+    # Where the CPU went: this process's per transition (and per relayed message), and
+    # the whole machine's, which includes it (to a tick's resolution, 10 ms a core).
+    assert result["cores"] >= 1
+    assert result["cpu_us_per_transition"] > 0 and result["relay_cpu_us_per_msg"] > 0
+    assert result["cpu_us_per_transition"] == pytest.approx(
+        result["cpu_s"] * 1e6 / (4 * 300), rel=0.05, abs=50
+    )
+    if sys.platform == "linux":
+        transitions = 4 * 300
+        slack_us = 0.02 * result["cores"] * 1e6 / transitions  # two readings' ticks
+        assert result["machine_cpu_us_per_transition"] >= (
+            result["cpu_us_per_transition"] - slack_us
+        )
+        assert result["relay_machine_cpu_us_per_msg"] >= 0
 
 
 async def test_bench_ring_reports_the_engine_free_flow(capsys: pytest.CaptureFixture[str]) -> None:
@@ -133,6 +148,7 @@ async def test_bench_ring_reports_the_engine_free_flow(capsys: pytest.CaptureFix
         result["transitions_per_s"] / result["ring_per_s"], rel=0.01
     )
     assert '"ratio_to_ring"' in capsys.readouterr().out
+    assert result["ring_cpu_us_per_transition"] > 0
     without = await run_bench("memory://", "memory://", sagas=50, concurrency=16)
     assert "ring_per_s" not in without and "ratio_to_ring" not in without
 

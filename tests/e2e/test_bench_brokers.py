@@ -30,6 +30,9 @@ def _check(result: BenchResult) -> None:
     )
     assert len(result["baseline_relay_runs"]) == 2
     assert all(r > 0 for r in result["baseline_relay_runs"])
+    assert result["cpu_us_per_transition"] > 0 and result["relay_cpu_us_per_msg"] > 0
+    # The broker's and the services' CPU is the machine's beyond this process's.
+    assert result["machine_cpu_us_per_transition"] > 0
     if "ring_per_s" in result:
         assert result["ring_per_s"] > 0
         assert result["ratio_to_ring"] == pytest.approx(
