@@ -139,6 +139,30 @@ class Deciding(EngineState):
                 self._inflight[unit.inbox] = serial
         self._pending_parked = batch.parked_items
 
+    async def _settle_parked(self, keys: list[InstanceKey], batch: Batch, now: float) -> None:
+        """Decide the parked messages of ``keys`` against their instances as they are,
+        with no new message: what applies now is applied (and unparked), what is
+        rejected now is dead-lettered, the rest stays parked. Reads, then no I/O."""
+        waiting: dict[InstanceKey, list[Item]] = {}
+        for p in await self.store.parked(keys):
+            item = self._from_parked(p)
+            if item is not None:
+                waiting.setdefault(item.routed.key, []).append(item)
+        if not waiting:
+            return
+        marks = [(i.routed.saga.name, i.routed.envelope.id) for w in waiting.values() for i in w]
+        seen = await self.store.seen(marks)
+        missing = [k for k in waiting if k not in self._cache]
+        records = await self.store.load(missing) if missing else {}
+        for key, waits in waiting.items():
+            current = self._cache.get(key)
+            if current is None:
+                record = records.get(key)
+                if record is None:  # not started yet: its start reads what is parked
+                    continue
+                current = self._load(waits[0].routed.saga, record, [], batch, seen, now)
+            self._settle(current, waits, batch, seen, now)
+
     def _settle(
         self,
         current: Instance | None,

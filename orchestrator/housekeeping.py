@@ -12,6 +12,7 @@ from orchestrator.persist import (
 )
 from orchestrator.pipeline import Pipeline
 from orchestrator.store.base import (
+    InstanceKey,
     TimerRecord,
     UnitOfWork,
 )
@@ -52,11 +53,33 @@ class Housekeeping(Pipeline):
             await self._expire_parked(now)
         # Which instances have parked messages: this engine's own are added as it parks
         # them, another replica's learned here (read outside the lock: consuming goes on).
-        # They are tried when their instance next has a message or a timer.
         before = set(self._parked_keys)
         fresh = await self.store.parked_keys()
         self._parked_keys = fresh | (self._parked_keys - before)  # and any parked meanwhile
+        learned = sorted(fresh - before)
+        for at in range(0, len(learned), self.config.max_batch):
+            await self._revive(learned[at : at + self.config.max_batch])
         return len(timers)
+
+    async def _revive(self, keys: list[InstanceKey]) -> None:
+        """Try, once, the parked messages of instances another replica parked them for.
+
+        Why: this engine may have moved such an instance to the state that takes them
+        before it learned they exist (another replica parked an early reply while this
+        one still held the instance a step behind). Waiting for the instance's next
+        message would wait for the very reply that is parked, until the step timed out
+        and the saga was compensated. What still does not apply stays parked: it is
+        tried with the instance's next change, as this engine's own parked messages."""
+        async with self._lock:
+            await self._drain()
+            for _ in range(self.config.conflict_retries):
+                batch = Batch()
+                await self._settle_parked(keys, batch, self.clock.now())
+                if not batch.units:
+                    return
+                await self._complete(batch)
+                if not batch.broken:  # a conflict: decided on a stale state, so again
+                    return
 
     def _timer_item(self, t: TimerRecord) -> Item | None:
         saga = self.router.sagas.get(t.saga)

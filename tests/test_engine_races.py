@@ -239,6 +239,57 @@ async def test_an_early_event_parked_on_one_replica_is_applied_when_another_star
         assert r.sent(DEADLETTER) == []
 
 
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_a_reply_parked_on_one_replica_is_applied_once_another_moves_the_saga_to_it(
+    kind: str, tmp_path: Path
+) -> None:
+    """A holds the order in ``inventory``; payment.charged reaches B first, which parks
+    it. Then A takes inventory.reserved and moves the saga to ``payment``, unaware of
+    what B parked. Housekeeping learned of the parked message within 0.5 s but only
+    tried it "when the instance next has a message or a timer": the saga waited for
+    the reply it already had until its step timed out, and was then compensated."""
+    async with replicas([order], shared_stores(kind, tmp_path)) as r:
+        await r.a.handle([delivery("order.placed", PLACED, "placed-1", "o-1")])
+        charged = {"order_id": "o-1", "payment_id": "p"}
+        await r.b.handle([delivery("payment.charged", charged, "chg-1", "o-1")])
+        reserved = {"order_id": "o-1", "reservation_id": "r"}
+        await r.a.handle([delivery("inventory.reserved", reserved, "res-1", "o-1")])
+        inst = await r.a.instance("order", "o-1")
+        assert inst is not None and inst.state == "payment", inst.state
+        r.clock.advance(0.5)
+        await r.a.fire_due()  # a housekeeping pass: it learns of B's parked message
+        inst = await r.a.instance("order", "o-1")
+        assert inst is not None
+        assert inst.state == "shipping", inst.state
+        assert len(r.sent("shipping.schedule")) == 1
+        assert await r.a.store.parked_keys() == set()
+        r.clock.advance(3600)
+        await r.a.fire_due()
+        await r.b.fire_due()
+        assert r.sent(DEADLETTER) == []
+        assert r.sent("payment.refund") == []
+
+
+async def test_a_parked_message_another_replica_cannot_apply_yet_waits_for_its_instance() -> None:
+    """Learning of a parked message tries it once; if the instance still cannot take
+    it, it stays parked (not dead-lettered, not tried on every pass), and the change
+    that makes it applicable applies it."""
+    async with replicas([order], shared_stores("memory", Path())) as r:
+        await r.a.handle([delivery("order.placed", PLACED, "placed-1", "o-1")])
+        charged = {"order_id": "o-1", "payment_id": "p"}
+        await r.b.handle([delivery("payment.charged", charged, "chg-1", "o-1")])
+        r.clock.advance(0.5)
+        await r.a.fire_due()
+        inst = await r.a.instance("order", "o-1")
+        assert inst is not None and inst.state == "inventory", inst.state
+        assert len(await r.a.store.parked_keys()) == 1
+        reserved = {"order_id": "o-1", "reservation_id": "r"}
+        await r.a.handle([delivery("inventory.reserved", reserved, "res-1", "o-1")])
+        inst = await r.a.instance("order", "o-1")
+        assert inst is not None and inst.state == "shipping", inst.state
+        assert r.sent(DEADLETTER) == []
+
+
 # -- a commit whose outcome is unknown ------------------------------------------------------
 
 
