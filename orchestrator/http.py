@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -196,7 +197,19 @@ def build_app(sidecar: Sidecar) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/sagas", sagas, methods=["GET"]),
             Route("/instances/{saga}/{correlation_id:path}", instance, methods=["GET"]),
-        ]
+        ],
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (no such route, a method the route does not take) in
+    the API's JSON shape, as every other error here, with their headers (``Allow``)."""
+    assert isinstance(exc, HTTPException)
+    return _JSON(
+        {"error": f"{exc.detail}: {request.method} {request.url.path}"},
+        exc.status_code,
+        headers=exc.headers,
     )
 
 

@@ -155,6 +155,21 @@ async def test_an_instance_with_a_slash_in_its_id_can_be_aborted(
     assert r.json() == {"state": "aborted", "status": "aborted"}
 
 
+async def test_no_such_route_and_a_wrong_method_answer_json_like_every_other_error(
+    client: httpx.AsyncClient,
+) -> None:
+    """Starlette's own 404 and 405 were plain text ("Not Found") where every other error
+    of the API is ``{"error": ...}``: a client parsing errors as JSON failed on them."""
+    r = await client.get("/nope")
+    assert r.status_code == 404
+    assert r.headers["content-type"] == "application/json"
+    assert r.json() == {"error": "Not Found: GET /nope"}
+    r = await client.get("/events")
+    assert r.status_code == 405
+    assert r.json() == {"error": "Method Not Allowed: GET /events"}
+    assert r.headers["allow"] == "POST"
+
+
 # -- sagawire run: one line, exit 2 ----------------------------------------------------
 
 
