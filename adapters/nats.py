@@ -25,9 +25,10 @@ How messages move, and why:
   then flush once per call; ``?double_ack=true`` waits for the server to confirm
   each ack instead. A lost ack only means a redelivery, which the engine's inbox
   absorbs. Calling ack again after an error is safe: settled deliveries are skipped.
-* **Connection loss**: nats-py reconnects forever; readiness is false meanwhile,
-  the pumps wait and then keep fetching, and anything unacked comes back after
-  ``ack_wait``. :meth:`close` naks whatever it still holds so a restart gets it now.
+* **Connection loss** (:mod:`adapters._nats_link`): nats-py reconnects forever;
+  readiness is false meanwhile, the pumps wait and then keep fetching, and anything
+  unacked comes back after ``ack_wait``. :meth:`close` naks whatever it still holds,
+  so a restart gets it now.
 * **Attempts**: JetStream stops redelivering after ``max_deliver`` deliveries, so
   the engine must dead-letter a delivery for which :meth:`is_last_attempt` holds.
 """
@@ -36,17 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Sequence
 
 import nats
 import nats.errors
-from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from adapters._nats_consumer import Fetching
-from adapters._nats_errors import declaration_error, is_not_found, translate
+from adapters._nats_errors import declaration_error, is_not_found
+from adapters._nats_link import NatsLink
 from adapters._nats_options import NatsOptions
 from adapters._nats_publish import HEADER_KEY, fit_dead_letter, publish_windows
 from adapters._nats_topology import (
@@ -69,7 +69,6 @@ from schemas.errors import TransportError
 __all__ = ["HEADER_KEY", "NatsTransport"]
 
 _DECLARE_ATTEMPTS = 5
-_log = logging.getLogger(__name__)
 
 
 class NatsTransport:
@@ -77,24 +76,17 @@ class NatsTransport:
 
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
-        self._nc: NATS | None = None
-        self._js: JetStreamContext | None = None
-        self._closed = asyncio.Event()
-        self._connected = asyncio.Event()
-        self._down_since: float | None = None
+        self._link = NatsLink(options)
         self._declared: set[Topology] = set()
         self._unsettled: dict[str, Msg] = {}
-        self._lost = asyncio.Event()
-        self._starting = False
-        self._start_error = ""
         self._fetching = Fetching(
-            self._closed,
-            self._connected,
+            self._link.closed,
+            self._link.connected,
             self._unsettled,
             options.fetch_timeout,
-            self._error,
+            self._link.error,
             self._last_chance,
-            self._lost,
+            self._link.lost,
         )
         self._pumps: set[asyncio.Task[None]] = set()
         self._subs: list[JetStreamContext.PullSubscription] = []
@@ -114,44 +106,16 @@ class NatsTransport:
         instead of nacking, or it stays in the stream unhandled."""
         return delivery.delivery_count >= self.options.max_deliver
 
-    # -- connection ---------------------------------------------------------------
+    # -- connection (adapters._nats_link) -------------------------------------------
 
     async def start(self) -> None:
-        nc = NATS()
-        self._starting, self._start_error = True, ""
-        try:
-            await asyncio.wait_for(
-                nc.connect(
-                    **self.options.connect_kwargs(),
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    closed_cb=self._on_closed,
-                ),
-                timeout=self.options.connect_timeout,
-            )
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                await nc.close()
-            # ``from None``: the driver's own exception is not guaranteed secret-free.
-            error = self._error(exc, "connect")
-            if self._start_error:  # what the client met, not only that it timed out
-                error = TransportError(f"{error} (last client error: {self._start_error})")
-            raise error from None
-        finally:
-            self._starting = False
-        self._nc, self._js = nc, nc.jetstream(timeout=self.options.publish_timeout)
-        self._closed.clear()
-        self._lost.clear()
-        self._connected.set()
-        self._down_since = None
+        await self._link.connect()
 
     async def close(self) -> None:
         """Stop the pumps, stop listening, nak what we hold, then disconnect."""
-        self._closed.set()
+        self._link.closed.set()
         await self._fetching.stop(self._pumps)
-        nc = self._nc
-        if nc is None:
+        if self._link.nc is None:
             return
         # Unsubscribe first: a pull request left lingering on the server must not
         # catch the redelivery of what we nak below and strand it until ack_wait.
@@ -161,71 +125,17 @@ class NatsTransport:
         # (with the connection still ours: a message on its last delivery is
         # dead-lettered rather than given back, which needs a publish)
         await self._fetching.nak_quietly(list(self._unsettled.values()))
-        self._nc = None
-        with contextlib.suppress(Exception):
-            await nc.flush(timeout=max(1, int(min(self.options.publish_timeout, 5.0))))
-        with contextlib.suppress(Exception):
-            await nc.close()
+        await self._link.disconnect()
         self._subs.clear()
 
     @property
     def readiness(self) -> Readiness:
-        nc = self._nc
-        if nc is None:
-            return Readiness(False, f"NATS transport to {self.options.display} is not started")
-        if nc.is_closed and not self._closed.is_set():
-            return Readiness(
-                False,
-                f"the NATS client closed its connection to {self.options.display} and will"
-                " not reconnect; restart the sidecar",
-            )
-        if not nc.is_connected:
-            since = self._down_since or asyncio.get_running_loop().time()
-            down = asyncio.get_running_loop().time() - since
-            return Readiness(
-                False, f"disconnected from {self.options.display} {down:.1f}s ago; reconnecting"
-            )
-        return Readiness(True)
-
-    async def _on_disconnected(self) -> None:
-        self._connected.clear()
-        if self._closed.is_set() or self._starting:  # start() reports in one line
-            return
-        self._down_since = asyncio.get_running_loop().time()
-        _log.warning("NATS connection to %s lost; reconnecting", self.options.display)
-
-    async def _on_closed(self) -> None:
-        """nats-py gave up on the connection (reconnects exhausted, or a protocol error
-        such as a payload over the server's limit): nothing comes back by itself, so
-        readiness says so for good, the pumps stop and the consume stream raises (the
-        sidecar exits non-zero, for its supervisor to restart)."""
-        self._connected.clear()
-        if not self._closed.is_set() and not self._starting:
-            self._lost.set()
-            _log.error("NATS connection to %s closed for good", self.options.display)
-
-    async def _on_reconnected(self) -> None:
-        self._connected.set()
-        self._down_since = None
-        _log.info("NATS connection to %s restored", self.options.display)
-
-    async def _on_error(self, exc: Exception) -> None:
-        if self._starting:  # start() fails with one line naming the last of these
-            self._start_error = self.options.scrub(str(exc) or type(exc).__name__)
-            return
-        # Every failed reconnect attempt lands here: one warning per outage is enough.
-        level = logging.DEBUG if self._down_since is not None else logging.WARNING
-        _log.log(
-            level,
-            "NATS client error on %s: %s",
-            self.options.display,
-            self.options.scrub(str(exc) or type(exc).__name__),
-        )
+        return self._link.readiness
 
     # -- topology -----------------------------------------------------------------
 
     async def declare(self, topology: Topology) -> None:
-        js = self._require_js()
+        js = self._link.require_js()
         await self._ensure_stream(js, [self._subject(d) for d in topology.all_destinations])
         for plan in self._plans(topology):
             config = plan.config(
@@ -273,7 +183,7 @@ class NatsTransport:
         )
 
     def _plans(self, topology: Topology) -> list[ConsumerPlan]:
-        version = self._require_nc().connected_server_version
+        version = self._link.require_nc().connected_server_version
         multi = (version.major, version.minor) >= (2, 10)
         subjects = tuple(self._subject(d) for d in topology.consumes)
         return consumer_plans(Topology(subjects, group=topology.group), multi_filter=multi)
@@ -287,7 +197,7 @@ class NatsTransport:
     async def consume(
         self, topology: Topology, *, max_batch: int = 256
     ) -> AsyncIterator[list[Delivery]]:
-        js = self._require_js()
+        js = self._link.require_js()
         if topology not in self._declared:
             await self.declare(topology)
         subs = []
@@ -295,7 +205,7 @@ class NatsTransport:
             try:
                 sub = await js.pull_subscribe_bind(durable=plan.name, stream=self.options.stream)
             except nats.errors.Error as exc:
-                raise self._error(exc, f"subscribe to consumer {plan.name!r}") from exc
+                raise self._link.error(exc, f"subscribe to consumer {plan.name!r}") from exc
             subs.append(sub)
         self._subs.extend(subs)
         queue: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=len(subs))
@@ -357,7 +267,7 @@ class NatsTransport:
                     await m.ack()
                 await self._flush()
         except nats.errors.Error as exc:
-            raise self._error(exc, f"ack of {len(msgs)} deliveries") from exc
+            raise self._link.error(exc, f"ack of {len(msgs)} deliveries") from exc
         finally:
             self._forget(msgs)
 
@@ -379,7 +289,7 @@ class NatsTransport:
         if isinstance(failed, TransportError):
             raise failed
         if failed is not None:
-            raise self._error(failed, f"nack of {len(msgs)} deliveries") from failed
+            raise self._link.error(failed, f"nack of {len(msgs)} deliveries") from failed
 
     async def _last_chance(self, msg: Msg) -> bool:
         """Dead-letter and ack ``msg`` if JetStream will not deliver it again (a nak on
@@ -409,7 +319,7 @@ class NatsTransport:
             dedup = f"{DEADLETTER}/{meta.stream}/{meta.sequence.stream}"
         else:
             dedup = f"{DEADLETTER}/{delivery.destination}/{message.message_id}"
-        limit = self._require_nc().max_payload
+        limit = self._link.require_nc().max_payload
         fitted = fit_dead_letter(message, dedup, max_payload=limit, stream=self.options.stream)
         await self._publish([(fitted, dedup)])
 
@@ -422,7 +332,7 @@ class NatsTransport:
                 self._unsettled.pop(m.reply, None)
 
     async def _flush(self) -> None:
-        await self._require_nc().flush(timeout=max(1, int(self.options.publish_timeout)))
+        await self._link.require_nc().flush(timeout=max(1, int(self.options.publish_timeout)))
 
     # -- publishing ---------------------------------------------------------------
 
@@ -433,32 +343,17 @@ class NatsTransport:
 
     async def _publish(self, messages: Sequence[tuple[OutgoingMessage, str]]) -> None:
         await publish_windows(
-            self._require_js(),
+            self._link.require_js(),
             messages,
             subject_of=self._subject,
             stream=self.options.stream,
             ack_timeout=self.options.publish_timeout,
             lock=self._send_lock,
-            error=self._error,
-            max_payload=self._require_nc().max_payload,
+            error=self._link.error,
+            max_payload=self._link.require_nc().max_payload,
         )
 
     # -- helpers ------------------------------------------------------------------
-
-    def _require_nc(self) -> NATS:
-        if self._nc is None:
-            raise TransportError(
-                f"NATS transport to {self.options.display} is not started; call start() first"
-            )
-        return self._nc
-
-    def _require_js(self) -> JetStreamContext:
-        self._require_nc()
-        assert self._js is not None
-        return self._js
-
-    def _error(self, exc: BaseException, doing: str) -> TransportError:
-        return translate(exc, doing, self.options.display, self.options.scrub)
 
     def _declaration_error(self, exc: BaseException, doing: str) -> TransportError:
         return declaration_error(exc, doing, self.options.display, self.options.scrub)
