@@ -131,6 +131,8 @@ class EngineState:
     ready_reason: str
     _lock: asyncio.Lock
     _parked_keys: set[InstanceKey]
+    _moved: set[InstanceKey]
+    _to_revive: set[InstanceKey]
     _cache: dict[InstanceKey, Instance]
     _pending: Batch | None
     _provisional: dict[InstanceKey, tuple[int, Instance]]

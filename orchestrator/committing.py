@@ -60,6 +60,7 @@ class Committing(Deciding):
                     self._parked_keys.add(item.routed.key)
                 if decision is not None and decision.instance is not None:
                     self.stats.transitions += 1
+                    self._moved.add(item.routed.key)
                     committed.extend(outgoing(o) for o in unit.outbox)
                     if debug:
                         logger.debug(

@@ -74,6 +74,8 @@ class Engine(Housekeeping):
         self.observers: list[Observer] = []
         self._lock = asyncio.Lock()
         self._parked_keys: set[InstanceKey] = set()
+        self._moved: set[InstanceKey] = set()  # instances written since the last revive
+        self._to_revive: set[InstanceKey] = set()  # parked-for instances to try (housekeeping)
         self._cache: dict[InstanceKey, Instance] = {}  # insertion-ordered: oldest first
         self._pending: Batch | None = None  # decided by the pipeline, not yet committed
         self._provisional: dict[InstanceKey, tuple[int, Instance]] = {}
@@ -93,6 +95,9 @@ class Engine(Housekeeping):
         """Declare the topology, learn what is parked, republish a crash's leftovers."""
         await self.transport.declare(self.topology)
         self._parked_keys = await self.store.parked_keys()
+        # what was parked before a restart is tried once against the stored instances:
+        # the instance may have moved on (here or on another replica) since
+        self._to_revive = set(self._parked_keys)
         await self.relay_pending()
 
     async def run(self, stopping: asyncio.Event) -> None:

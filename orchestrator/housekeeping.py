@@ -17,6 +17,7 @@ from orchestrator.store.base import (
     UnitOfWork,
 )
 from schemas.envelope import Envelope
+from schemas.errors import StoreError
 
 __all__ = ["Housekeeping"]
 
@@ -54,32 +55,57 @@ class Housekeeping(Pipeline):
         # Which instances have parked messages: this engine's own are added as it parks
         # them, another replica's learned here (read outside the lock: consuming goes on).
         before = set(self._parked_keys)
+        moved, self._moved = self._moved, set()
         fresh = await self.store.parked_keys()
         self._parked_keys = fresh | (self._parked_keys - before)  # and any parked meanwhile
-        learned = sorted(fresh - before)
-        for at in range(0, len(learned), self.config.max_batch):
-            await self._revive(learned[at : at + self.config.max_batch])
+        await self._revive_parked(fresh, moved)
         return len(timers)
 
-    async def _revive(self, keys: list[InstanceKey]) -> None:
-        """Try, once, the parked messages of instances another replica parked them for.
+    async def _revive_parked(self, fresh: set[InstanceKey], moved: set[InstanceKey]) -> None:
+        """Try the parked messages of the instances this engine moved since the last
+        pass, against the stored state; what still does not apply stays parked.
 
-        Why: this engine may have moved such an instance to the state that takes them
-        before it learned they exist (another replica parked an early reply while this
-        one still held the instance a step behind). Waiting for the instance's next
-        message would wait for the very reply that is parked, until the step timed out
-        and the saga was compensated. What still does not apply stays parked: it is
-        tried with the instance's next change, as this engine's own parked messages."""
+        Why: a message parked by another replica is read by this one only for an
+        instance it knew to have parked messages when it read its batch. A reply parked
+        on replica B while this one moved the instance to the state that takes it (or
+        created it) waited for the instance's next message: the very reply that was
+        parked, until the step timed out and the saga was compensated. Any park that
+        such a move did not see committed on a version at or before the move's (parks
+        carry a version check), so it is in ``fresh`` by this pass, after the move.
+        Keys stay in ``_to_revive`` until their revive commits: a store error or a
+        conflict (another replica moved the instance: the cache entry is dropped, so
+        the next try reads the store) is tried again on the next pass. After a restart
+        every parked-for instance is tried once (``prepare``)."""
+        self._to_revive |= moved & fresh
+        self._to_revive &= fresh  # unparked meanwhile: nothing to try
+        pending = sorted(self._to_revive)
+        step = self.config.max_batch
+        for at in range(0, len(pending), step):
+            keys = pending[at : at + step]
+            try:
+                revived = await self._revive(keys)
+            except StoreError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning("store unavailable; parked messages tried again later", error=str(exc))
+                return
+            if revived:
+                self._to_revive.difference_update(keys)
+
+    async def _revive(self, keys: list[InstanceKey]) -> bool:
+        """Decide the parked messages of ``keys`` and commit, deciding again on a
+        conflict (``conflict_retries`` in all); False if it must wait for a next pass."""
         async with self._lock:
             await self._drain()
             for _ in range(self.config.conflict_retries):
                 batch = Batch()
                 await self._settle_parked(keys, batch, self.clock.now())
                 if not batch.units:
-                    return
+                    return True
                 await self._complete(batch)
-                if not batch.broken:  # a conflict: decided on a stale state, so again
-                    return
+                if not batch.broken:
+                    return True
+            return False
 
     def _timer_item(self, t: TimerRecord) -> Item | None:
         saga = self.router.sagas.get(t.saga)
