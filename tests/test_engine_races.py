@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import pytest
 
@@ -293,20 +293,26 @@ async def test_a_parked_message_another_replica_cannot_apply_yet_waits_for_its_i
 # -- a commit whose outcome is unknown ------------------------------------------------------
 
 
-class CommitsThenFails(MemoryStore):
-    """Commits, then reports a retryable error once: the connection dropped during COMMIT,
-    so the engine cannot know the transaction went through (PostgreSQL, a network)."""
+class FailingCommit(MemoryStore):
+    """The next commit fails once with a retryable error: ``"before"`` it writes anything
+    (a lock, a connection lost before COMMIT), or ``"after"`` (the connection dropped
+    during COMMIT, so the engine cannot know the transaction went through)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.fail_next = False
+        self.fail_next: Literal["before", "after"] | None = None
+
+    def fail_after(self) -> None:
+        self.fail_next = "after"
 
     async def commit(
         self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
     ) -> list[Outcome]:
+        when, self.fail_next = self.fail_next, None
+        if when == "before":
+            raise StoreError("database is locked", retryable=True)
         outcomes = await super().commit(units, published=published)
-        if self.fail_next:
-            self.fail_next = False
+        if when == "after":
             raise StoreError("connection lost during COMMIT", retryable=True)
         return outcomes
 
@@ -316,12 +322,12 @@ async def test_commands_of_a_commit_with_an_unknown_outcome_are_published() -> N
     published; the redelivery is then a duplicate (no-op). Nothing told the outbox relay
     to look, so inventory.reserve stayed in the outbox until the next restart: the saga
     timed out and re-sent it with a new id, and the first one went out after that."""
-    store = CommitsThenFails()
-    broker, engine, runner = await run_with_one_order(store)
+    store = FailingCommit()
+    broker, engine, runner = await run_with_one_order(store, store.fail_after)
     assert runner.exception() is None
     inst = await engine.instance("order", "o-1")
     assert inst is not None and inst.state == "inventory"
-    assert store.fail_next is False and broker.depth("sagawire") == 0
+    assert store.fail_next is None and broker.depth("sagawire") == 0
     assert len(broker.published("inventory.reserve")) == 1, "the command was never published"
     await store.close()
 
@@ -337,6 +343,9 @@ class ReadFailsOnce(MemoryStore):
         super().__init__()
         self.fail_next = False
 
+    def fail_once(self) -> None:
+        self.fail_next = True
+
     async def seen(self, marks: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         if self.fail_next:
             self.fail_next = False
@@ -349,17 +358,17 @@ async def test_a_retryable_store_error_while_reading_a_batch_does_not_stop_the_e
     fails the same way escaped the consume loop, so ``run`` raised and the sidecar exited
     non-zero over a blip the housekeeping loop would have shrugged off."""
     store = ReadFailsOnce()
-    broker, _, runner = await run_with_one_order(store)
+    broker, _, runner = await run_with_one_order(store, store.fail_once)
     assert runner.exception() is None
     assert len(broker.published("inventory.reserve")) == 1
     await store.close()
 
 
 async def run_with_one_order(
-    store: CommitsThenFails | ReadFailsOnce,
+    store: Store, arm: Callable[[], None]
 ) -> tuple[MemoryBroker, Engine, asyncio.Future[None]]:
-    """Run an engine over ``store`` (told to fail next) with one order.placed waiting,
-    until it publishes inventory.reserve or stops (at most a second); then stop it."""
+    """Run an engine over ``store`` (``arm`` tells it to fail next, once the engine is
+    prepared) with one order.placed waiting, until it publishes inventory.reserve or stops (at most a second); then stop it."""
     broker = MemoryBroker(record=True)
     await store.open()
     transport = MemoryTransport(broker)
@@ -374,7 +383,7 @@ async def run_with_one_order(
     client = MemoryTransport(broker)
     await client.start()
     env = Envelope.new("order.placed", PLACED, id="placed-1", source="test", correlationid="o-1")
-    store.fail_next = True
+    arm()
     await client.publish([OutgoingMessage("order.placed", encode(env), env.id, "o-1")])
     stopping = asyncio.Event()
     runner = asyncio.ensure_future(engine.run(stopping))
@@ -390,32 +399,15 @@ async def run_with_one_order(
     return broker, engine, runner
 
 
-class FailsBeforeCommit(MemoryStore):
-    """The next commit fails with a retryable error and writes nothing (a lock, a lost
-    connection before COMMIT)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fail_next = False
-
-    async def commit(
-        self, units: Sequence[UnitOfWork], *, published: Sequence[str] = ()
-    ) -> list[Outcome]:
-        if self.fail_next:
-            self.fail_next = False
-            raise StoreError("database is locked", retryable=True)
-        return await super().commit(units, published=published)
-
-
 async def test_a_batch_decided_on_one_whose_commit_failed_is_decided_again() -> None:
     """Batch N+1 is decided on N's instances before N commits. When N's commit fails
     (nothing written), N+1 is decided again on what the store holds, and N's
     deliveries go back to the broker: nothing lands on a state the store never held."""
-    store = FailsBeforeCommit()
+    store = FailingCommit()
     async with replicas([trip], (store, MemoryStore())) as r:
         await r.a.handle([delivery("trip.requested", TRIP, "req-1", "t-1")])
         await r.a._step([booked("flight")])  # decided, held
-        store.fail_next = True
+        store.fail_next = "before"
         await r.a._step([booked("hotel")])  # N fails; N+1 was decided on it
         await r.a._drain()
         inst = await r.a.instance("trip", "t-1")
