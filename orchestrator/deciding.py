@@ -67,11 +67,7 @@ class Deciding(EngineState):
             by_key.setdefault(item.routed.key, []).append(item)
         seen = reads.seen
         records = reads.records
-        waiting: dict[InstanceKey, list[Item]] = {}
-        for p in reads.parked:
-            revived = self._from_parked(p)
-            if revived is not None:
-                waiting.setdefault(revived.routed.key, []).append(revived)
+        waiting = self._waiting(reads.parked)
         prev = reads.pending_parked
         for key in by_key:
             if key in prev:
@@ -143,11 +139,7 @@ class Deciding(EngineState):
         """Decide the parked messages of ``keys`` against their instances as they are,
         with no new message: what applies now is applied (and unparked), what is
         rejected now is dead-lettered, the rest stays parked. Reads, then no I/O."""
-        waiting: dict[InstanceKey, list[Item]] = {}
-        for p in await self.store.parked(keys):
-            item = self._from_parked(p)
-            if item is not None:
-                waiting.setdefault(item.routed.key, []).append(item)
+        waiting = self._waiting(await self.store.parked(keys))
         if not waiting:
             return
         marks = [(i.routed.saga.name, i.routed.envelope.id) for w in waiting.values() for i in w]
@@ -277,6 +269,16 @@ class Deciding(EngineState):
         if d is not None:
             batch.rejected[len(batch.units)] = (d, reason)
         batch.add(unit, item, None)
+
+    def _waiting(self, parked: list[ParkedRecord]) -> dict[InstanceKey, list[Item]]:
+        """Parked messages as items, per instance, in the order read (parked order);
+        those of sagas not loaded here, or that no longer decode, are left parked."""
+        waiting: dict[InstanceKey, list[Item]] = {}
+        for p in parked:
+            item = self._from_parked(p)
+            if item is not None:
+                waiting.setdefault(item.routed.key, []).append(item)
+        return waiting
 
     def _from_parked(self, p: ParkedRecord) -> Item | None:
         saga = self.router.sagas.get(p.saga)

@@ -28,7 +28,8 @@ class Housekeeping(Pipeline):
     # -- timers, parking, relay ---------------------------------------------
 
     async def fire_due(self) -> int:
-        """Fire due timers and expire parked messages. Returns timers fired."""
+        """Fire due timers, expire parked messages, and try the parked messages of the
+        instances this engine moved since the last pass. Returns timers fired."""
         async with self._lock:
             await self._drain()
             now = self.clock.now()
