@@ -1,9 +1,13 @@
 """Step 3: the pure transition. ``decide(saga, instance, event, now) -> Decision``.
 
-No I/O, no clock, no randomness: the ids of the messages it emits are derived
-from the id of the message that caused them (uuid5), so replaying the same
-input yields the same output, byte for byte, and a command re-published after
-a crash keeps its id. Exceptions raised by user code (guards, updates, payload
+No I/O, no clock, no randomness: the ids of the messages it emits are derived,
+never drawn (uuid5), so replaying the same input yields the same output, byte for
+byte, and a command re-published after a crash keeps its id. A counted command
+(a step's command or compensation, see :attr:`SendSpec.attempt_key`) is one
+logical command however often it is sent: its id comes from the instance and
+the attempt key (:func:`command_id`), the same on every attempt, and only its
+``attempt`` grows. Any other message's id comes from the message that caused it
+(:func:`message_id`). Exceptions raised by user code (guards, updates, payload
 builders) become a ``reject`` decision naming the saga, state and event:
 nothing is half-applied.
 """
@@ -15,7 +19,7 @@ import hashlib
 import uuid
 from datetime import UTC, datetime
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -38,7 +42,10 @@ from orchestrator.statedata import state_dict, state_from_dict
 from schemas.codec import describe_validation_error
 from schemas.envelope import Envelope
 
-__all__ = ["ABORT_EVENT", "decide", "message_id"]
+if TYPE_CHECKING:
+    from _hashlib import HASH
+
+__all__ = ["ABORT_EVENT", "command_id", "decide", "message_id"]
 
 ABORT_EVENT = "sagawire.abort"
 """An operator's request to stop an instance where it is (``aborted``, timers cancelled,
@@ -61,6 +68,33 @@ def message_id(cause: str, saga: str, index: int) -> str:
     emitted message."""
     sha = _NS_SHA1.copy()
     sha.update(f"{cause}/{saga}/{index}".encode())
+    h = sha.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_COMMAND_NAMESPACE = uuid.UUID("0d7c5a41-8e2b-4c6f-b1a3-636f6d6d616e")
+_KEYED: dict[tuple[str, str], HASH] = {}
+"""SHA-1 already fed the command namespace, the saga and the attempt key, per pair."""
+
+
+def command_id(saga: str, key: str, correlation_id: str) -> str:
+    """The id of counted command ``key`` of instance ``correlation_id`` of ``saga``: the
+    same on every attempt, so a participant that de-duplicates on it acts once.
+
+    ``str(uuid.uuid5(command namespace, f"{len(saga)}:{saga}{len(key)}:{key}{cid}"))``
+    (lengths make the name unambiguous whatever the names hold; hashing keeps the id 36
+    characters however long the correlation id). One logical command per (instance, key):
+    an instance is never deleted, so its correlation id names it for good, and a step's
+    command and its compensation (``undo:<step>``) are each sent in one run of attempts
+    only, the step form having no loops (the state-machine form counts no attempts)."""
+    prefix = _KEYED.get((saga, key))
+    if prefix is None:
+        prefix = hashlib.sha1(
+            _COMMAND_NAMESPACE.bytes + f"{len(saga)}:{saga}{len(key)}:{key}".encode()
+        )
+        _KEYED[(saga, key)] = prefix
+    sha = prefix.copy()
+    sha.update(correlation_id.encode())
     h = sha.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
@@ -307,12 +341,16 @@ def _apply(
         if isinstance(action, SendSpec):
             if action.condition is not None and not action.condition(ctx):
                 continue
-            attempt = None
-            if action.attempt_key is not None:
+            key = action.attempt_key
+            if key is None:
+                attempt = None
+                mid = message_id(env.id, saga.name, len(messages))
+            else:  # one command however often sent: the same id, the next attempt
                 attempts = dict(ctx.meta.attempts)
-                attempt = attempts.get(action.attempt_key, 0) + 1
-                attempts[action.attempt_key] = attempt
+                attempt = attempts.get(key, 0) + 1
+                attempts[key] = attempt
                 ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure, ctx.meta.timers))
+                mid = command_id(saga.name, key, instance.correlation_id)
             payload = action.build(ctx)
             if action.model is not None and not isinstance(payload, BaseModel):
                 # as build_from_state does: the validator itself, so both paths agree
@@ -327,7 +365,7 @@ def _apply(
                 Envelope.new(
                     action.type,
                     payload,
-                    id=message_id(env.id, saga.name, len(messages)),
+                    id=mid,
                     source=f"sagawire/{saga.name}",
                     time=when,
                     correlationid=instance.correlation_id,

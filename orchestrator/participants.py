@@ -9,6 +9,13 @@ fire — is a pure function of ``(seed, order id, command type, attempt)``, not 
 arrival order, so concurrency and batching never change an outcome: the same
 seed gives the same sagas on every run and every broker.
 
+They keep the participant's side of the contract (README): a command already
+carried out — the same ``id`` and ``source``, redelivered, re-published or re-sent
+by the saga after a timeout — is answered with the first reply again, byte for
+byte, and never carried out twice. A silent command counts as lost on its way in
+(nothing was done, so its re-send is new to the service); ``Behaviour.lost``
+loses replies instead (done, but the saga does not hear of it until it re-sends).
+
 Replies may be delayed. The ``sleep`` callable given to a service is *called*
 the moment the reply is decided and only awaited later, so a virtual clock can
 note the wake-up time at once (see :mod:`orchestrator.demo`).
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -60,7 +68,14 @@ class Behaviour:
     declined, failed). ``silent``: it is not answered at all. ``undo_silent``: a
     release/refund is not answered (two silent attempts in a row end the saga in
     ``compensation_failed``). ``delay``: replies come after a uniform delay in this
-    range (seconds). ``always_succeed`` skips all of it: the bench's mode.
+    range (seconds). ``lost``: a command answered (any of the above but silence) is
+    carried out but its reply is lost, so the saga times out and re-sends it, and the
+    re-send gets the first reply. ``always_succeed`` skips all of it: the bench's mode.
+
+    ``remember``: a service keeps the replies to its last ``remember`` commands (up to
+    twice that, ~0.6 KB each) to answer duplicates; a command it has forgotten would be
+    carried out again. The order saga re-sends within about a minute, so the default
+    covers ~150 commands a second per service.
     """
 
     refuse: float = 0.06
@@ -68,10 +83,16 @@ class Behaviour:
     undo_silent: float = 0.45
     delay: tuple[float, float] = (0.02, 0.4)
     always_succeed: bool = False
+    lost: float = 0.0
+    remember: int = 10_000
 
 
-BENCH = Behaviour(refuse=0.0, silent=0.0, undo_silent=0.0, delay=(0.0, 0.0), always_succeed=True)
-"""Answer every command at once, successfully, with as little work as possible."""
+BENCH = Behaviour(
+    refuse=0.0, silent=0.0, undo_silent=0.0, delay=(0.0, 0.0), always_succeed=True, remember=1024
+)
+"""Answer every command at once, successfully, with as little work as possible. A
+command is never re-sent here (no silence), only redelivered, soon: a short memory
+keeps the bench's inline services out of the engine's measured memory."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +138,9 @@ class Participant:
     """One simulated service consuming its commands as group ``sim-<name>``.
 
     A delayed reply holds its command unacked until it is sent, so a crash
-    mid-delay means redelivery, as with a real service.
+    mid-delay means redelivery, as with a real service. Replies are kept by command
+    ``(source, id)`` (see ``Behaviour.remember``): a duplicate is answered with its
+    first reply again (``repeats`` counts those).
     """
 
     def __init__(
@@ -143,6 +166,11 @@ class Participant:
             group=f"sim-{name}",
         )
         self.handled = 0
+        self.repeats = 0
+        # The first reply's bytes by command (source, id), in two generations: the newer
+        # fills up to ``remember``, then becomes the older (and the older is dropped).
+        self._recent: dict[tuple[str, str], bytes] = {}
+        self._older: dict[tuple[str, str], bytes] = {}
         self._later: set[asyncio.Future[None]] = set()
 
     async def run(self) -> None:
@@ -164,8 +192,19 @@ class Participant:
                 await self.transport.dead_letter(d, f"{self.name} simulator: not a command")
                 done.append(d)
                 continue
+            key = (sys.intern(command["source"]), command["id"])
+            first = self._recent.get(key) or self._older.get(key)
+            if first is not None:  # carried out already: the first reply again, nothing more
+                self.repeats += 1
+                out.append(_reply_message(first))
+                done.append(d)
+                continue
             reply, delay = self._answer(command)
-            if reply is None:  # silent: the command is "lost"
+            if reply is None:  # silent: the command is "lost" before the service saw it
+                done.append(d)
+                continue
+            self._keep(key, reply.body)
+            if self._loses_reply(command):  # carried out; the saga will re-send it
                 done.append(d)
             elif delay > 0:
                 # Start the wait now (a virtual clock registers the wake-up here), send later.
@@ -181,6 +220,24 @@ class Participant:
             await self.transport.publish(out)
         if done:
             await self.transport.ack(done)
+
+    def _keep(self, key: tuple[str, str], body: bytes) -> None:
+        if len(self._recent) >= self.behaviour.remember:
+            self._older, self._recent = self._recent, {}
+        # A copy of the exact size: orjson's output holds a 4 KiB buffer whatever its length.
+        self._recent[key] = bytes(memoryview(body))
+
+    def _loses_reply(self, command: dict[str, Any]) -> bool:
+        """Whether the reply to ``command`` is lost (``Behaviour.lost``), fixed like its fate."""
+        b = self.behaviour
+        if b.always_succeed or b.lost <= 0:
+            return False
+        data = command["data"]
+        order_id = str(data.get("order_id", "")) if isinstance(data, dict) else ""
+        lost, _ = _uniform(
+            self.seed, order_id, f"{command['type']}/lost", command.get("attempt") or 1
+        )
+        return lost < b.lost
 
     async def _reply_later(
         self, wait: asyncio.Future[None], reply: OutgoingMessage, delivery: Delivery
@@ -246,13 +303,19 @@ class Participant:
                 "data": data,
             }
         )
-        return OutgoingMessage(
-            kind,
-            body,
-            reply_id,
-            cid,
-            {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id},
-        )
+        return _message(kind, body, reply_id, cid)
+
+
+def _message(kind: str, body: bytes, reply_id: str, key: str) -> OutgoingMessage:
+    return OutgoingMessage(
+        kind, body, reply_id, key, {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id}
+    )
+
+
+def _reply_message(body: bytes) -> OutgoingMessage:
+    """A reply sent before, from its bytes: sent again as it was (same id, same bytes)."""
+    raw = orjson.loads(body)
+    return _message(raw["type"], body, raw["id"], raw["correlationid"])
 
 
 def order_placed(
@@ -301,6 +364,7 @@ def _parse(body: bytes) -> dict[str, Any] | None:
     if (
         not isinstance(raw, dict)
         or not isinstance(raw.get("id"), str)
+        or not isinstance(raw.get("source"), str)
         or not isinstance(raw.get("type"), str)
     ):
         return None

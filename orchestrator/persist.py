@@ -30,6 +30,7 @@ __all__ = [
     "outgoing",
     "parked_unit",
     "record_from_instance",
+    "send_id",
     "unit_for",
 ]
 
@@ -62,13 +63,27 @@ def instance_from_record(saga: SagaDefinition, record: InstanceRecord) -> Instan
     )
 
 
+def send_id(envelope: Envelope) -> str:
+    """The id of one send of ``envelope``: the outbox row's key, JetStream's ``Nats-Msg-Id``
+    and the ``sagawire-message-id`` header. A re-sent command keeps its CloudEvents ``id``
+    (see :func:`~orchestrator.decide.command_id`), so each attempt after the first gets
+    ``<id>#<attempt>`` here: a broker that de-duplicates must not swallow the re-send, and
+    the outbox holds each attempt in its own row. The first attempt, and every message
+    that is sent once, is its ``id``."""
+    attempt = envelope.attempt
+    if attempt is None or attempt == 1:
+        return envelope.id
+    return f"{envelope.id}#{attempt}"
+
+
 def outbox_record(envelope: Envelope, key: str | None, now: float) -> OutboxRecord:
+    sid = send_id(envelope)
     return OutboxRecord(
-        id=envelope.id,
+        id=sid,
         destination=envelope.type,
         key=key,
         body=encode(envelope),
-        headers=((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, envelope.id)),
+        headers=((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
         created_at=now,
     )
 
@@ -98,6 +113,7 @@ def unit_for(
     cancelled = [(saga, cid, t.name) for t in decision.timers if t.due is None]
     if fired_timer is not None:
         cancelled.insert(0, (saga, cid, fired_timer))
+    outbox = tuple([outbox_record(m, cid, now) for m in messages]) if messages else ()
     return UnitOfWork(
         instance=record_from_instance(after),
         expected_version=after.version - 1,
@@ -111,11 +127,12 @@ def unit_for(
                 message_type=env.type,
                 from_state=decision.from_state,
                 to_state=after.state,
-                commands=tuple([f"{m.type}:{m.id}" for m in messages]) if messages else (),
+                # each send as the broker knows it: ``<type>:<id>``, ``#<attempt>`` after 1
+                commands=tuple([f"{o.destination}:{o.id}" for o in outbox]) if outbox else (),
                 at=now,
             ),
         ),
-        outbox=tuple([outbox_record(m, cid, now) for m in messages]) if messages else (),
+        outbox=outbox,
         timers_set=tuple(
             [TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None]
         ),

@@ -6,13 +6,21 @@ Step *k* is a state named after the step. Entering it sends the step's command
 * a success reply goes to step *k+1* (or ``completed``, sending ``on_completed``);
 * a failure reply records the reason and starts compensating;
 * ``<step>.timeout`` with attempts left sets ``<step>.retry`` (the backoff); when
-  that fires the command is sent again with a new message id and ``attempt`` + 1;
+  that fires the command is sent again: the same command, with the same ``id`` and
+  ``attempt`` + 1 (its attempt key is the step's name; see
+  :func:`~orchestrator.decide.command_id`);
 * ``<step>.timeout`` with no attempts left records the timeout and compensates.
 
 Compensating runs the compensations of the completed steps in reverse order,
 each in a state ``compensating:<step>`` waiting for its acknowledgement, with
-the same timeout and retry policy. All acknowledged: ``compensated`` (sending
-``on_compensated``). A compensation out of attempts: ``compensation_failed``.
+the same timeout and retry policy (attempt key ``undo:<step>``). All acknowledged:
+``compensated`` (sending ``on_compensated``). A compensation out of attempts:
+``compensation_failed``.
+
+A command's id is derived from its instance and attempt key, so each key must name
+one logical command per instance: no row leads back to a step or a compensation once
+left (each is waited on once, its retries included), and step names are unique and
+free of ``:``, so no two keys meet.
 """
 
 from __future__ import annotations

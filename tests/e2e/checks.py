@@ -51,21 +51,31 @@ def _check_order(ledger: Ledger, n: int, oid: str, f: Fate, crash: bool) -> None
     assert out.correlation == oid, out.correlation
 
     cmds = ledger.commands.get(oid, [])
+    # One id per (order, command type), re-sends included: a re-send is the same command
+    # (same id), told apart by its ``attempt``, and the participants acted on it once.
     ids: dict[str, set[str]] = defaultdict(set)
+    attempts: dict[str, set[int | None]] = defaultdict(set)
     for c in cmds:
         ids[c.type].add(c.id)
+        attempts[c.id].add(c.attempt)
     multi = {t: sorted(s) for t, s in ids.items() if len(s) != 1}
     assert not multi, f"a command type was sent with several message ids: {multi}"
-    deliveries = Counter(c.id for c in [*cmds, *outcomes])
+    gaps = {i: a for i, a in attempts.items() if a != set(range(1, len(a) + 1))}
+    assert not gaps, f"commands without attempt 1, 2, ... in turn: {gaps}"
+    deliveries = Counter((c.id, c.attempt) for c in [*cmds, *outcomes])
     if not crash:
         again = {i: k for i, k in deliveries.items() if k > 1}
         assert not again, f"messages delivered more than once without a crash: {again}"
+    acted = Counter(t for t, _ in {(t, i) for t, i, _ in ledger.replies.get(oid, [])})
+    twice = {t: k for t, k in acted.items() if k > 1}
+    assert not twice, f"participants acted more than once on one command: {twice}"
     first_seen = list(dict.fromkeys(c.type for c in cmds))
     assert tuple(first_seen) == f.commands, f"commands {first_seen}, want {list(f.commands)}"
     assert all(c.correlation == oid for c in cmds), "a command lost its correlationid"
 
-    # Payloads carry what the earlier replies said, and causation names the cause.
-    by_type = {c.type: c for c in cmds}
+    # Payloads carry what the earlier replies said, and causation names the cause (of the
+    # first attempt; a re-send names the retry timer that sent it).
+    by_type = {c.type: c for c in reversed(cmds) if c.attempt == 1}
     sent = {t: i for t, i, _ in ledger.replies.get(oid, [])}
     placed_id = f"placed-{oid}"
     reserve = by_type["inventory.reserve"]

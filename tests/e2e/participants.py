@@ -37,6 +37,8 @@ class Received:
     causation: str | None
     data: Any
     at: float
+    source: str = ""
+    attempt: int | None = None  # of a command: 1, 2... (a re-send keeps the id)
 
 
 @dataclass
@@ -59,7 +61,7 @@ class Ledger:
         return sum(len({c.id for c in cs}) for cs in self.commands.values())
 
     def describe(self, oid: str) -> str:
-        cmds = [(c.type, c.id[:8]) for c in self.commands.get(oid, [])]
+        cmds = [(c.type, c.id[:8], c.attempt) for c in self.commands.get(oid, [])]
         sent = [(t, i[:8]) for t, i, _ in self.replies.get(oid, [])]
         outs = [(o.type, o.data) for o in self.outcomes.get(oid, [])]
         return f"{oid}: commands {cmds}; replies {sent}; outcomes {outs}"
@@ -68,14 +70,15 @@ class Ledger:
 class Participants:
     """Inventory, payment and shipping in one loop over a raw client's messages.
 
-    A command is answered when first seen; a repeated command id (re-published after
-    a crash) gets the same reply again, with the same id, as an idempotent service
-    would do."""
+    They keep the participant's side of the contract: a command is carried out when
+    its ``(source, id)`` is first seen; a repeat (redelivered, re-published after a
+    crash, or re-sent by the saga with a higher ``attempt``) is answered with the first
+    reply again, the same bytes, and not carried out again."""
 
     def __init__(self, client: RawClient) -> None:
         self.client = client
         self.ledger = Ledger()
-        self._answered: dict[str, list[tuple[str, str, bytes]]] = {}
+        self._answered: dict[tuple[str, str], list[tuple[str, str, bytes]]] = {}
         self._task: asyncio.Task[None] | None = None
         self.error: BaseException | None = None
 
@@ -115,6 +118,8 @@ class Participants:
                 raw.get("causationid"),
                 raw["data"],
                 seen.at,
+                raw["source"],
+                raw.get("attempt"),
             )
             oid = r.data["order_id"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -131,9 +136,9 @@ class Participants:
                 await self.client.publish(type_, body, key=oid)
             return
         led.commands[oid].append(r)
-        replies = self._answered.get(r.id)
+        replies = self._answered.get((r.source, r.id))
         if replies is None:
-            replies = self._answered[r.id] = self._answer(r, oid)
+            replies = self._answered[r.source, r.id] = self._answer(r, oid)
             led.replies[oid].extend(replies)
         for type_, _, body in replies:
             await self.client.publish(type_, body, key=oid)

@@ -3,7 +3,8 @@
 For random participant behaviour (success, business failure, silence), random
 interleavings of replies across orders, duplicated deliveries and delays, every
 order saga must end in the status its script implies, send each command once
-per attempt, and run compensations in reverse order.
+per attempt (every attempt under the command's one id), and run compensations in
+reverse order.
 """
 
 from __future__ import annotations
@@ -106,12 +107,12 @@ async def play(h: SagaHarness, plan: list[Script], data: st.DataObject) -> None:
     ]
     pool: list[Envelope] = list(starts)
     pool += [e for e in starts if data.draw(st.booleans(), label="duplicate start")]
-    answered: set[str] = set()
+    answered: set[tuple[str, int | None]] = set()  # a re-send keeps its id: (id, attempt)
     for _ in range(500):
         for cmd in h.sent():
-            if cmd.id in answered or cmd.type not in REPLIES:
+            if (cmd.id, cmd.attempt) in answered or cmd.type not in REPLIES:
                 continue
-            answered.add(cmd.id)
+            answered.add((cmd.id, cmd.attempt))
             assert cmd.correlationid is not None
             reply = reply_for(cmd, by_id[cmd.correlationid])
             if reply is not None:
@@ -148,6 +149,11 @@ def test_every_order_ends_right(plan: list[Script], data: st.DataObject) -> None
                 for e in mine:
                     seen[e.type] = seen.get(e.type, 0) + 1
                 assert seen == counts, (s.fates, seen, counts)
+                for kind in seen:  # one command per type: every attempt under one id
+                    sends = [e for e in mine if e.type == kind]
+                    assert len({e.id for e in sends}) == 1, (kind, sends)
+                    if kind in REPLIES:
+                        assert [e.attempt for e in sends] == list(range(1, len(sends) + 1))
                 compensations = [
                     e.type for e in mine if e.type in ("inventory.release", "payment.refund")
                 ]
