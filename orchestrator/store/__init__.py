@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from adapters._util import redact_url
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
     InstanceRecord,
@@ -24,6 +25,7 @@ from schemas.errors import ConfigError
 
 __all__ = [
     "STORE_SCHEMES",
+    "FailedOutboxRecord",
     "HistoryRecord",
     "InstanceKey",
     "InstanceRecord",

@@ -20,6 +20,7 @@ __all__ = [
     "SQL_INBOX_DELETE",
     "SQL_INBOX_INSERT",
     "SQL_LOCK_VERSIONS",
+    "SQL_MARK_FAILED",
     "ConcurrentInsert",
     "columns",
     "write_plan",
@@ -38,6 +39,16 @@ def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 KEYS = "unnest($1::text[], $2::text[]) AS k(ks, kc)"
 """Pairs of keys passed as two arrays, for joins (the reads use it too)."""
+SQL_MARK_FAILED = (
+    "WITH gone AS (DELETE FROM outbox o USING unnest($1::text[], $2::text[]) AS f(id, reason) "
+    "WHERE o.id = f.id RETURNING o.id, o.destination, o.key, o.body, o.headers, o.created_at, "
+    f"f.reason) INSERT INTO outbox_failed ({s.FAILED_COLUMNS}) "
+    "SELECT id, destination, key, body, headers, created_at, reason, $3 FROM gone "
+    + s.upsert_clause(s.FAILED_COLUMNS, ("id",))
+)
+"""Move outbox rows (ids, reasons) into ``outbox_failed`` at time $3, in one statement:
+ids not in the outbox are skipped; one failed before and committed anew takes its new
+bytes and reason."""
 _INSTANCE_UNNEST = (
     "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::bytea[], "
     "$7::bytea[], $8::float8[], $9::float8[]) "

@@ -6,7 +6,14 @@ a database written by a newer build (an older build must not guess at columns
 it does not know), and ``MIGRATIONS`` lists, per version, the statements that
 bring a database from the previous version to it — ``open()`` applies those
 above the stored version in one transaction. Version 1 is the first schema, so
-its "migration" creates everything.
+its "migration" creates everything. A migration is never edited once released: a
+database written by that release holds exactly what it says.
+
+Version 2 adds ``outbox_failed``: outbox rows the broker refused for good, moved
+out of ``outbox`` with the broker's reason (``Store.mark_failed``). A table of
+their own rather than a column on ``outbox``: the relay's ``pending_outbox`` scan,
+on the hot path, stays a plain read of ``outbox`` that no failed row can slow
+down or slip into, and ``mark_published`` of a failed id finds nothing to delete.
 
 Ordering columns: ``pending_outbox``, ``history`` and ``parked`` read back in
 insertion order, so each of those tables has an increasing integer (the SQLite
@@ -21,6 +28,7 @@ from typing import Any
 import orjson
 
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceRecord,
     OutboxRecord,
@@ -30,6 +38,7 @@ from orchestrator.store.base import (
 from schemas.errors import SchemaVersionError
 
 __all__ = [
+    "FAILED_COLUMNS",
     "HISTORY_COLUMNS",
     "INSTANCE_COLUMNS",
     "OUTBOX_COLUMNS",
@@ -43,6 +52,8 @@ __all__ = [
     "decode_headers",
     "encode_commands",
     "encode_headers",
+    "failed_from_row",
+    "first_reasons",
     "history_from_row",
     "history_params",
     "instance_from_row",
@@ -56,7 +67,7 @@ __all__ = [
     "timer_params",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The schema this build writes and understands."""
 
 SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -93,6 +104,13 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (saga, message_id))""",
         "CREATE INDEX parked_instance ON parked (saga, correlation_id)",
         "CREATE INDEX parked_expires ON parked (expires)",
+    ),
+    2: (
+        """CREATE TABLE outbox_failed (
+            id TEXT PRIMARY KEY, destination TEXT NOT NULL, key TEXT,
+            body BLOB NOT NULL, headers TEXT NOT NULL, created_at REAL NOT NULL,
+            reason TEXT NOT NULL, failed_at REAL NOT NULL)""",
+        "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
     ),
 }
 
@@ -135,6 +153,14 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX parked_instance ON parked (saga, correlation_id)",
         "CREATE INDEX parked_expires ON parked (expires)",
     ),
+    2: (
+        """CREATE TABLE outbox_failed (
+            id text PRIMARY KEY, destination text NOT NULL, key text,
+            body bytea NOT NULL, headers jsonb NOT NULL,
+            created_at double precision NOT NULL,
+            reason text NOT NULL, failed_at double precision NOT NULL)""",
+        "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
+    ),
 }
 
 
@@ -149,8 +175,10 @@ def check_version(found: int, where: str) -> None:
 
 
 def pending_migrations(found: int, migrations: dict[int, tuple[str, ...]]) -> list[str]:
-    """The statements that take a database from ``found`` to :data:`SCHEMA_VERSION`."""
-    return [sql for v in sorted(migrations) if v > found for sql in migrations[v]]
+    """The statements that take a database from ``found`` to :data:`SCHEMA_VERSION`
+    (and no further: a test writes a database as the previous version would by
+    lowering :data:`SCHEMA_VERSION`)."""
+    return [sql for v in sorted(migrations) if found < v <= SCHEMA_VERSION for sql in migrations[v]]
 
 
 def encode_headers(headers: Sequence[tuple[str, str]]) -> str:
@@ -178,6 +206,7 @@ HISTORY_COLUMNS = (
     "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at"
 )
 OUTBOX_COLUMNS = "id, destination, key, body, headers, created_at"
+FAILED_COLUMNS = f"{OUTBOX_COLUMNS}, reason, failed_at"
 TIMER_COLUMNS = "saga, correlation_id, name, due, payload"
 PARKED_COLUMNS = "saga, correlation_id, message_id, destination, body, parked_at, expires, reason"
 
@@ -209,6 +238,20 @@ def history_from_row(r: Row) -> HistoryRecord:
 
 def outbox_from_row(r: Row) -> OutboxRecord:
     return OutboxRecord(r[0], r[1], r[2], bytes(r[3]), decode_headers(r[4]), float(r[5]))
+
+
+def first_reasons(failures: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """``mark_failed``'s ``(id, reason)`` pairs, one per id: the first reason given, as
+    ``MemoryStore.mark_failed`` keeps it."""
+    out: dict[str, str] = {}
+    for mid, reason in failures:
+        out.setdefault(mid, reason)
+    return out
+
+
+def failed_from_row(r: Row) -> FailedOutboxRecord:
+    """A row of :data:`FAILED_COLUMNS`."""
+    return FailedOutboxRecord(outbox_from_row(r), r[6], float(r[7]))
 
 
 def timer_from_row(r: Row) -> TimerRecord:

@@ -16,6 +16,7 @@ __all__ = [
     "COUNTS",
     "DUE_TIMERS",
     "EXPIRED_PARKED",
+    "FAILED_OUTBOX",
     "HISTORY",
     "INSTANCES",
     "NEXT_TIMER_DUE",
@@ -60,6 +61,7 @@ def versions(conn: sqlite3.Connection, keys: Sequence[InstanceKey]) -> dict[Inst
 
 
 PENDING_OUTBOX = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY rowid LIMIT ?"
+FAILED_OUTBOX = f"SELECT {s.FAILED_COLUMNS} FROM outbox_failed ORDER BY failed_at DESC, id LIMIT ?"
 DUE_TIMERS = (
     f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE due <= ? "
     "ORDER BY due, saga, correlation_id, name LIMIT ?"

@@ -20,7 +20,7 @@ from orchestrator.store import _schema as s
 from orchestrator.store._plan import Plan
 from orchestrator.store._sqlite_rows import chunks, flat, keyed_join, marks, tuples
 
-__all__ = ["delete_by_id", "delete_by_key", "insert_rows", "write_plan"]
+__all__ = ["delete_by_id", "delete_by_key", "insert_rows", "move_to_failed", "write_plan"]
 
 
 def insert_rows(
@@ -94,3 +94,21 @@ def write_plan(conn: sqlite3.Connection, plan: Plan) -> None:
             "ON CONFLICT (saga, message_id) DO NOTHING",
             parked,
         )
+
+
+def move_to_failed(conn: sqlite3.Connection, reasons: dict[str, str], at: float) -> None:
+    """Move the outbox rows ``reasons`` names into ``outbox_failed`` with their reasons
+    and ``at`` (inside the caller's transaction); ids not in the outbox are skipped. A
+    row failed before and pending again (the same id committed anew) takes its new
+    bytes and reason."""
+    pairs = list(reasons.items())
+    for start, k in chunks(conn, len(pairs), 2):
+        conn.execute(
+            f"INSERT INTO outbox_failed ({s.FAILED_COLUMNS}) "
+            f"SELECT {', '.join('t.' + c for c in s.OUTBOX_COLUMNS.split(', '))}, k.column2, ? "
+            f"FROM (VALUES {tuples(2, k)}) AS k CROSS JOIN outbox t ON t.id = k.column1 "
+            # WHERE true: without it SQLite reads the upsert's ON as the join's
+            f"WHERE true {s.upsert_clause(s.FAILED_COLUMNS, ('id',))}",
+            [at, *flat(pairs[start : start + k])],
+        )
+    delete_by_id(conn, "outbox", "id", list(reasons))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "FailedOutboxRecord",
     "HistoryRecord",
     "InstanceKey",
     "InstanceRecord",
@@ -83,6 +84,17 @@ class OutboxRecord:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
     created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FailedOutboxRecord:
+    """An outbox row the broker refused for good (:class:`~schemas.errors.PublishRefused`):
+    taken out of the relay so it blocks nothing behind it, and kept with the broker's
+    reason for an operator to see."""
+
+    row: OutboxRecord
+    reason: str
+    failed_at: float
 
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
@@ -200,6 +212,21 @@ class Store(Protocol):
 
     async def mark_published(self, ids: Sequence[str]) -> None:
         """Remove these outbox rows."""
+
+    async def mark_failed(self, failures: Sequence[tuple[str, str]], at: float) -> None:
+        """Take the outbox rows ``(id, reason)`` out of :meth:`pending_outbox` for good,
+        keeping each with the broker's reason and ``at`` (:meth:`failed_outbox`).
+        Unknown ids are ignored (already published, or already failed)."""
+
+    async def failed_outbox(self, limit: int = 100) -> list[FailedOutboxRecord]:
+        """Outbox rows marked failed, most recent first."""
+        ...
+
+    async def ping(self) -> None:
+        """Return once the store answered a trivial query; raise a retryable
+        :class:`~schemas.errors.StoreError` if it cannot (for ``/readyz`` and the
+        engine's wait for a store that went away). Bounded in time: a store that
+        does not answer within a few seconds is reported as unreachable."""
 
     async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
         """Timers with ``due <= now``, earliest first."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from orchestrator.store._plan import batch_time, unit_time
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
     InstanceRecord,
@@ -36,6 +37,7 @@ class MemoryStore:
         self._inbox: dict[tuple[str, str], float] = {}  # mark -> when it was written
         self._history: dict[InstanceKey, list[HistoryRecord]] = defaultdict(list)
         self._outbox: dict[str, OutboxRecord] = {}
+        self._failed: dict[str, FailedOutboxRecord] = {}  # outbox rows the broker refused
         self._timers: dict[tuple[str, str, str], TimerRecord] = {}
         self._timer_heap: list[tuple[float, tuple[str, str, str]]] = []
         self._parked: dict[tuple[str, str], ParkedRecord] = {}
@@ -53,6 +55,10 @@ class MemoryStore:
     def _check(self) -> None:
         if not self._open:
             raise StoreError("memory store is not open; call open() first", retryable=False)
+
+    async def ping(self) -> None:
+        """Answers at once: memory does not go away while the process lives."""
+        self._check()
 
     async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
         self._check()
@@ -118,6 +124,20 @@ class MemoryStore:
         self._check()
         for mid in ids:
             self._outbox.pop(mid, None)
+
+    async def mark_failed(self, failures: Sequence[tuple[str, str]], at: float) -> None:
+        self._check()
+        for mid, reason in failures:
+            row = self._outbox.pop(mid, None)
+            if row is not None:
+                self._failed[mid] = FailedOutboxRecord(row, reason, at)
+
+    async def failed_outbox(self, limit: int = 100) -> list[FailedOutboxRecord]:
+        """Most recent first; rows failed at the same time by id, as the durable stores
+        order them."""
+        self._check()
+        rows = sorted(self._failed.values(), key=lambda f: (-f.failed_at, f.row.id))
+        return rows[:limit]
 
     def _compact_timers(self) -> None:
         """Rebuild the timer heap once it holds more than twice as many entries as there

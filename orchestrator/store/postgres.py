@@ -17,23 +17,44 @@ savepoint and five statements per unit:
 
 The commit's statements and step 4 live in :mod:`orchestrator.store._postgres_write`.
 
+When the database goes away: every operation ends within a bounded time with a
+*retryable* StoreError, never hangs, whether the connection is refused, reset, or
+stalls (the TCP connection stays open and no bytes come back). Three limits bound
+it: ``connect_timeout`` (opening a connection, handshake included),
+``command_timeout`` (each statement, the ROLLBACK after a failure and the reset of
+a connection going back to the pool included) and ``acquire_timeout`` (waiting for
+a pooled connection, connecting a new one included); ``prune`` and the schema
+migration, which may touch many rows, get 12 times ``command_timeout``. A
+connection that failed or timed out is dropped, and the pool opens a new one at
+the next use: once the database is back, the same open store works again by
+itself. A commit cut in flight either committed or did not (one transaction);
+retrying it is safe, since its inbox marks make a unit that did commit a
+DUPLICATE the second time. ``ping`` answers within :data:`_PING_TIMEOUT` seconds.
+
 URL: ``postgresql://user[:password]@host[:port]/db`` (``postgres://`` too) with any
-libpq-style options asyncpg accepts, plus ``pool_min`` / ``pool_max``.
+libpq-style options asyncpg accepts, plus ``pool_min`` / ``pool_max`` (default 1 /
+10) and ``connect_timeout`` / ``command_timeout`` / ``acquire_timeout`` (seconds,
+default 5 each: a database that has not answered in 5 s is down as far as a
+sidecar's latency goes, and a few seconds leave room for a busy server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from orchestrator.store import _postgres_write as w
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import batch_time, plan_batch, unit_time
+from orchestrator.store._postgres_health import probe, translated
+from orchestrator.store._postgres_open import migrate, parse_url
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
     InstanceRecord,
@@ -44,15 +65,13 @@ from orchestrator.store.base import (
     TimerRecord,
     UnitOfWork,
 )
-from schemas.errors import ConfigError, StoreError
+from schemas.errors import StoreError
 
 __all__ = ["PostgresStore"]
 
-_MIGRATION_LOCK = 0x5A6A_3172  # pg_advisory_xact_lock key: one migrating process at a time
 _ATTEMPTS = 5
-# SQLSTATE classes worth retrying: connection, transaction rollback (serialization,
-# deadlock), insufficient resources, operator intervention (shutdown, not ready).
-_RETRYABLE_CLASSES = ("08", "40", "53", "57")
+_SLOW = 12  # prune and migrations get this many times command_timeout
+_PING_TIMEOUT = 2.0
 
 
 def _count(status: str) -> int:
@@ -63,48 +82,50 @@ def _count(status: str) -> int:
 class PostgresStore:
     """The Store protocol on PostgreSQL (see the module docstring for the URL)."""
 
-    def __init__(self, dsn: str, *, pool_min: int = 1, pool_max: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        acquire_timeout: float = 5.0,
+    ) -> None:
         self.dsn = dsn
         self.pool_min = pool_min
         self.pool_max = pool_max
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.acquire_timeout = acquire_timeout
         parts = urlsplit(dsn)
         host = parts.netloc.rpartition("@")[2]
         user = parts.username or ""
         self.location = f"{user}@{host}{parts.path}" if user else f"{host}{parts.path}"
         self._pool: Any = None
         self._schema_version = 0
+        self._limits = (  # for error messages
+            f"connect_timeout={connect_timeout:g} s, command_timeout={command_timeout:g} s, "
+            f"acquire_timeout={acquire_timeout:g} s"
+        )
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            raise ConfigError(f"not a PostgreSQL URL: {url!r}")
-        query = dict(parse_qsl(parts.query))
-        try:
-            pool_min = int(query.pop("pool_min", "1"))
-            pool_max = int(query.pop("pool_max", "10"))
-        except ValueError:
-            raise ConfigError(f"pool_min/pool_max must be integers in {url!r}") from None
-        dsn = urlunsplit(parts._replace(query=urlencode(query)))
-        return cls(dsn, pool_min=pool_min, pool_max=max(pool_min, pool_max))
+        o = parse_url(url)
+        return cls(
+            o.dsn,
+            pool_min=o.pool_min,
+            pool_max=o.pool_max,
+            connect_timeout=o.connect_timeout,
+            command_timeout=o.command_timeout,
+            acquire_timeout=o.acquire_timeout,
+        )
 
     # -- plumbing -------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self, operation: str) -> Iterator[None]:
-        """Translate driver errors into StoreError, saying where and whether to retry."""
-        try:
-            yield
-        except asyncpg.PostgresError as exc:
-            state = getattr(exc, "sqlstate", "") or ""
-            raise StoreError(
-                f"postgres store {self.location}: {operation} failed: {exc} (SQLSTATE {state})",
-                retryable=state[:2] in _RETRYABLE_CLASSES,
-            ) from exc
-        except (OSError, TimeoutError, asyncpg.InterfaceError) as exc:
-            raise StoreError(
-                f"postgres store {self.location}: {operation} failed: {exc!r}", retryable=True
-            ) from exc
+    def _errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        """Driver errors as StoreErrors (:mod:`orchestrator.store._postgres_health`)."""
+        return translated(f"postgres store {self.location}", operation, self._limits)
 
     @property
     def _p(self) -> Any:
@@ -119,37 +140,41 @@ class PostgresStore:
             return
         with self._errors("connect"):
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=self.pool_min, max_size=self.pool_max
+                self.dsn,
+                min_size=self.pool_min,
+                max_size=self.pool_max,
+                timeout=self.connect_timeout,
+                command_timeout=self.command_timeout,
             )
         try:
             with self._errors("schema migration"):
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-                    await conn.execute(
-                        "CREATE TABLE IF NOT EXISTS sagawire_meta "
-                        "(key text PRIMARY KEY, value text NOT NULL)"
-                    )
-                    found = await conn.fetchval(
-                        "SELECT value FROM sagawire_meta WHERE key = 'schema_version'"
-                    )
-                    found = 0 if found is None else int(found)
-                    s.check_version(found, f"PostgreSQL database {self.location}")
-                    for sql in s.pending_migrations(found, s.POSTGRES_MIGRATIONS):
-                        await conn.execute(sql)
-                    await conn.execute(
-                        "INSERT INTO sagawire_meta (key, value) VALUES ('schema_version', $1) "
-                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        str(s.SCHEMA_VERSION),
-                    )
-            self._schema_version = s.SCHEMA_VERSION
+                async with self._conn() as conn, conn.transaction():
+                    self._schema_version = await migrate(conn, self.location, self._slow)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
+        """Close the pool gracefully, within the command limit; past it (a call still
+        running on a stalled database), drop the connections."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(self.command_timeout):
+                await pool.close()
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            pool.terminate()  # nothing left to say to a database that is gone
+
+    @property
+    def _slow(self) -> float:
+        """The limit for statements that may touch many rows (prune, migrations)."""
+        return _SLOW * self.command_timeout
+
+    def _conn(self) -> Any:
+        """A pooled connection (``async with``), within ``acquire_timeout``: asyncpg's
+        pool methods (``pool.fetch``...) wait for one without a limit."""
+        return self._p.acquire(timeout=self.acquire_timeout)
 
     def info(self) -> StoreInfo:
         """What this store is, for ``/readyz`` and logs (no password)."""
@@ -161,10 +186,17 @@ class PostgresStore:
         )
 
     async def _fetch(self, operation: str, sql: str, *args: Any) -> list[Any]:
-        pool = self._p
         with self._errors(operation):
-            rows: list[Any] = await pool.fetch(sql, *args)
-            return rows
+            async with self._conn() as conn:
+                rows: list[Any] = await conn.fetch(sql, *args)
+                return rows
+
+    async def ping(self) -> None:
+        """``SELECT 1``, answered within :data:`_PING_TIMEOUT` seconds or reported
+        unreachable (:func:`~orchestrator.store._postgres_health.probe`)."""
+        limit = min(_PING_TIMEOUT, self.command_timeout, self.acquire_timeout)
+        with self._errors("ping"):
+            await probe(self._p, limit=limit, deadline=_PING_TIMEOUT)
 
     # -- reads ----------------------------------------------------------------------
 
@@ -248,11 +280,10 @@ class PostgresStore:
     ) -> list[Outcome]:
         units = list(units)
         published = list(published)
-        pool = self._p
         for _ in range(_ATTEMPTS):
             try:
                 with self._errors("commit"):
-                    async with pool.acquire() as conn, conn.transaction():
+                    async with self._conn() as conn, conn.transaction():
                         return await self._commit(conn, units, published)
             except w.ConcurrentInsert:
                 continue
@@ -299,20 +330,39 @@ class PostgresStore:
 
     async def mark_published(self, ids: Sequence[str]) -> None:
         if ids:
-            pool = self._p
             with self._errors("mark_published"):
-                await pool.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", list(ids))
+                async with self._conn() as conn:
+                    await conn.execute("DELETE FROM outbox WHERE id = ANY($1::text[])", list(ids))
+
+    async def mark_failed(self, failures: Sequence[tuple[str, str]], at: float) -> None:
+        reasons = s.first_reasons(failures)
+        if reasons:
+            with self._errors("mark_failed"):
+                async with self._conn() as conn:
+                    await conn.execute(w.SQL_MARK_FAILED, list(reasons), list(reasons.values()), at)
+
+    async def failed_outbox(self, limit: int = 100) -> list[FailedOutboxRecord]:
+        sql = (
+            f"SELECT {s.FAILED_COLUMNS} FROM outbox_failed "
+            'ORDER BY failed_at DESC, id COLLATE "C" LIMIT $1'
+        )
+        return [s.failed_from_row(r) for r in await self._fetch("failed_outbox", sql, limit)]
 
     async def prune(self, *, inbox_before: float, history_before: float | None = None) -> int:
         """Delete inbox marks (and, if asked, history rows) older than the given times.
 
         The inbox only has to outlive the broker's redelivery window; after that a
-        mark is dead weight. Returns the number of rows deleted."""
-        pool = self._p
+        mark is dead weight. Returns the number of rows deleted. Under the slow limit:
+        the first prune of a big inbox may take a while."""
         with self._errors("prune"):
-            async with pool.acquire() as conn, conn.transaction():
-                n = _count(await conn.execute("DELETE FROM inbox WHERE at < $1", inbox_before))
+            async with self._conn() as conn, conn.transaction():
+                status = await conn.execute(
+                    "DELETE FROM inbox WHERE at < $1", inbox_before, timeout=self._slow
+                )
+                n = _count(status)
                 if history_before is not None:
-                    status = await conn.execute("DELETE FROM history WHERE at < $1", history_before)
+                    status = await conn.execute(
+                        "DELETE FROM history WHERE at < $1", history_before, timeout=self._slow
+                    )
                     n += _count(status)
                 return n

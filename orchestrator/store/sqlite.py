@@ -19,7 +19,13 @@ are set-based (:mod:`orchestrator.store._sqlite_write`): one multi-row
 statement per table per batch. The busy timeout (another *process* holding the
 write lock) therefore blocks the loop for up to ``busy_timeout`` ms; a
 sidecar's store file is its own, so that is an operator's manual session at
-most.
+most. ``ping`` runs on the thread, so an engine waiting for the lock to free
+(or for room on a full disk) polls without blocking the loop.
+
+When it fails: a lock held past the busy timeout, a full disk and an I/O error
+are retryable StoreErrors saying which and what clears it; the call's
+transaction is rolled back whole, and the same open store goes on once the
+condition passes (:mod:`orchestrator.store._sqlite_health`).
 
 Durability: the journal is WAL. ``synchronous=NORMAL`` (the default) does not
 fsync on each commit, only at checkpoints: a committed transaction survives the
@@ -42,14 +48,16 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 from orchestrator.store import _schema as s
 from orchestrator.store import _sqlite_read as r
 from orchestrator.store._plan import plan_batch
 from orchestrator.store._sqlite_checkpoint import WalCheckpointer
-from orchestrator.store._sqlite_write import delete_by_id, write_plan
+from orchestrator.store._sqlite_health import probe, translate
+from orchestrator.store._sqlite_open import connect, migrate, parse_url
+from orchestrator.store._sqlite_write import delete_by_id, move_to_failed, write_plan
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
     InstanceRecord,
@@ -67,15 +75,17 @@ __all__ = ["SqliteStore"]
 T = TypeVar("T")
 
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-# sqlite3 error names (Python 3.11+) worth retrying: contention, a full disk, I/O.
-_RETRYABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLITE_PROTOCOL")
+_PING_TIMEOUT = 2.0  # seconds ping() waits in all, for the connection and the write lock
+_PING_LOCK_WAIT_MS = 1000  # of which, at most, for another process's write lock
 
 
-def _translate(exc: sqlite3.Error, path: str) -> StoreError:
-    name = getattr(exc, "sqlite_errorname", "") or type(exc).__name__
-    retryable = name.startswith(_RETRYABLE)
-    hint = "; another process holds the write lock" if "BUSY" in name else ""
-    return StoreError(f"sqlite store {path}: {exc} ({name}){hint}", retryable=retryable)
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the transaction a failed call began, if it is still open (SQLite ends some
+    by itself on SQLITE_FULL or an I/O error). A rollback that fails is left for the
+    next call's, which comes first (see ``_call``): the caller's error says more."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 async def _until_done(work: asyncio.Future[T]) -> T:
@@ -119,34 +129,12 @@ class SqliteStore:
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
-        parts = urlsplit(url)
-        if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
-            raise ConfigError(
-                f"bad SQLite URL {url!r}; use sqlite:///relative.db, sqlite:////abs/path.db "
-                "or sqlite:///:memory:"
-            )
-        path = parts.path[1:]
-        if not path:
-            raise ConfigError(f"SQLite URL {url!r} names no file")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(query) - {"synchronous", "busy_timeout", "cache_mb"}
-        if unknown:
-            raise ConfigError(f"unknown SQLite URL option(s) {sorted(unknown)} in {url!r}")
-        try:
-            busy = int(query.get("busy_timeout", "5000"))
-        except ValueError:
-            raise ConfigError(f"busy_timeout must be milliseconds in {url!r}") from None
-        try:
-            cache_mb = int(query.get("cache_mb", "32"))
-        except ValueError:
-            cache_mb = -1
-        if cache_mb < 1:
-            raise ConfigError(f"cache_mb must be a positive number of MiB in {url!r}")
+        o = parse_url(url)
         return cls(
-            path,
-            synchronous=query.get("synchronous", "NORMAL"),
-            busy_timeout_ms=busy,
-            cache_mb=cache_mb,
+            o.path,
+            synchronous=o.synchronous,
+            busy_timeout_ms=o.busy_timeout_ms,
+            cache_mb=o.cache_mb,
         )
 
     # -- plumbing -------------------------------------------------------------------
@@ -172,14 +160,13 @@ class SqliteStore:
             if conn is None:
                 raise StoreError(f"sqlite store {self.path} is closed", retryable=False)
             try:
+                _rollback(conn)  # left open only if an earlier call's rollback failed
                 return fn(conn)
             except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise _translate(exc, self.path) from exc
+                _rollback(conn)
+                raise translate(exc, self.path) from exc
             except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
         async with self._lock:
@@ -196,57 +183,22 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sagawire-sqlite")
         loop = asyncio.get_running_loop()
         try:
-            self._conn = await loop.run_in_executor(self._executor, self._connect)
-            self._schema_version = await self._call(self._migrate)
+            self._conn, self._wal = await loop.run_in_executor(
+                self._executor,
+                lambda: connect(
+                    self.path,
+                    synchronous=self.synchronous,
+                    busy_timeout_ms=self.busy_timeout_ms,
+                    cache_mb=self.cache_mb,
+                ),
+            )
+            self._schema_version = await self._call(lambda c: migrate(c, self.path))
             if self._wal:
                 self._checkpointer = WalCheckpointer(self.path)
                 self._checkpointer.start()
         except BaseException:
             await self.close()
             raise
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                timeout=self.busy_timeout_ms / 1000,
-                cached_statements=512,  # the multi-row writes' few shapes per table
-                check_same_thread=False,  # used from two threads, never at once (_lock)
-            )
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            self._wal = str(mode).lower() == "wal"  # not for :memory:
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            # The page cache should hold the hot B-tree pages. The inbox's keys are
-            # message ids, random by nature, so its inserts touch pages all over its
-            # index: 100,000 bench sagas ran at ~4,900 transitions/s with 16 MiB,
-            # ~5,200/s with 32 MiB (RSS +79 MB) and ~5,500/s with 64 MiB (RSS +120 MB).
-            conn.execute(f"PRAGMA cache_size=-{self.cache_mb * 1024}")
-            conn.execute("PRAGMA wal_autocheckpoint=10000")
-            return conn
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
-
-    def _migrate(self, conn: sqlite3.Connection) -> int:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS sagawire_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-        )
-        row = conn.execute(
-            "SELECT value FROM sagawire_meta WHERE key = 'schema_version'"
-        ).fetchone()
-        found = 0 if row is None else int(row[0])
-        s.check_version(found, f"SQLite database {self.path}")
-        for sql in s.pending_migrations(found, s.SQLITE_MIGRATIONS):
-            conn.execute(sql)
-        conn.execute(
-            "INSERT INTO sagawire_meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (str(s.SCHEMA_VERSION),),
-        )
-        conn.execute("COMMIT")
-        return s.SCHEMA_VERSION
 
     async def close(self) -> None:
         """Close after the call in progress (and those already waiting) are done."""
@@ -284,6 +236,25 @@ class SqliteStore:
             },
         )
 
+    async def ping(self) -> None:
+        """Whether a commit could begin now (:func:`~orchestrator.store._sqlite_health.probe`
+        says what is checked), within :data:`_PING_TIMEOUT` seconds. On the store's
+        thread: waiting for another process's write lock must not stall the loop."""
+        wait_ms = min(self.busy_timeout_ms, _PING_LOCK_WAIT_MS)
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT):
+                await self._call(
+                    lambda c: probe(
+                        c, self.path, wait_ms=wait_ms, busy_timeout_ms=self.busy_timeout_ms
+                    )
+                )
+        except TimeoutError:
+            raise StoreError(
+                f"sqlite store {self.path}: no answer within {_PING_TIMEOUT:g} s (another "
+                "call has held the connection that long)",
+                retryable=True,
+            ) from None
+
     # -- reads (SQL in orchestrator.store._sqlite_read) -------------------------------
 
     async def load(self, keys: Sequence[InstanceKey]) -> dict[InstanceKey, InstanceRecord]:
@@ -303,6 +274,10 @@ class SqliteStore:
     async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
         rows = await self._call(lambda c: c.execute(r.PENDING_OUTBOX, (limit,)).fetchall())
         return [s.outbox_from_row(row) for row in rows]
+
+    async def failed_outbox(self, limit: int = 100) -> list[FailedOutboxRecord]:
+        rows = await self._call(lambda c: c.execute(r.FAILED_OUTBOX, (limit,)).fetchall())
+        return [s.failed_from_row(row) for row in rows]
 
     async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
         rows = await self._call(
@@ -382,6 +357,19 @@ class SqliteStore:
 
         if ids:
             await self._call(run, inline=True)
+            self._wrote()
+
+    async def mark_failed(self, failures: Sequence[tuple[str, str]], at: float) -> None:
+        """On the store's thread: rare, and it copies each row's bytes."""
+        reasons = s.first_reasons(failures)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            move_to_failed(conn, reasons, at)
+            conn.execute("COMMIT")
+
+        if reasons:
+            await self._call(run)
             self._wrote()
 
     def _wrote(self) -> None:

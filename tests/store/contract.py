@@ -14,7 +14,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from orchestrator.store import _schema
 from orchestrator.store.base import (
+    FailedOutboxRecord,
     HistoryRecord,
     InstanceRecord,
     OutboxRecord,
@@ -157,6 +159,20 @@ class StoreContract:
         assert await store.history((SAGA, "nope")) == []
         assert await store.instances() == []
         assert await store.counts() == {}
+        await store.mark_failed([], at=1.0)
+        assert await store.failed_outbox() == []
+
+    async def test_ping(self, store: Store) -> None:
+        await store.ping()
+        await store.commit([step("a", 1)])
+        await store.ping()  # answers, and changes nothing
+        assert [o.id for o in await store.pending_outbox()] == ["a-o1"]
+        assert await store.commit([step("a", 2)]) == [C]
+
+    async def test_ping_before_open_raises_store_error(self, store_factory: StoreFactory) -> None:
+        st: Store = store_factory()
+        with pytest.raises(StoreError, match="not open"):
+            await st.ping()
 
     # -- instances and versions -----------------------------------------------------
 
@@ -391,6 +407,74 @@ class StoreContract:
         pending = await store.pending_outbox()
         assert [(o.id, o.body) for o in pending] == [("1", b"new"), ("2", b"{}"), ("3", b"{}")]
 
+    # -- outbox rows the broker refused for good --------------------------------------
+
+    async def test_mark_failed_takes_rows_out_of_pending_and_keeps_them(self, store: Store) -> None:
+        bare = OutboxRecord(id="2", destination="d", key=None, body=BINARY, created_at=2.5)
+        await store.commit([UnitOfWork(outbox=(out("1"), bare, out("3")))])
+        await store.mark_failed([("2", "header too large"), ("unknown", "nope")], at=5.0)
+        assert [o.id for o in await store.pending_outbox()] == ["1", "3"]
+        failed = [FailedOutboxRecord(bare, "header too large", 5.0)]
+        assert await store.failed_outbox() == failed  # bytes, key, headers, time: all kept
+        # failing it again, publishing it: no harm, nothing moves
+        await store.mark_failed([("2", "again")], at=6.0)
+        await store.mark_published(["2"])
+        assert await store.commit([], published=["2"]) == []
+        assert await store.failed_outbox() == failed
+        assert [o.id for o in await store.pending_outbox()] == ["1", "3"]
+        await store.mark_published(["1", "3"])
+        assert await store.pending_outbox() == []
+        assert await store.failed_outbox() == failed
+
+    async def test_failed_outbox_most_recent_first(self, store: Store) -> None:
+        await store.commit([UnitOfWork(outbox=tuple(out(i) for i in "abcde"))])
+        await store.mark_failed([("c", "too large"), ("a", "bad subject")], at=1.0)
+        await store.mark_failed([("d", "bad header")], at=2.0)
+        await store.mark_failed([("e", "first"), ("e", "second")], at=0.5)  # the first kept
+        got = [(f.row.id, f.reason, f.failed_at) for f in await store.failed_outbox()]
+        assert got == [
+            ("d", "bad header", 2.0),
+            ("a", "bad subject", 1.0),  # failed at the same time: by id
+            ("c", "too large", 1.0),
+            ("e", "first", 0.5),
+        ]
+        assert [f.row.id for f in await store.failed_outbox(limit=2)] == ["d", "a"]
+        assert [o.id for o in await store.pending_outbox()] == ["b"]
+
+    async def test_a_failed_row_blocks_nothing_behind_it(self, store: Store) -> None:
+        """The relay reads the oldest rows first: a refused one at the head must leave
+        the head, or every row behind it waits forever."""
+        await store.commit([UnitOfWork(outbox=(out("poison"),))])
+        await store.commit([step("a", 1), step("b", 1)])
+        assert [o.id for o in await store.pending_outbox(limit=1)] == ["poison"]
+        await store.mark_failed([("poison", "header size exceeds maximum allowed")], at=3.0)
+        assert [o.id for o in await store.pending_outbox(limit=1)] == ["a-o1"]
+        assert await store.commit([step("a", 2)], published=["a-o1", "b-o1"]) == [C]
+        assert [o.id for o in await store.pending_outbox()] == ["a-o2"]
+
+    async def test_mark_failed_many_rows(self, store: Store) -> None:
+        n = 700  # past one statement's worth of rows in the set-based stores
+        await store.commit([UnitOfWork(outbox=tuple(out(f"o{i:04d}") for i in range(n)))])
+        await store.mark_failed([(f"o{i:04d}", f"r{i}") for i in range(0, n, 2)], at=1.0)
+        pending = await store.pending_outbox(limit=n)
+        assert [o.id for o in pending] == [f"o{i:04d}" for i in range(1, n, 2)]
+        failed = await store.failed_outbox(limit=n)
+        assert [(f.row.id, f.reason) for f in failed] == [
+            (f"o{i:04d}", f"r{i}") for i in range(0, n, 2)
+        ]
+
+    async def test_an_id_committed_again_after_failing_is_pending_again(self, store: Store) -> None:
+        """A failed id is not barred: a later commit of a row with that id asked for it
+        to be sent, and the relay tries; refused again, it takes the new reason."""
+        await store.commit([UnitOfWork(outbox=(out("x"),))])
+        await store.mark_failed([("x", "first")], at=1.0)
+        await store.commit([UnitOfWork(outbox=(out("x", body=b"new"),))])
+        assert [(o.id, o.body) for o in await store.pending_outbox()] == [("x", b"new")]
+        await store.mark_failed([("x", "second")], at=2.0)
+        assert await store.pending_outbox() == []
+        failed = await store.failed_outbox()
+        assert [(f.row.body, f.reason, f.failed_at) for f in failed] == [(b"new", "second", 2.0)]
+
     # -- timers ---------------------------------------------------------------------
 
     async def test_timers_due_move_cancel(self, store: Store) -> None:
@@ -536,8 +620,10 @@ class StoreContract:
         unit = step("a", 1, data=BINARY)
         unit.timers_set = (timer("a", "t", 7.0, payload=BINARY),)
         unit.parked = (park("b", "p", body=BINARY),)
+        unit.outbox = (*unit.outbox, out("refused", body=BINARY))
         await first.commit([unit, step("c", 1)], published=[])
         await first.mark_published(["c-o1"])
+        await first.mark_failed([("refused", "too large")], at=4.0)
         await first.close()
 
         second: Store = store_factory()
@@ -546,6 +632,8 @@ class StoreContract:
             assert (await second.load([(SAGA, "a")]))[(SAGA, "a")] == inst("a", 1, data=BINARY)
             assert await second.seen([(SAGA, "a-m1")]) == {(SAGA, "a-m1")}
             assert await second.pending_outbox() == [out("a-o1")]
+            refused = FailedOutboxRecord(out("refused", body=BINARY), "too large", 4.0)
+            assert await second.failed_outbox() == [refused]
             assert await second.due_timers(7.0) == [timer("a", "t", 7.0, payload=BINARY)]
             assert await second.next_timer_due() == 7.0
             assert await second.parked([(SAGA, "b")]) == [park("b", "p", body=BINARY)]
@@ -565,3 +653,57 @@ class StoreContract:
         assert len(await store.history((SAGA, "a"))) == 3
         assert await prune(inbox_before=0.0, history_before=1.5) == 1
         assert [h.seq for h in await store.history((SAGA, "a"))] == [2, 3]
+
+    # -- schema migration -----------------------------------------------------------
+
+    async def test_a_database_of_the_previous_schema_is_migrated_at_open(
+        self, store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A database written by the previous release opens, is brought to this schema
+        in place, and keeps everything. The previous release is this one with the
+        schema version lowered: migrations are append-only, so its tables are exactly
+        the ones the older migrations create (and it knows nothing newer: asked for
+        failed rows, it finds no table)."""
+        if not self.durable:
+            pytest.skip("this store forgets everything on close")
+        current = _schema.SCHEMA_VERSION
+        monkeypatch.setattr(_schema, "SCHEMA_VERSION", current - 1)
+        old: Store = store_factory()
+        await old.open()
+        try:
+            assert old.info().schema_version == current - 1
+            unit = step("a", 1, data=BINARY)
+            unit.timers_set = (timer("a", "t", 7.0),)
+            await old.commit([unit, step("b", 1)])
+            with pytest.raises(StoreError):
+                await old.failed_outbox()
+        finally:
+            await old.close()
+        monkeypatch.undo()
+
+        new: Store = store_factory()
+        await new.open()
+        try:
+            assert new.info().schema_version == current
+            assert (await new.load([(SAGA, "a")]))[(SAGA, "a")] == inst("a", 1, data=BINARY)
+            assert await new.seen([(SAGA, "a-m1"), (SAGA, "b-m1")]) == {
+                (SAGA, "a-m1"),
+                (SAGA, "b-m1"),
+            }
+            assert await new.history((SAGA, "a")) == [hist("a", 1)]
+            assert await new.due_timers(7.0) == [timer("a", "t", 7.0)]
+            assert [o.id for o in await new.pending_outbox()] == ["a-o1", "b-o1"]
+            await new.mark_failed([("a-o1", "too large")], at=9.0)
+            assert [o.id for o in await new.pending_outbox()] == ["b-o1"]
+            assert await new.commit([step("a", 2)]) == [C]
+        finally:
+            await new.close()
+
+        again: Store = store_factory()  # opening a migrated database migrates nothing
+        await again.open()
+        try:
+            failed = await again.failed_outbox()
+            assert [(f.row, f.reason) for f in failed] == [(out("a-o1"), "too large")]
+            assert (await again.load([(SAGA, "a")]))[(SAGA, "a")].version == 2
+        finally:
+            await again.close()

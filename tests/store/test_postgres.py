@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 
 from orchestrator.store import open_store
+from orchestrator.store._schema import SCHEMA_VERSION
 from orchestrator.store.base import Outcome, UnitOfWork
 from orchestrator.store.postgres import PostgresStore
 from schemas.errors import SchemaVersionError, StoreError
@@ -44,7 +45,9 @@ async def test_newer_schema_is_refused(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     await conn.execute("UPDATE sagawire_meta SET value = '999' WHERE key = 'schema_version'")
     await conn.close()
-    with pytest.raises(SchemaVersionError, match=r"version 999.*supports up to version 1"):
+    with pytest.raises(
+        SchemaVersionError, match=rf"version 999.*supports up to version {SCHEMA_VERSION}\b"
+    ):
         await store.open()
 
 

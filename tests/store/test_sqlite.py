@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.store import open_store
+from orchestrator.store._schema import SCHEMA_VERSION
 from orchestrator.store.sqlite import SqliteStore
 from schemas.errors import ConfigError, StoreError
 from tests.store.contract import C, StoreContract, StoreFactory, step
@@ -78,7 +79,7 @@ async def test_pragmas_wal_and_synchronous(tmp_path: Path) -> None:
     store = SqliteStore.from_url(f"sqlite:///{tmp_path / 's.db'}?synchronous=FULL")
     await store.open()
     try:
-        assert store.info().schema_version == 1
+        assert store.info().schema_version == SCHEMA_VERSION
         assert store.info().extra == {"journal_mode": "wal", "synchronous": "full"}
     finally:
         await store.close()

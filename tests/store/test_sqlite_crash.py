@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.store._schema import SCHEMA_VERSION
 from orchestrator.store.sqlite import SqliteStore
 from schemas.errors import SchemaVersionError
 from tests.store._crash_child import SAGA
@@ -130,7 +131,7 @@ async def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaVersionError) as info:
         await store.open()
     assert "version 7" in str(info.value)
-    assert "supports up to version 1" in str(info.value)
+    assert f"supports up to version {SCHEMA_VERSION}" in str(info.value)
     assert str(path) in str(info.value)
     assert not info.value.retryable
 

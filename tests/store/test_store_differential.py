@@ -96,7 +96,16 @@ class Prune:
     now: float = 10.0
 
 
-Op = Commit | Publish | Prune
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """``store.mark_failed(failures, at)``: rows the broker refused for good."""
+
+    failures: tuple[tuple[str, str], ...]
+    at: float
+    now: float = 10.0
+
+
+Op = Commit | Publish | Prune | Fail
 
 
 async def apply(store: Store, op: Op) -> object:
@@ -105,6 +114,9 @@ async def apply(store: Store, op: Op) -> object:
         return await store.commit(op.units, published=op.published)
     if isinstance(op, Publish):
         await store.mark_published(op.ids)
+        return None
+    if isinstance(op, Fail):
+        await store.mark_failed(op.failures, op.at)
         return None
     return await store.prune(inbox_before=op.inbox_before, history_before=op.history_before)
 
@@ -125,6 +137,8 @@ async def observe(store: Store, now: float) -> dict[str, Any]:
         got[f"history{key}"] = await store.history(key)
     got["pending_outbox"] = await store.pending_outbox()
     got["pending_outbox(2)"] = await store.pending_outbox(limit=2)
+    got["failed_outbox"] = await store.failed_outbox()
+    got["failed_outbox(2)"] = await store.failed_outbox(limit=2)
     got["next_timer_due"] = await store.next_timer_due()
     for at, limit in ((now - 0.5, 1000), (now, 1), (now + 3.0, 2), (now + 3.0, 1000), (1e9, 3)):
         got[f"due_timers({at}, {limit})"] = await store.due_timers(at, limit=limit)
@@ -174,7 +188,7 @@ async def run_both(
 # -- stores ---------------------------------------------------------------------------
 
 FreshStore = Callable[[], Awaitable[Store]]
-_TABLES = "instances, inbox, history, outbox, timers, parked"
+_TABLES = "instances, inbox, history, outbox, outbox_failed, timers, parked"
 
 
 @pytest.fixture(scope="module")
@@ -393,6 +407,14 @@ SCENARIOS: dict[str, list[Op]] = {
         Publish(("o1", "o5", "o5")),
         commit(UnitOfWork(outbox=(out("o1"), out("o3", body=b"moved?")))),
     ],
+    "failed rows leave the outbox, and come back when committed again": [
+        commit(UnitOfWork(outbox=(out("o1"), out("o2"), out("o3"), out("o4")))),
+        Fail((("o2", "too large"), ("o9", "unknown"), ("o2", "again")), at=1.0),
+        Fail((("o4", "bad subject"), ("o1", "bad header")), at=1.0),
+        commit(UnitOfWork(outbox=(out("o2", body=b"new"), out("o5"))), published=("o4",)),
+        Fail((("o2", "too large still"), ("o5", "no")), at=2.0),
+        Publish(("o1", "o2")),
+    ],
 }
 
 
@@ -573,10 +595,13 @@ def _random_unit(rng: random.Random, versions: dict[InstanceKey, int], t: float)
     return unit
 
 
-def random_ops(seed: int, count: int, *, prune: bool = True, repark: bool = True) -> list[Op]:
+def random_ops(
+    seed: int, count: int, *, prune: bool = True, repark: bool = True, fail: bool = False
+) -> list[Op]:
     """``count`` operations, the same ones for the same seed. ``prune=False`` leaves
     out prunes and ``repark=False`` un-parking (both expose known divergences), so
-    that the rest can be searched past them."""
+    that the rest can be searched past them; ``fail=True`` adds ``mark_failed`` (off
+    by default, so that the other searches replay the seeds they always did)."""
     rng = random.Random(seed)
     versions: dict[InstanceKey, int] = {}
     ops: list[Op] = []
@@ -588,6 +613,9 @@ def random_ops(seed: int, count: int, *, prune: bool = True, repark: bool = True
         elif roll < 0.18 and prune:
             history_before = rng.choice((None, t - 2.0))
             ops.append(Prune(t - rng.choice((0.0, 1.0, 3.0)), history_before, now=t))
+        elif fail and roll > 0.88:
+            failures = [(rng.choice(OUTBOX_IDS), rng.choice(("big", "bad"))) for _ in range(3)]
+            ops.append(Fail(tuple(failures), at=t - rng.choice((0.0, 1.0)), now=t))
         else:
             units = [_random_unit(rng, versions, t) for _ in range(rng.randrange(1, 7))]
             if not repark:
@@ -622,6 +650,10 @@ async def test_random_batches_without_prune_or_unpark_match_memory(
 
 async def test_random_batches_match_memory(fresh_durable: FreshStore) -> None:
     await search(fresh_durable, range(100, 106), 25)
+
+
+async def test_random_batches_with_failed_rows_match_memory(fresh_durable: FreshStore) -> None:
+    await search(fresh_durable, range(200, 206), 25, prune=False, repark=False, fail=True)
 
 
 # -- timers only: the memory store's heap after many moves and cancels ------------------
@@ -689,3 +721,5 @@ def test_random_ops_are_deterministic() -> None:
     assert repr(random_timer_ops(7, 20)) == repr(random_timer_ops(7, 20))
     assert any(isinstance(op, Prune) for op in random_ops(7, 40))
     assert not any(isinstance(op, Prune) for op in random_ops(7, 40, prune=False))
+    assert any(isinstance(op, Fail) for op in random_ops(7, 40, fail=True))
+    assert not any(isinstance(op, Fail) for op in random_ops(7, 40))
