@@ -12,17 +12,21 @@ from schemas.errors import (
     DecodeError,
     DefinitionError,
     EnvelopeError,
+    LimitError,
     MessageError,
     PayloadError,
+    PublishRefused,
     RoutingError,
     SagawireError,
     SchemaVersionError,
     StoreError,
     TransportError,
 )
+from schemas.limits import DEFAULT_LIMITS, Limits
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEFAULT_LIMITS",
     "ConcurrencyError",
     "ConfigError",
     "DeclarationError",
@@ -30,8 +34,11 @@ __all__ = [
     "DefinitionError",
     "Envelope",
     "EnvelopeError",
+    "LimitError",
+    "Limits",
     "MessageError",
     "PayloadError",
+    "PublishRefused",
     "RoutingError",
     "SagawireError",
     "SchemaVersionError",

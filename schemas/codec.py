@@ -17,6 +17,7 @@ from pydantic_core import to_json
 
 from schemas.envelope import Envelope
 from schemas.errors import DecodeError, EnvelopeError
+from schemas.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["decode", "describe_validation_error", "encode", "envelope_json_schema"]
 
@@ -49,12 +50,15 @@ def describe_validation_error(exc: ValidationError, what: str) -> str:
     return "; ".join(parts)
 
 
-def decode(body: bytes) -> Envelope:
-    """Parse and validate one structured-mode CloudEvent.
+def decode(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
+    """Parse and validate one structured-mode CloudEvent within ``limits``.
 
     The common case (a valid event) is parsed and validated in one pass by
     pydantic-core; only a failure takes the slower path that tells "not JSON" from
-    "not a CloudEvent" and names every attribute at fault."""
+    "not a CloudEvent" and names every attribute at fault. A message or attribute over
+    its limit is a :class:`~schemas.errors.LimitError`, checked before anything else
+    reads it."""
+    limits.check_size(body)
     try:  # model_validate_json minus its wrapper (0.5 of ~3.7 us per event)
         envelope: Envelope = Envelope.__pydantic_validator__.validate_json(body)
     except ValidationError:
@@ -62,6 +66,7 @@ def decode(body: bytes) -> Envelope:
     else:
         extra = envelope.__pydantic_extra__
         if _finite(envelope.data) and (not extra or _finite(list(extra.values()))):
+            limits.check_attributes(envelope.__dict__, extra)
             return envelope
         # pydantic's parser reads NaN, Infinity and numbers beyond a double's range
         # (1e999) as floats; JSON has no such numbers, and a state holding one would be
@@ -74,11 +79,13 @@ def decode(body: bytes) -> Envelope:
     if not isinstance(raw, dict):
         raise EnvelopeError(f"a CloudEvent is a JSON object, got {type(raw).__name__}")
     try:
-        return Envelope.model_validate(raw)
+        envelope = Envelope.model_validate(raw)
     except ValidationError as exc:
         raise EnvelopeError(
             "invalid CloudEvent: " + describe_validation_error(exc, "attribute")
         ) from None
+    limits.check_attributes(envelope.__dict__, envelope.__pydantic_extra__)
+    return envelope
 
 
 def _finite(value: Any) -> bool:

@@ -11,7 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas import DecodeError, Envelope, EnvelopeError, decode, encode, envelope_json_schema
+from schemas import (
+    DecodeError,
+    Envelope,
+    EnvelopeError,
+    LimitError,
+    Limits,
+    decode,
+    encode,
+    envelope_json_schema,
+)
 
 GOOD = {
     "specversion": "1.0",
@@ -84,3 +93,33 @@ def test_new_sets_time_and_encodes_compactly() -> None:
     env = Envelope.new("a.b", {"x": 1}, id="i", source="s")
     body = orjson.loads(encode(env))
     assert body["specversion"] == "1.0" and "time" in body and "correlationid" not in body
+
+
+# -- limits: refused at the door, before they reach a header, a key or a command --------
+
+
+@pytest.mark.parametrize("name", ["id", "source", "type", "correlationid", "causationid"])
+def test_an_attribute_over_the_limit_is_a_limit_error_naming_it(name: str) -> None:
+    body = orjson.dumps({**GOOD, name: "x" * 1025})
+    with pytest.raises(LimitError, match=f"attribute '{name}' is 1025 bytes") as err:
+        decode(body)
+    assert err.value.kind == "limit"
+    decode(orjson.dumps({**GOOD, name: "x" * 1024}))  # at the limit: fine
+
+
+def test_extension_attributes_and_multibyte_text_are_measured_in_bytes() -> None:
+    with pytest.raises(LimitError, match="'tenant'"):
+        decode(orjson.dumps({**GOOD, "tenant": "t" * 2000}))
+    with pytest.raises(LimitError, match="1026 bytes"):  # 342 characters, 3 bytes each
+        decode(orjson.dumps({**GOOD, "correlationid": "€" * 342}))
+
+
+def test_the_message_size_and_custom_limits() -> None:
+    big = orjson.dumps({**GOOD, "data": {"blob": "x" * (300 * 1024)}})
+    with pytest.raises(LimitError, match="max_message_bytes"):
+        decode(big)
+    assert decode(big, Limits(max_message_bytes=1 << 20)).data["blob"]
+    with pytest.raises(LimitError):
+        decode(orjson.dumps({**GOOD, "id": "x" * 100}), Limits(max_attribute_bytes=64))
+    with pytest.raises(ValueError, match="too small"):
+        Limits(max_message_bytes=10)
