@@ -6,6 +6,16 @@ Kafka has no per-message ack, so this module builds one on manual commits: the
 a background task commits them (coalesced, never per message), and a rebalance
 commits what was acked before the partitions go. Only this module touches the
 ``AIOKafkaConsumer``; the transport facade stays broker-agnostic in shape.
+
+A pump fetches in the background, one batch ahead of the caller (as the NATS and
+RabbitMQ transports do), so the consumer is polled whether or not the caller takes
+batches. That matters when the engine holds what it has (its store is down) and
+takes nothing for minutes: aiokafka leaves the group after ``max_poll_interval_ms``
+without a poll, and the partitions' next owner would deliver again everything the
+engine holds. While a batch waits longer than :data:`HOLD_AFTER`, or the in-flight
+window is full, every partition is paused and the pump polls every
+:data:`POLL_SECONDS` (no records come from a paused partition, and none are lost:
+its position stays where it was), which keeps the membership and fetches nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 
@@ -31,6 +42,10 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 """Longest a fetch waits for records; bounds close() and rewind latency."""
+HOLD_AFTER = 1.0
+"""Seconds a fetched batch may wait for the caller before every partition is paused
+and the pump only polls to stay in the group. Shorter waits (the engine busy with the
+previous batch) leave aiokafka's prefetched records alone: pausing drops them."""
 COMMIT_EVERY = 0.2
 """Acks arriving within this window share one commit request."""
 FINAL_COMMIT_TIMEOUT = 5.0
@@ -54,7 +69,12 @@ class ConsumerRun:
     """Consume ``topology.consumes`` as ``topology.group``; see the module docstring."""
 
     def __init__(
-        self, settings: KafkaSettings, topology: Topology, max_batch: int, report: Report
+        self,
+        settings: KafkaSettings,
+        topology: Topology,
+        max_batch: int,
+        report: Report,
+        instance_id: str | None = None,
     ) -> None:
         self._settings = settings
         self._topology = topology
@@ -67,18 +87,27 @@ class ConsumerRun:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            group_instance_id=instance_id,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            heartbeat_interval_ms=max(100, settings.session_timeout_ms // 3),
             **settings.client_kwargs(),
         )
         self.joined = False
         """Set once the group gave this consumer its (possibly empty) assignment: until
         then nothing is being consumed, and readiness says so."""
         self.group = topology.group
-        self._settled = asyncio.Event()
+        self.instance_id = instance_id
+        self._room = asyncio.Event()
+        """Set when the in-flight window or the read-ahead may have room: an ack, a nack,
+        the caller taking a batch."""
+        self._ready: deque[list[Delivery]] = deque()
+        self._ready_since = 0.0
+        self._arrived = asyncio.Event()
         self._dirty = asyncio.Event()
         self._closing = False
         self._committer: asyncio.Task[None] | None = None
+        self._pump: asyncio.Task[None] | None = None
         self.fetch_wait = FetchWait(settings.fetch_max_wait_ms, settings.busy_fetch_wait_ms)
 
     async def start(self) -> None:
@@ -91,66 +120,104 @@ class ConsumerRun:
             raise translate_error(err, "consumer start", self._settings.redacted_url) from err
         self.fetch_wait.attach(self._consumer)
         self._committer = asyncio.create_task(self._commit_loop())
+        self._pump = asyncio.create_task(self._fetch_loop())
 
     async def batches(self) -> AsyncGenerator[list[Delivery], None]:
-        """Fetch, pause and rewind; ends when :meth:`stop` is called."""
+        """The pump's batches, in order; ends when :meth:`stop` is called (or raises
+        what ended the pump)."""
+        try:
+            while True:
+                pump = self._pump
+                while not self._ready and pump is not None and not pump.done():
+                    self._arrived.clear()
+                    arrived = asyncio.ensure_future(self._arrived.wait())
+                    try:
+                        await asyncio.wait({arrived, pump}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        arrived.cancel()
+                if not self._ready:
+                    if pump is not None and pump.done() and not pump.cancelled():
+                        error = pump.exception()
+                        if error is not None:
+                            raise error
+                    return
+                batch = self._ready.popleft()
+                self._ready_since = asyncio.get_running_loop().time()
+                self._room.set()
+                yield batch
+        finally:
+            await self.stop()
+
+    async def _fetch_loop(self) -> None:
+        """Fetch, pause and rewind, one batch ahead of the caller, until stopped; see
+        the module docstring for why it polls even when nothing is taken."""
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         window = self._settings.max_in_flight
-        try:
-            while not self._closing:
-                self._rewind(loop.time())
-                full = self.tracker.outstanding >= window
-                self._sync_pauses(full)
-                if full:  # nothing is fetched until the engine settles something
-                    self._settled.clear()
-                    # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
-                    # cancel that races the event, and the iterator would never end.
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(POLL_SECONDS):
-                            await self._settled.wait()
-                room = max(1, min(self._max_batch, window - self.tracker.outstanding))
-                try:
-                    records = await self._consumer.getmany(
-                        timeout_ms=0 if full else int(POLL_SECONDS * 1000), max_records=room
-                    )
-                except kafka_errors.ConsumerStoppedError:
-                    return
-                except kafka_errors.KafkaError as err:
-                    self._report(err)
-                    await asyncio.sleep(backoff.next_delay())
-                    continue
-                backoff.reset()
-                self.fetch_wait.observe(bool(records), loop.time())
-                if records:
-                    self._report(None)  # records just came from the broker: it is reachable
-                batch = self._deliveries(records)
-                if batch:
-                    yield batch
-        finally:
-            await self.stop()
+        # well within max_poll_interval, should one be set that short
+        hold_after = min(HOLD_AFTER, self._settings.max_poll_interval_ms / 4000)
+        while not self._closing:
+            now = loop.time()
+            self._rewind(now)
+            held = bool(self._ready) and now - self._ready_since >= hold_after
+            full = self.tracker.outstanding >= window or held
+            self._sync_pauses(full)
+            if full or self._ready:  # wait for an ack, a nack or the caller
+                self._room.clear()
+                # asyncio.timeout, not wait_for: on 3.11 wait_for swallows a
+                # cancel that races the event, and the loop would never end.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(POLL_SECONDS):
+                        await self._room.wait()
+                if not full:
+                    continue  # a batch waits for the caller; prefetched records stay
+            room = max(1, min(self._max_batch, window - self.tracker.outstanding))
+            try:
+                records = await self._consumer.getmany(
+                    timeout_ms=0 if full else int(POLL_SECONDS * 1000), max_records=room
+                )
+            except kafka_errors.ConsumerStoppedError:
+                return
+            except kafka_errors.KafkaError as err:
+                self._report(err)
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self.fetch_wait.observe(bool(records), loop.time())
+            if records:
+                self._report(None)  # records just came from the broker: it is reachable
+            batch = self._deliveries(records)
+            if batch:  # (while paused, only a partition assigned meanwhile gives any)
+                if not self._ready:
+                    self._ready_since = loop.time()
+                self._ready.append(batch)
+                self._arrived.set()
 
     def ack(self, tickets: Sequence[Ticket[TopicPartition]]) -> None:
         moved = [self.tracker.ack(t) for t in tickets]  # every ticket, no short-circuit
         if any(moved):
             self._dirty.set()
-        self._settled.set()
+        self._room.set()
 
     def nack(self, tickets: Sequence[Ticket[TopicPartition]], delay: float) -> None:
         due = asyncio.get_running_loop().time() + delay
         for t in tickets:
             self.tracker.nack(t, due)
-        self._settled.set()
+        self._room.set()
 
     async def stop(self) -> None:
-        """Commit what is acked, leave the group, end :meth:`batches`. Idempotent."""
+        """Commit what is acked, leave the group, end :meth:`batches`. Idempotent.
+        (A static member, ``instance_id``, does not leave: aiokafka keeps its place
+        for its restart, for up to the session timeout.)"""
         if self._closing:
             return
         self._closing = True
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+        for task in (self._pump, self._committer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                # what ended the pump is raised by batches(), not here
+                await asyncio.gather(task, return_exceptions=True)
+        self._arrived.set()
         try:
             async with asyncio.timeout(FINAL_COMMIT_TIMEOUT):
                 await self._commit()

@@ -11,22 +11,49 @@ partition's batch in call order, and batches enter the accumulator in call order
 Each batch is closed before it is handed over: aiokafka lets an open one linger for
 ``linger_ms`` in case ``send()`` appends to it, and a publish that waits for its
 acknowledgement would pay that wait.
+
+Refusals. Handing batches over skips the checks ``send()`` makes, so :func:`refusal`
+makes them: a record larger than ``max_message_bytes`` (counted as ``send()`` counts
+it against ``max_request_size``) and a topic name Kafka does not allow are refused
+before anything is sent. A broker refuses a whole batch, not one record
+(:data:`REFUSALS`: too large, an invalid topic), so the transport sends each record
+of such a batch again on its own to learn which one it refuses
+(:meth:`~adapters.kafka.KafkaTransport.publish`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from aiokafka import errors as kafka_errors
 from aiokafka.errors import ProducerClosed
 from aiokafka.partitioner import murmur2
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from adapters._util import retrieve_outcome
 from adapters.base import OutgoingMessage
 
-__all__ = ["KeyPartitioner", "send_batches"]
+__all__ = ["REFUSALS", "KeyPartitioner", "Sent", "refusal", "refused_by_broker", "send_batches"]
+
+Sent = tuple["asyncio.Future[Any]", list[OutgoingMessage]]
+"""One record batch handed over: its confirmation and the messages in it, in order."""
+
+REFUSALS = (
+    kafka_errors.MessageSizeTooLargeError,  # MESSAGE_TOO_LARGE (10)
+    kafka_errors.RecordListTooLargeError,  # RECORD_LIST_TOO_LARGE (18)
+    kafka_errors.InvalidTopicError,  # INVALID_TOPIC_EXCEPTION (17)
+)
+"""Produce errors that refuse a batch for what is in it, whenever it is sent again.
+Others are not: a corrupt record (CRC) may be the network's doing, an authorization
+or policy error is the operator's to mend, and the retriable ones pass."""
+
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+"""Kafka's rule for topic names (``Topic.validate``)."""
 
 
 class KeyPartitioner:
@@ -55,27 +82,65 @@ class KeyPartitioner:
         return all_partitions[h % len(all_partitions)]
 
 
+def refusal(topic: str, message: OutgoingMessage, max_message_bytes: int) -> str | None:
+    """Why Kafka would refuse ``message`` for ``topic`` for good, checked before sending.
+    Cheap for the usual message: the exact size is counted only when a rough upper
+    bound (every character four bytes) does not settle it."""
+    bad_topic = _topic_refusal(topic)
+    if bad_topic is not None:
+        return bad_topic
+    text = sum(len(k) + len(v) for k, v in message.headers.items()) + len(message.key or "")
+    if len(message.body) + 4 * text + 16 * len(message.headers) + 128 <= max_message_bytes:
+        return None
+    key = None if message.key is None else message.key.encode()
+    headers: list[tuple[str, bytes | None]] = [(k, v.encode()) for k, v in message.headers.items()]
+    size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, message.body, headers)
+    if size > max_message_bytes:
+        return (
+            f"the record is {size} bytes with its key, headers and batch overhead, over"
+            f" max_message_bytes={max_message_bytes} (the broker's message.max.bytes)"
+        )
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_refusal(topic: str) -> str | None:
+    if _TOPIC.fullmatch(topic) and topic not in (".", ".."):
+        return None
+    return (
+        f"topic {topic[:120]!r} is not a valid Kafka topic name (1-249 of [A-Za-z0-9._-],"
+        " not '.' or '..')"
+    )
+
+
+def refused_by_broker(err: BaseException) -> str | None:
+    """The broker's reason if ``err`` refuses what the batch holds for good."""
+    if isinstance(err, REFUSALS):
+        return f"the broker refused it: {err.message} ({err.description})"
+    return None
+
+
 async def send_batches(
     producer: Any,
     partitioner: KeyPartitioner,
     topic_of: Callable[[str], str],
     unkeyed_partition: Callable[[str], Awaitable[int]],
     messages: Sequence[OutgoingMessage],
-) -> list[asyncio.Future[Any]]:
+) -> list[Sent]:
     """Queue ``messages`` in order, one batch per (topic, partition); return the
-    confirmations to wait for.
+    confirmations to wait for, each with the messages of its batch.
 
     Keyed messages go where ``producer.send()`` would put them (the same
     partitioner, on the same partition list); unkeyed ones of one topic all go to
     ``unkeyed_partition(topic)``, chosen once per call."""
     partitions: dict[str, list[int]] = {}
     unkeyed: dict[str, int] = {}
-    open_batches: dict[tuple[str, int], Any] = {}
-    futures: list[asyncio.Future[Any]] = []
+    open_batches: dict[tuple[str, int], tuple[Any, list[OutgoingMessage]]] = {}
+    sent: list[Sent] = []
 
-    async def hand_over(batch: Any, topic: str, partition: int) -> None:
+    async def hand_over(batch: Any, held: list[OutgoingMessage], topic: str, part: int) -> None:
         batch.close()  # complete: the sender takes it at once instead of lingering
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
+        sent.append((await producer.send_batch(batch, topic, partition=part), held))
         # send_batch checks for a closed producer only on entry; one that waited for an
         # earlier batch of its partition while stop() ran is queued after the final
         # flush and never sent (send() checks at every turn). Fail it, do not hang.
@@ -98,20 +163,21 @@ async def send_batches(
                 partition = partitioner(key, every, every)
             headers = [(k, v.encode()) for k, v in m.headers.items()]
             tp = (topic, partition)
-            batch = open_batches.get(tp)
+            batch, held = open_batches.get(tp) or (None, [])
             if batch is None:
-                batch = open_batches[tp] = producer.create_batch()
+                batch, held = open_batches[tp] = (producer.create_batch(), [])
             if batch.append(key=key, value=m.body, timestamp=None, headers=headers) is not None:
+                held.append(m)
                 continue
             # Full: send it (order kept: later messages of this partition follow it). An
             # empty batch takes any one record, however large, so the retry cannot fail.
-            await hand_over(batch, topic, partition)
-            batch = open_batches[tp] = producer.create_batch()
+            await hand_over(batch, held, topic, partition)
+            batch, held = open_batches[tp] = (producer.create_batch(), [m])
             batch.append(key=key, value=m.body, timestamp=None, headers=headers)
-        for (topic, partition), batch in open_batches.items():
-            await hand_over(batch, topic, partition)
+        for (topic, partition), (batch, held) in open_batches.items():
+            await hand_over(batch, held, topic, partition)
     except BaseException:
-        for f in futures:  # the caller never sees these: retrieve their outcome here
+        for f, _ in sent:  # the caller never sees these: retrieve their outcome here
             f.add_done_callback(retrieve_outcome)
         raise
-    return futures
+    return sent

@@ -5,35 +5,62 @@ string handling; the URL is the only configuration a Kafka transport takes.
 
 ``kafka://[user:password@]host:port[,host2:port2][?option=value...]``
 
-==================  =========  ==========================================================
-option              default    meaning
-==================  =========  ==========================================================
-partitions          3          partitions of topics :meth:`declare` creates; 3 lets three
-                               sidecars share a group without a re-partition on day one
-replication         1          replication factor of created topics (set 3 in production)
-topic_prefix        (none)     topic = prefix + destination, e.g. ``prod.``
-max_in_flight       2048       unacked deliveries per consumer before fetching pauses
-session_timeout_ms  10000      group session; a silent member is replaced after this
-                               (heartbeats every third of it)
-fetch_max_wait_ms   50         longest a fetch waits for data while the consumer is
-                               idle (no records for a quarter second); bounds the
-                               latency the first step after a lull adds on a broker
-                               that holds fetches (below)
-busy_fetch_wait_ms  10         the same while records flow (any broker). Apache Kafka
-                               answers a fetch as soon as data arrives, so there both
-                               only set how often a consumer polls when nothing comes;
-                               Tansu holds a fetch for about its whole wait, and every
-                               saga step (consume -> publish -> consume) pays it at
-                               each hop. Default: 10, or ``fetch_max_wait_ms`` when
-                               only that is given (one wait for every fetch, as
-                               before). Why two: :mod:`adapters._kafka_fetch_wait`
-idempotence         false      idempotent producer (brokers that support it; Tansu does not)
-transactions        false      wrap each publish batch in a Kafka transaction (implies
-                               idempotence); correctness never rests on it
-security_protocol   PLAINTEXT  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
-sasl_mechanism      PLAIN      PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
-ssl_cafile          (system)   CA bundle for SSL / SASL_SSL
-==================  =========  ==========================================================
+====================  =========  ==========================================================
+option                default    meaning
+====================  =========  ==========================================================
+partitions            3          partitions of topics :meth:`declare` creates; 3 lets three
+                                 sidecars share a group without a re-partition on day one
+replication           1          replication factor of created topics (set 3 in production)
+topic_prefix          (none)     topic = prefix + destination, e.g. ``prod.``
+max_in_flight         2048       unacked deliveries per consumer before fetching pauses
+session_timeout_ms    6000       group session: a member silent this long (a process
+                                 killed with -9) is dropped and its partitions move to
+                                 the others. 6000 is Apache Kafka's smallest by default
+                                 (``group.min.session.timeout.ms``); heartbeats go every
+                                 second (a third of the session if that is shorter), so
+                                 a rebalance is noticed within a second
+instance_id           (none)     static membership (KIP-345, ``group.instance.id``; or
+                                 ``SAGAWIRE_KAFKA_INSTANCE_ID``): a sidecar restarted
+                                 with the same id within the session gets its partitions
+                                 back at once, with no rebalance. Must differ between
+                                 replicas (a StatefulSet pod name); there is no default,
+                                 since two replicas sharing one are fenced by Kafka and,
+                                 on Tansu, both consume every partition. A static member
+                                 does not leave the group when it stops: its partitions
+                                 wait for it for up to the session timeout. (Tansu 0.6
+                                 holds every static JoinGroup and SyncGroup for 3 s: a
+                                 restart takes ~6 s there, and a member that does not
+                                 come back hands over after the session plus ~6 s)
+max_poll_interval_ms  300000     longest the client may go without polling before it
+                                 leaves the group (aiokafka's); the transport keeps
+                                 polling, with its partitions paused, while the engine
+                                 holds what it has, so this no longer limits how long
+                                 the engine may hold a delivery. Also the rebalance
+                                 timeout
+max_message_bytes     1048576    largest record (key, value, headers and batch overhead,
+                                 as aiokafka's ``send()`` counts it against
+                                 ``max_request_size``); a larger one is refused
+                                 (:class:`~schemas.errors.PublishRefused`) before it is
+                                 sent. Set it to the broker's ``message.max.bytes``
+fetch_max_wait_ms     50         longest a fetch waits for data while the consumer is
+                                 idle (no records for a quarter second); bounds the
+                                 latency the first step after a lull adds on a broker
+                                 that holds fetches (below)
+busy_fetch_wait_ms    10         the same while records flow (any broker). Apache Kafka
+                                 answers a fetch as soon as data arrives, so there both
+                                 only set how often a consumer polls when nothing comes;
+                                 Tansu holds a fetch for about its whole wait, and every
+                                 saga step (consume -> publish -> consume) pays it at
+                                 each hop. Default: 10, or ``fetch_max_wait_ms`` when
+                                 only that is given (one wait for every fetch, as
+                                 before). Why two: :mod:`adapters._kafka_fetch_wait`
+idempotence           false      idempotent producer (brokers that support it; Tansu does not)
+transactions          false      wrap each publish batch in a Kafka transaction (implies
+                                 idempotence); correctness never rests on it
+security_protocol     PLAINTEXT  PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+sasl_mechanism        PLAIN      PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+ssl_cafile            (system)   CA bundle for SSL / SASL_SSL
+====================  =========  ==========================================================
 
 User and password come from the URL's userinfo, else from ``SAGAWIRE_KAFKA_USER`` and
 ``SAGAWIRE_KAFKA_PASSWORD``. They never appear in ``repr``, logs or errors.
@@ -63,6 +90,9 @@ _OPTIONS = {
     "topic_prefix",
     "max_in_flight",
     "session_timeout_ms",
+    "instance_id",
+    "max_poll_interval_ms",
+    "max_message_bytes",
     "fetch_max_wait_ms",
     "busy_fetch_wait_ms",
     "idempotence",
@@ -85,7 +115,10 @@ class KafkaSettings:
     replication: int = 1
     topic_prefix: str = ""
     max_in_flight: int = 2048
-    session_timeout_ms: int = 10000
+    session_timeout_ms: int = 6000
+    instance_id: str | None = None
+    max_poll_interval_ms: int = 300000
+    max_message_bytes: int = 1048576
     fetch_max_wait_ms: int = 50
     busy_fetch_wait_ms: int = 10
     idempotence: bool = False
@@ -123,7 +156,10 @@ class KafkaSettings:
             replication=_positive(q, "replication", 1, safe),
             topic_prefix=q.get("topic_prefix", ""),
             max_in_flight=_positive(q, "max_in_flight", 2048, safe),
-            session_timeout_ms=_positive(q, "session_timeout_ms", 10000, safe),
+            session_timeout_ms=_positive(q, "session_timeout_ms", 6000, safe),
+            instance_id=q.get("instance_id") or env.get("SAGAWIRE_KAFKA_INSTANCE_ID") or None,
+            max_poll_interval_ms=_positive(q, "max_poll_interval_ms", 300000, safe),
+            max_message_bytes=_positive(q, "max_message_bytes", 1048576, safe),
             fetch_max_wait_ms=_positive(q, "fetch_max_wait_ms", 50, safe),
             # A fetch_max_wait_ms given alone keeps its old meaning for every fetch.
             busy_fetch_wait_ms=_positive(
@@ -165,6 +201,13 @@ class KafkaSettings:
                 sasl_plain_password=self.password,
             )
         return kwargs
+
+    @property
+    def heartbeat_interval_ms(self) -> int:
+        """Every second, or a third of the session when that is shorter: a member
+        learns of a rebalance at its next heartbeat, so this bounds how long the
+        survivors of a crash take to notice it."""
+        return max(100, min(1000, self.session_timeout_ms // 3))
 
     def topic(self, destination: str) -> str:
         return self.topic_prefix + destination

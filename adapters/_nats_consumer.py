@@ -4,10 +4,12 @@ One pump per durable consumer of a ``consume()`` call fetches the next batch whi
 the caller handles the current one, one batch queued per pump; it waits while the
 connection is down and goes on after a reconnect, declares its consumer again if it
 was deleted under it, and naks what it fetched but could not hand over. Every
-fetched message is kept in ``unsettled`` (shared with the transport) until acked,
-nacked or given back, so :meth:`~adapters.nats.NatsTransport.close` can give back
-what it still holds. (The Kafka and RabbitMQ transports keep their consuming half in
-``_kafka_consumer`` and ``_rabbitmq_consumer`` the same way.)
+fetched message is leased in ``leases`` (shared with the transport, which keeps the
+leases alive: :mod:`adapters._nats_leases`) until acked, nacked or given back, so a
+caller that stops taking batches for minutes loses nothing and
+:meth:`~adapters.nats.NatsTransport.close` can give back what it still holds. (The
+Kafka and RabbitMQ transports keep their consuming half in ``_kafka_consumer`` and
+``_rabbitmq_consumer`` the same way.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from adapters._nats_errors import is_not_found
+from adapters._nats_leases import Leases
 from adapters._util import Backoff
 from schemas.errors import TransportError
 
@@ -36,11 +39,11 @@ _log = logging.getLogger("adapters.nats")  # the transport's logger: one name to
 @dataclass(eq=False)
 class Fetching:
     """The pumps' view of their transport: its connection state, the messages it holds
-    unsettled, how long one pull lingers, and how it names errors."""
+    unsettled (leased), how long one pull lingers, and how it names errors."""
 
     closed: asyncio.Event
     connected: asyncio.Event
-    unsettled: dict[str, Msg]
+    leases: Leases
     fetch_timeout: float
     error: Callable[[BaseException, str], TransportError]
     last_chance: Callable[[Msg], Awaitable[bool]]
@@ -87,8 +90,7 @@ class Fetching:
                         await redeclare()
                 continue
             backoff.reset()
-            for m in msgs:
-                self.unsettled[m.reply] = m
+            self.leases.hold(msgs)
             if stop.is_set() or self.closed.is_set():
                 await self.nak_quietly(msgs)
                 return
@@ -132,7 +134,7 @@ class Fetching:
         """Best-effort nak on the way out; what fails comes back after ack_wait. A
         message on its last delivery is dead-lettered instead (``last_chance``)."""
         for m in msgs:
-            self.unsettled.pop(m.reply, None)
+            self.leases.release(m)
             with contextlib.suppress(Exception):  # each on its own: one failure skips none
                 if not m.is_acked and not await self.last_chance(m):
                     await m.nak()

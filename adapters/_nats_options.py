@@ -14,7 +14,7 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 ``subject_prefix``  (none)     (note 2) destination ``X`` is subject ``PREFIX.X``
 ``max_age``         604800     seconds a message is kept, for a stream we create
 ``max_deliver``     10         deliveries of one message before JetStream gives up
-``ack_wait``        30         seconds before an unacked delivery is redelivered
+``ack_wait``        4          (note 3) seconds before a delivery nobody keeps is redelivered
 ``max_ack_pending`` 1024       unacked deliveries per consumer (the in-flight window)
 ``fetch_timeout``   5          seconds one pull request lingers when idle
 ``publish_timeout`` 10         seconds to wait for a window of publish acks
@@ -35,6 +35,20 @@ Note 2: the prefix applies to every subject, the dead-letter one included
 (``PREFIX.sagawire.deadletter``), and is stripped on delivery, so the engine
 still sees destination ``X``. Use it to run two deployments of the same sagas
 (or tests side by side) in one NATS account: their subjects never overlap.
+
+Note 3: what the transport holds (handed to the engine, or fetched ahead) never
+waits on ``ack_wait``: it gets in-progress acks before ack_wait runs out
+(:mod:`adapters._nats_leases`), however long the engine holds it. So ``ack_wait`` only
+says how soon the messages of a consumer that vanished without giving them back (a
+process killed with -9, a lost host or network) go to another consumer: 4 s, so that
+a restarted sidecar has its sagas moving within 5 s. The price of a shorter one: the
+leases are renewed more often (every third of ack_wait, for messages held that long),
+and a renewal that cannot reach the server within half of ack_wait (the connection
+down, the event loop stalled) lets the message be delivered again, counting against
+``max_deliver`` (harmless to the engine's effects: its inbox absorbs the copy). On a
+link that drops for seconds at a time, raise it. :meth:`NatsTransport.declare
+<adapters.nats.NatsTransport.declare>` applies it to an existing durable consumer too
+(JetStream updates ``ack_wait`` in place, from nats-server 2.9).
 
 Environment (used when the URL does not say): ``SAGAWIRE_NATS_USER``,
 ``SAGAWIRE_NATS_PASSWORD``, ``SAGAWIRE_NATS_TOKEN``, ``SAGAWIRE_NATS_CREDS``.
@@ -69,7 +83,7 @@ class NatsOptions:
     subject_prefix: str = ""
     max_age: float = 604800.0
     max_deliver: int = 10
-    ack_wait: float = 30.0
+    ack_wait: float = 4.0
     max_ack_pending: int = 1024
     fetch_timeout: float = 5.0
     publish_timeout: float = 10.0
@@ -112,6 +126,12 @@ class NatsOptions:
                 f"bad subject_prefix {subject_prefix!r} in {display}: dot-separated tokens, "
                 "no '*', '>', spaces or empty tokens"
             )
+        ack_wait = _positive(q, "ack_wait", 4.0, display)
+        if ack_wait < 1:
+            raise ConfigError(
+                f"bad ack_wait={ack_wait:g} in {display}: want >= 1 (seconds); the leases of"
+                " held messages are renewed every third of it"
+            )
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         token = q.get("token")
@@ -128,7 +148,7 @@ class NatsOptions:
             subject_prefix=subject_prefix,
             max_age=_positive(q, "max_age", 604800.0, display),
             max_deliver=int(_positive(q, "max_deliver", 10, display, whole=True)),
-            ack_wait=_positive(q, "ack_wait", 30.0, display),
+            ack_wait=ack_wait,
             max_ack_pending=int(_positive(q, "max_ack_pending", 1024, display, whole=True)),
             fetch_timeout=_positive(q, "fetch_timeout", 5.0, display),
             publish_timeout=_positive(q, "publish_timeout", 10.0, display),

@@ -43,7 +43,9 @@ _MAX_NAME = 96
 
 @dataclass(frozen=True, slots=True)
 class ConsumerPlan:
-    """One durable consumer to create (or find) and pull from."""
+    """One durable consumer to create, or to update in place (JetStream takes a new
+    ``ack_wait``, ``max_deliver`` or ``max_ack_pending`` for an existing durable), and
+    pull from."""
 
     name: str
     subjects: tuple[str, ...]

@@ -116,8 +116,9 @@ class RabbitConfig:
         sending no arguments matches queues declared by hand without them."""
         return {"x-queue-type": "quorum"} if self.queue_type == "quorum" else None
 
-    def connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for :func:`aio_pika.connect`."""
+    def connect_kwargs(self, role: str = "") -> dict[str, Any]:
+        """Keyword arguments for :func:`aio_pika.connect`; ``role`` names the connection
+        on the broker (``sagawire publish``, ``sagawire consume``)."""
         kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
@@ -126,7 +127,7 @@ class RabbitConfig:
             "virtualhost": self.vhost,
             "heartbeat": self.heartbeat,
             "timeout": 10,
-            "client_properties": {"connection_name": "sagawire"},
+            "client_properties": {"connection_name": f"sagawire {role}".strip()},
         }
         if self.tls:
             kwargs["ssl"] = True

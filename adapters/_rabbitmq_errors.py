@@ -43,8 +43,10 @@ def translate(
     exc: BaseException, doing: str, config: RabbitConfig, *, publishing: bool = False
 ) -> TransportError:
     """The sagawire error for ``exc``, raised while ``doing`` something. A refusal (406,
-    403) while declaring is for an operator to mend; while publishing it concerns that
-    message, and the channel is reopened for the next."""
+    403) while declaring is for an operator to mend. While publishing, a 406 concerns
+    one message, which :mod:`adapters._rabbitmq_publish` finds and reports as refused;
+    anything else (403, 404, a nack) is retryable, and the channel is reopened for the
+    next publish."""
     where = f"{doing} on {config.display_url}"
     detail = _describe(exc, config)
     if isinstance(exc, _HAND_FIX) and not publishing:

@@ -38,9 +38,11 @@ WAIT_FOR_CONNECTION = 5.0
 class Link:
     """Owns the connection; ``on_connect`` rebuilds channels and consumers on it."""
 
-    def __init__(self, config: RabbitConfig, on_connect: OnConnect) -> None:
+    def __init__(self, config: RabbitConfig, on_connect: OnConnect, *, role: str) -> None:
         self._config = config
         self._on_connect = on_connect
+        self.role = role
+        """``consume`` or ``publish``: the transport keeps one connection for each."""
         self._connection: AbstractConnection | None = None
         self._up = asyncio.Event()
         self._lost = asyncio.Event()
@@ -60,7 +62,9 @@ class Link:
         """Connect once, failing fast; after that, reconnect forever."""
         self._closing = False
         await self._connect()
-        self._task = asyncio.create_task(self._supervise(), name="sagawire-amqp-reconnect")
+        self._task = asyncio.create_task(
+            self._supervise(), name=f"sagawire-amqp-{self.role}-reconnect"
+        )
 
     async def close(self) -> None:
         self._closing = True
@@ -89,7 +93,7 @@ class Link:
     async def _connect(self) -> None:
         doing = "connecting"
         try:
-            conn = await aio_pika.connect(**self._config.connect_kwargs())
+            conn = await aio_pika.connect(**self._config.connect_kwargs(self.role))
         except (aio_pika.exceptions.AMQPError, OSError, TimeoutError) as exc:
             raise translate(exc, doing, self._config) from None
         conn.close_callbacks.add(self._on_close)
@@ -108,7 +112,9 @@ class Link:
         if sender is not self._connection or self._closing:
             return
         self._up.clear()
-        self._reason = f"connection to {self._config.display_url} lost ({type(exc).__name__})"
+        self._reason = (
+            f"{self.role} connection to {self._config.display_url} lost ({type(exc).__name__})"
+        )
         log.warning("rabbitmq: %s; reconnecting", self._reason)
         self._lost.set()
 

@@ -15,6 +15,27 @@ subject, a RabbitMQ routing key). The engine calls, in this order:
 
 Delivery is at-least-once: anything not acked is delivered again, after a
 reconnect or a restart. The engine makes the *effect* exactly-once with its inbox.
+
+Two promises let the engine ride out a broken world without spending a message's
+delivery budget:
+
+* **Holding is free.** A delivery handed out and neither acked nor nacked stays the
+  engine's for as long as the process lives (the engine holds what it has while its
+  store is down, possibly for minutes): it is not delivered again, and it does not
+  count as another delivery (``delivery_count``, JetStream ``max_deliver``). Each
+  transport keeps its lease alive (NATS: in-progress acks; Kafka: the group
+  membership, polled with paused partitions; RabbitMQ: unacked deliveries are free
+  until the broker's ``consumer_timeout``, 30 minutes by default). When the process
+  dies, the broker gives held deliveries to another consumer soon: each transport
+  says how soon.
+* **Refusals are named.** A message the broker refuses for good (too large, an
+  invalid destination or header) does not fail the messages published with it:
+  :meth:`Transport.publish` publishes the others and raises
+  :class:`~schemas.errors.PublishRefused` naming each refused message and the broker's
+  reason. Anything that may succeed later (connection lost, no confirm, a timeout) is
+  a retryable :class:`~schemas.errors.TransportError` for the whole call, and the
+  caller publishes the same list again: messages that had landed may then land twice
+  (consumers de-duplicate on the message id).
 """
 
 from __future__ import annotations
@@ -118,11 +139,22 @@ class Transport(Protocol):
     def consume(self, topology: Topology, *, max_batch: int = 256) -> AsyncIterator[list[Delivery]]:
         """Batches of deliveries for ``topology.consumes`` as ``topology.group``.
 
-        Ends when the transport closes. Survives reconnects without ending."""
+        Ends when the transport closes. Survives reconnects without ending. The caller
+        may stop taking batches for as long as it likes (the engine does while its
+        store is down): the transport stays a live consumer meanwhile and keeps what it
+        handed out leased to the caller (see the module docstring)."""
         ...
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        """Publish in order; return once the broker has confirmed every message."""
+        """Publish in order; return once the broker has confirmed every message.
+
+        Raises :class:`~schemas.errors.PublishRefused` when the broker refused some
+        messages for good: every other message of the call was published and
+        confirmed, in order, and ``refused`` maps each refused ``message_id`` to the
+        broker's reason. Raises a retryable :class:`~schemas.errors.TransportError`
+        when any message may not have been confirmed for a reason that can pass
+        (transient failures win over refusals in the same call: the refusal is
+        reported again when the caller retries)."""
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         """Settle deliveries; they will not be delivered again.
@@ -136,7 +168,11 @@ class Transport(Protocol):
         """Give deliveries back to be delivered again after ``delay`` seconds."""
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        """Publish the delivery's original bytes to :data:`DEADLETTER`. Does not ack."""
+        """Publish the delivery's original bytes to :data:`DEADLETTER`. Does not ack.
+
+        Errors as :meth:`publish`: :class:`~schemas.errors.PublishRefused` if the
+        broker will never take this dead letter (the original is too large for it even
+        without our headers), a retryable TransportError if it may later."""
 
     @property
     def readiness(self) -> Readiness:

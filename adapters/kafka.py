@@ -19,8 +19,21 @@ URL and options: see :mod:`adapters._kafka_settings`. How it maps the protocol:
   request in flight per broker and retries a failed batch before sending the next,
   so per-partition order survives retries even without the idempotent producer
   (which Tansu, our test broker, rejects; turn it on with ``?idempotence=true``).
+  A record Kafka would refuse for good (over ``max_message_bytes``, an invalid topic
+  name) is left out before sending; a batch the broker refuses (too large, invalid
+  topic) is sent again a record at a time to find which it refuses. Either way the
+  others are published and the refused ones named in a
+  :class:`~schemas.errors.PublishRefused`. Records sent again so may land after later
+  ones of the same partition: the only case where order bends.
 * **Ack** is a manual offset commit of the contiguous acked prefix of each
   partition, coalesced in the background (:mod:`adapters._kafka_consumer`).
+* **Holding**: the consumer keeps polling in the background, with its partitions
+  paused while the engine takes nothing, so it stays in its group (aiokafka leaves
+  after ``max_poll_interval_ms`` without a poll) and what the engine holds is not
+  handed to another member, however long it holds it.
+* **Recovery**: a process killed with -9 is dropped from its group after
+  ``session_timeout_ms`` (6 s); with ``?instance_id=`` (static membership) a restart
+  within that time gets its partitions back with no rebalance.
 * **Nack** pauses the partition and, after the delay, seeks back to the nacked
   offset. Kafka cannot redeliver a single message; records after it that were
   already acked or are still held by the engine are skipped on the way forward.
@@ -45,10 +58,16 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from adapters._kafka_consumer import ConsumerRun
 from adapters._kafka_offsets import Ticket
-from adapters._kafka_produce import KeyPartitioner, send_batches
+from adapters._kafka_produce import (
+    KeyPartitioner,
+    Sent,
+    refusal,
+    refused_by_broker,
+    send_batches,
+)
 from adapters._kafka_settings import KafkaSettings, translate_error
 from adapters.base import Delivery, OutgoingMessage, Readiness, Topology, dead_letter_message
-from schemas.errors import SagawireError, TransportError
+from schemas.errors import PublishRefused, SagawireError, TransportError
 
 __all__ = ["KafkaTransport"]
 
@@ -147,10 +166,12 @@ class KafkaTransport:
         self, topology: Topology, *, max_batch: int = 256
     ) -> AsyncIterator[list[Delivery]]:
         self._require_started()
-        run = ConsumerRun(self.settings, topology, max_batch, self._observe)
-        await run.start()
-        self._runs.append(run)
+        run = ConsumerRun(
+            self.settings, topology, max_batch, self._observe, self._instance_id(topology.group)
+        )
+        self._runs.append(run)  # first: a concurrent consume of the group picks another id
         try:
+            await run.start()
             async with contextlib.aclosing(run.batches()) as batches:
                 async for batch in batches:
                     yield batch
@@ -161,18 +182,50 @@ class KafkaTransport:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._require_started()
+        refused: dict[str, str] = {}
+        ready: list[OutgoingMessage] = []
+        limit = self.settings.max_message_bytes
+        for m in messages:
+            reason = refusal(self.settings.topic(m.destination), m, limit)
+            if reason is None:
+                ready.append(m)
+            else:
+                refused[m.message_id] = reason
+        if ready:
+            refused |= await self._deliver(ready)
+        if refused:
+            raise PublishRefused(refused)
+
+    async def _deliver(self, messages: Sequence[OutgoingMessage]) -> dict[str, str]:
+        """Send ``messages`` and wait for every batch; the refused ones' reasons. A batch
+        the broker refuses for good is sent again a record at a time, since the broker
+        names no record; any other failure raises (retryable or not, as translated)."""
         try:
             if self.settings.transactions:
                 async with self._txn_lock, self._producer.transaction():
-                    futures = await self._send_all(messages)
+                    sent = await self._send_all(messages)
             else:
-                futures = await self._send_all(messages)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-        except Exception as err:
-            raise self._failed(err, "publish") from err
-        for result in results:
-            if isinstance(result, BaseException):
-                raise self._failed(result, "publish") from result
+                sent = await self._send_all(messages)
+            results = await asyncio.gather(*(f for f, _ in sent), return_exceptions=True)
+        except Exception as whole:  # a transaction that did not commit, a closed producer
+            outcome: list[tuple[Sequence[OutgoingMessage], BaseException]] = [(messages, whole)]
+        else:
+            outcome = [
+                (held, r)
+                for (_, held), r in zip(sent, results, strict=True)
+                if isinstance(r, BaseException)
+            ]
+        for _, failure in outcome:  # a failure that may pass wins: the caller retries all
+            if refused_by_broker(failure) is None:
+                raise self._failed(failure, "publish") from failure
+        refused: dict[str, str] = {}
+        for held, failure in outcome:
+            if len(held) == 1:
+                refused[held[0].message_id] = refused_by_broker(failure) or str(failure)
+                continue
+            for m in held:  # in order: the ones it takes keep their order
+                refused |= await self._deliver([m])
+        return refused
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         for run, tickets in self._by_run(deliveries).items():
@@ -197,9 +250,9 @@ class KafkaTransport:
         return Readiness(True)
 
     # -- internals ----------------------------------------------------------------
-    async def _send_all(self, messages: Sequence[OutgoingMessage]) -> list[asyncio.Future[Any]]:
+    async def _send_all(self, messages: Sequence[OutgoingMessage]) -> list[Sent]:
         """Queue every message in order and return the confirmations to wait for
-        together (one per record batch: :mod:`adapters._kafka_produce`)."""
+        together (one per record batch, with its messages: :mod:`adapters._kafka_produce`)."""
         return await send_batches(
             self._producer,
             self._partitioner,
@@ -213,6 +266,19 @@ class KafkaTransport:
         (see the module docstring)."""
         partitions = sorted(await self._producer.partitions_for(topic))
         return int(partitions[next(self._unkeyed_turn) % len(partitions)])
+
+    def _instance_id(self, group: str) -> str | None:
+        """The static member id for one more consume of ``group``: ``instance_id`` for
+        the first, then ``instance_id-2``... (two members of a group must not share
+        one; the same order of consumes after a restart finds the same ids)."""
+        base = self.settings.instance_id
+        if base is None:
+            return None
+        taken = {run.instance_id for run in self._runs if run.group == group}
+        n = 1
+        while (candidate := base if n == 1 else f"{base}-{n}") in taken:
+            n += 1
+        return candidate
 
     def _by_run(self, deliveries: Sequence[Delivery]) -> dict[ConsumerRun, list[Ticket[Any]]]:
         """Tickets grouped by the consume run that issued them; tickets of runs that

@@ -6,6 +6,12 @@ creates a queue per consumer group bound to the consumed destinations, publishes
 fan out to every bound queue, a group's consumers share its queue, and deliveries
 not acked when a transport closes go back to the queue with a higher
 ``delivery_count``. Messages live only as long as the process, by nature.
+
+Like a real broker it may refuse messages over a size (``max_message_size``, off by
+default; ``memory://name?max_message_size=1024``), so users' unit tests can watch
+their sagas meet a :class:`~schemas.errors.PublishRefused` without a broker. A
+delivery held unacked stays with its consumer until the transport closes, however
+long: holding costs nothing here, as the protocol promises.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from adapters._util import query_params
 from adapters.base import (
     Delivery,
     OutgoingMessage,
@@ -25,7 +32,7 @@ from adapters.base import (
     Topology,
     dead_letter_message,
 )
-from schemas.errors import TransportError
+from schemas.errors import ConfigError, PublishRefused, TransportError
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -43,12 +50,16 @@ class MemoryBroker:
 
     _named: ClassVar[dict[str, MemoryBroker]] = {}
 
-    def __init__(self, *, record: bool = False) -> None:
+    def __init__(self, *, record: bool = False, max_message_size: int | None = None) -> None:
         self._queues: dict[str, _Queue] = {}
         self._ids = itertools.count(1)
         self.record = record
         self.log: list[OutgoingMessage] = []
         """Every published message, in order, when ``record`` is on (tests, demo)."""
+        self.max_message_size = max_message_size
+        """Bytes of body and headers above which :meth:`refusal` refuses a message, as
+        a real broker's limit does (RabbitMQ ``max_message_size``, NATS
+        ``max_payload``); ``None``: no limit."""
 
     @classmethod
     def named(cls, name: str) -> MemoryBroker:
@@ -71,7 +82,23 @@ class MemoryBroker:
     def bind(self, group: str, destinations: Sequence[str]) -> None:
         self.queue(group).bindings.update(destinations)
 
+    def refusal(self, message: OutgoingMessage) -> str | None:
+        """Why this broker refuses ``message`` for good, or ``None`` if it takes it."""
+        limit = self.max_message_size
+        if limit is None:
+            return None
+        size = len(message.body) + sum(
+            len(k.encode()) + len(v.encode()) for k, v in message.headers.items()
+        )
+        if size <= limit:
+            return None
+        return (
+            f"message of {size} bytes (body and headers) is over the memory broker's"
+            f" max_message_size of {limit} bytes"
+        )
+
     def publish(self, message: OutgoingMessage) -> None:
+        """Route ``message`` to every bound queue (it was checked: :meth:`refusal`)."""
         if self.record:
             self.log.append(message)
         for q in self._queues.values():
@@ -117,8 +144,16 @@ class MemoryTransport:
 
     @classmethod
     def from_url(cls, url: str) -> MemoryTransport:
+        """``memory://[name][?max_message_size=BYTES]``: transports of one name share a
+        broker; a size given here applies to that broker from now on."""
         parts = urlsplit(url)
-        return cls(MemoryBroker.named(parts.netloc + parts.path))
+        broker = MemoryBroker.named(parts.netloc + parts.path)
+        raw = query_params(url).get("max_message_size")
+        if raw is not None:
+            if not raw.isdigit() or int(raw) < 1:
+                raise ConfigError(f"max_message_size={raw!r} in {url!r}: want a whole number > 0")
+            broker.max_message_size = int(raw)
+        return cls(broker)
 
     async def start(self) -> None:
         self._started = True
@@ -179,9 +214,18 @@ class MemoryTransport:
         return batch
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        """Publish in order; the broker's refusals are skipped and then raised together
+        (:class:`PublishRefused`), after every other message was published."""
         self._require_started()
+        refused: dict[str, str] = {}
         for m in messages:
-            self.broker.publish(m)
+            reason = self.broker.refusal(m)
+            if reason is None:
+                self.broker.publish(m)
+            else:
+                refused[m.message_id] = reason
+        if refused:
+            raise PublishRefused(refused)
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         for group in self._groups:
@@ -201,7 +245,11 @@ class MemoryTransport:
                     self.broker.requeue(q, d)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self.broker.publish(dead_letter_message(delivery, reason))
+        message = dead_letter_message(delivery, reason)
+        refusal = self.broker.refusal(message)
+        if refusal is not None:
+            raise PublishRefused({message.message_id: refusal})
+        self.broker.publish(message)
 
     @property
     def readiness(self) -> Readiness:

@@ -10,12 +10,15 @@ How messages move, and why:
 
 * **publish** writes every message of a window to the connection in list order,
   then awaits all JetStream publish acks together (one round trip per window, not
-  per message; :mod:`adapters._nats_publish`). One connection feeding one stream
-  keeps that order in the stream, so per-key order holds. If some acks fail the call
-  raises and the caller retries the whole list; ``Nats-Msg-Id``
+  per message; :mod:`adapters._nats_publish`, acks collected by
+  :mod:`adapters._nats_acks`). One connection feeding one stream keeps that order in
+  the stream, so per-key order holds. If some acks fail for a reason that may pass,
+  the call raises and the caller retries the whole list; ``Nats-Msg-Id``
   (``<subject>/<message_id>``) makes JetStream drop the copies that had landed, so a
   retried message may land after later ones of the same call — the only case where
-  order can bend.
+  order can bend. A message the server refuses for good (over ``max_payload``,
+  headers over 64 KiB, not a literal subject) is left out and named in a
+  :class:`~schemas.errors.PublishRefused` once the others are confirmed.
 * **consume** pulls batches of at most ``max_batch`` from a durable consumer per
   group; a background pump per consumer (:mod:`adapters._nats_consumer`) fetches
   the next batch while the caller handles the current one. Memory stays bounded:
@@ -25,10 +28,15 @@ How messages move, and why:
   then flush once per call; ``?double_ack=true`` waits for the server to confirm
   each ack instead. A lost ack only means a redelivery, which the engine's inbox
   absorbs. Calling ack again after an error is safe: settled deliveries are skipped.
+* **Holding** (:mod:`adapters._nats_leases`): whatever is fetched and not yet settled
+  gets in-progress acks before ``ack_wait`` runs out, so the engine may hold it for
+  minutes without a redelivery or a delivery counted against ``max_deliver``. That
+  lets ``ack_wait`` be short (4 s by default): it only bounds how long the messages
+  of a process that died (kill -9) wait before another consumer gets them.
 * **Connection loss** (:mod:`adapters._nats_link`): nats-py reconnects forever;
-  readiness is false meanwhile, the pumps wait and then keep fetching, and anything
-  unacked comes back after ``ack_wait``. :meth:`close` naks whatever it still holds,
-  so a restart gets it now.
+  readiness is false meanwhile, the pumps wait and then keep fetching, and a lease
+  that lapsed while the connection was down comes back after ``ack_wait``.
+  :meth:`close` naks whatever it still holds, so a restart gets it now.
 * **Attempts**: JetStream stops redelivering after ``max_deliver`` deliveries, so
   the engine must dead-letter a delivery for which :meth:`is_last_attempt` holds.
 """
@@ -46,9 +54,10 @@ from nats.js import JetStreamContext
 
 from adapters._nats_consumer import Fetching
 from adapters._nats_errors import declaration_error, is_not_found
+from adapters._nats_leases import Leases
 from adapters._nats_link import NatsLink
 from adapters._nats_options import NatsOptions
-from adapters._nats_publish import HEADER_KEY, fit_dead_letter, publish_windows
+from adapters._nats_publish import HEADER_KEY, Publisher, fit_dead_letter
 from adapters._nats_topology import (
     ConsumerPlan,
     check_stream,
@@ -78,11 +87,12 @@ class NatsTransport:
         self.options = options
         self._link = NatsLink(options)
         self._declared: set[Topology] = set()
-        self._unsettled: dict[str, Msg] = {}
+        self._leases = Leases(options.ack_wait)
+        self._keeper: asyncio.Task[None] | None = None
         self._fetching = Fetching(
             self._link.closed,
             self._link.connected,
-            self._unsettled,
+            self._leases,
             options.fetch_timeout,
             self._link.error,
             self._last_chance,
@@ -90,7 +100,13 @@ class NatsTransport:
         )
         self._pumps: set[asyncio.Task[None]] = set()
         self._subs: list[JetStreamContext.PullSubscription] = []
-        self._send_lock = asyncio.Lock()
+        self._publisher = Publisher(
+            stream=options.stream,
+            subject_of=self._subject,
+            ack_timeout=options.publish_timeout,
+            error=self._link.error,
+            lock=asyncio.Lock(),
+        )
 
     @classmethod
     def from_url(cls, url: str) -> NatsTransport:
@@ -110,11 +126,18 @@ class NatsTransport:
 
     async def start(self) -> None:
         await self._link.connect()
+        self._keeper = asyncio.ensure_future(
+            self._leases.keep(self._link.connected, self._link.closed)
+        )
 
     async def close(self) -> None:
         """Stop the pumps, stop listening, nak what we hold, then disconnect."""
         self._link.closed.set()
         await self._fetching.stop(self._pumps)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+            self._keeper = None
         if self._link.nc is None:
             return
         # Unsubscribe first: a pull request left lingering on the server must not
@@ -124,7 +147,7 @@ class NatsTransport:
                 await sub.unsubscribe()
         # (with the connection still ours: a message on its last delivery is
         # dead-lettered rather than given back, which needs a publish)
-        await self._fetching.nak_quietly(list(self._unsettled.values()))
+        await self._fetching.nak_quietly(self._leases.held())
         await self._link.disconnect()
         self._subs.clear()
 
@@ -329,7 +352,7 @@ class NatsTransport:
     def _forget(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:
             if m.is_acked:
-                self._unsettled.pop(m.reply, None)
+                self._leases.release(m)
 
     async def _flush(self) -> None:
         await self._link.require_nc().flush(timeout=max(1, int(self.options.publish_timeout)))
@@ -342,16 +365,7 @@ class NatsTransport:
         )
 
     async def _publish(self, messages: Sequence[tuple[OutgoingMessage, str]]) -> None:
-        await publish_windows(
-            self._link.require_js(),
-            messages,
-            subject_of=self._subject,
-            stream=self.options.stream,
-            ack_timeout=self.options.publish_timeout,
-            lock=self._send_lock,
-            error=self._link.error,
-            max_payload=self._link.require_nc().max_payload,
-        )
+        await self._publisher.publish(self._link.require_nc(), messages)
 
     # -- helpers ------------------------------------------------------------------
 

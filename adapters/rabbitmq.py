@@ -4,18 +4,25 @@ URL: ``amqp://user:pass@host:port/vhost?exchange=sagawire`` or ``amqps://...?caf
 every option and the names on the broker are described in
 :mod:`adapters._rabbitmq_config`. How the pieces fit:
 
-- **publish**: persistent messages on a channel with publisher confirms. A batch is
-  pipelined (all messages written, then all confirms awaited together); the call
-  returns only when every one is confirmed, and a nack is a :class:`TransportError`.
-  Order is kept: the channel serialises writes in call order.
+- **publish**: :mod:`adapters._rabbitmq_publish`, on a connection of its own:
+  persistent messages, publisher confirms, a window pipelined at a time, in order; a
+  message the broker refuses for good is named in a
+  :class:`~schemas.errors.PublishRefused` once the others are confirmed.
 - **consume**: :mod:`adapters._rabbitmq_consumer` (prefetch window, batches, a
   channel per iterator that is replaced after a reconnect).
 - **ack/nack**: manual, after the engine committed; consecutive acks go out as one
   ``multiple`` frame. RabbitMQ has no delayed requeue, so ``nack(delay=d)`` holds
   the delivery unsettled for ``d`` seconds and then requeues it. A held delivery
   counts against the prefetch window; the engine only delays a few at a time.
-- **reconnect**: :mod:`adapters._rabbitmq_link`; after a reconnect the topology is
-  declared again before consumers restart, and readiness is false in between.
+- **holding**: a delivery left unacked costs nothing until the broker's
+  ``consumer_timeout`` (30 minutes by default; RabbitMQ then closes the channel and
+  requeues what it held), so the engine may hold deliveries for minutes while its
+  store is down. A process that dies (kill -9) loses its TCP connection, and the
+  broker requeues its unacked deliveries at once: another consumer has them within
+  its next fetch.
+- **reconnect**: :mod:`adapters._rabbitmq_link`, one link per connection (consume,
+  publish); after a reconnect the topology is declared again before consumers
+  restart, and readiness is false until both connections are up.
 - **delivery_count**: classic queues do not count redeliveries, so it is 2 when
   the broker marks a delivery redelivered; quorum queues (``?queue_type=quorum``)
   send ``x-delivery-count``, which is used when present.
@@ -24,25 +31,17 @@ every option and the names on the broker are described in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 
 import aio_pika
-import aiormq
-import aiormq.exceptions as amqp
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractIncomingMessage,
-    AbstractQueue,
-)
-from pamqp.common import FieldTable
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from adapters._rabbitmq_config import RabbitConfig
 from adapters._rabbitmq_consumer import Consumer, Handle, Lane
 from adapters._rabbitmq_errors import translate
 from adapters._rabbitmq_link import Link
+from adapters._rabbitmq_publish import DRIVER_ERRORS, HEADER_KEY, Publisher
 from adapters.base import (
     DEADLETTER,
     HEADER_CONTENT_TYPE,
@@ -57,33 +56,14 @@ from schemas.errors import TransportError
 
 __all__ = ["HEADER_KEY", "RabbitTransport"]
 
-HEADER_KEY = "sagawire-key"
-"""AMQP header carrying :attr:`OutgoingMessage.key` (RabbitMQ has no message key)."""
-
-PERSISTENT = 2
-"""AMQP delivery mode: written to disk by durable queues before the confirm."""
-
-PUBLISH_WINDOW = 1024
-"""Messages in flight (written, confirm pending) per publish call; bounds memory."""
-
-_DRIVER_ERRORS = (
-    amqp.AMQPError,
-    amqp.ChannelInvalidStateError,
-    ConnectionError,
-    OSError,
-    TimeoutError,
-)
-
 
 class RabbitTransport:
     """The :class:`~adapters.base.Transport` for RabbitMQ."""
 
     def __init__(self, config: RabbitConfig) -> None:
         self.config = config
-        self._link = Link(config, self._on_connect)
-        self._publisher: aiormq.abc.AbstractChannel | None = None
-        self._reopening = asyncio.Lock()
-        self._publisher_owner: AbstractChannel | None = None
+        self._link = Link(config, self._on_connect, role="consume")
+        self._publisher = Publisher(config)
         self._topologies: dict[Topology, None] = {}
         self._consumers: set[Consumer] = set()
         self._delayed: set[asyncio.Task[None]] = set()
@@ -99,7 +79,12 @@ class RabbitTransport:
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._link.start()
+        await self._publisher.link.start()
+        try:
+            await self._link.start()
+        except BaseException:
+            await self._publisher.link.close()
+            raise
         self._started = True
 
     async def close(self) -> None:
@@ -112,45 +97,28 @@ class RabbitTransport:
             task.cancel()
         await asyncio.gather(*self._delayed, return_exceptions=True)
         await self._link.close()
+        await self._publisher.link.close()
 
     @property
     def readiness(self) -> Readiness:
         if not self._started:
             return Readiness(False, "rabbitmq transport not started")
-        return self._link.readiness
+        consuming = self._link.readiness
+        return consuming if not consuming.ready else self._publisher.link.readiness
 
     async def _on_connect(self, conn: AbstractConnection) -> None:
-        """Run on every (re)connect, before readiness turns true."""
+        """Run on every (re)connect of the consuming connection, before readiness
+        turns true: the topology again, then the consumers."""
         doing = f"declaring exchange {self.config.exchange!r}"
         try:
-            await self._open_publisher(conn)
             for topology in list(self._topologies):
                 doing = f"declaring queues for group {topology.group!r}"
                 await self._declare_on(conn, topology)
             for consumer in list(self._consumers):
                 doing = f"consuming from queue {consumer.queue_name!r}"
                 await consumer.attach(conn)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, doing, self.config) from None
-
-    async def _open_publisher(self, conn: AbstractConnection) -> None:
-        """The channel every publish goes through (confirms on), and the exchange.
-
-        Opened on each connect, and again when the broker closed only the channel (a
-        channel-level error, say the exchange deleted under us): the connection is up
-        then, and no reconnect would reopen it."""
-        old = self._publisher_owner
-        channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        await channel.declare_exchange(
-            self.config.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
-        # Publishing goes straight to aiormq: aio_pika.Message costs ~40% more CPU
-        # per message, and the sidecar's relay is CPU-bound on the client side.
-        self._publisher = await channel.get_underlay_channel()
-        self._publisher_owner = channel  # kept alive: it routes returns to the confirms
-        if old is not None and old is not channel and not old.is_closed:
-            with contextlib.suppress(Exception):
-                await old.close()
 
     # -- topology -----------------------------------------------------------------
 
@@ -158,7 +126,7 @@ class RabbitTransport:
         conn = await self._link.connection()
         try:
             await self._declare_on(conn, topology)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             doing = f"declaring queues for group {topology.group!r}"
             raise translate(exc, doing, self.config) from None
         self._topologies[topology] = None
@@ -187,48 +155,8 @@ class RabbitTransport:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._require_started()
-        if not messages:
-            return
-        conn = await self._link.connection()
-        publisher = self._publisher
-        if publisher is None or publisher.is_closed:
-            async with self._reopening:  # two publishes at once reopen it once
-                publisher = self._publisher
-                if publisher is None or publisher.is_closed:
-                    # the connection is up (connection() said so): the channel alone closed
-                    try:
-                        await self._open_publisher(conn)
-                    except _DRIVER_ERRORS as exc:
-                        raise translate(exc, "reopening the publish channel", self.config) from None
-            publisher = self._publisher
-            if publisher is None or publisher.is_closed:
-                raise TransportError(
-                    f"publishing on {self.config.display_url} failed: the publish channel"
-                    " is closed (the connection is being restored); try again"
-                )
-        for start in range(0, len(messages), PUBLISH_WINDOW):
-            window = messages[start : start + PUBLISH_WINDOW]
-            # Started in order; aiormq writes them in that order under its channel lock.
-            results = await asyncio.gather(
-                *(
-                    publisher.basic_publish(
-                        m.body,
-                        exchange=self.config.exchange,
-                        routing_key=m.destination,
-                        properties=_properties(m),
-                        mandatory=self.config.mandatory,
-                    )
-                    for m in window
-                ),
-                return_exceptions=True,
-            )
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                doing = (
-                    f"publishing {len(failed)} of {len(window)} messages to exchange "
-                    f"{self.config.exchange!r} (first to {window[0].destination!r})"
-                )
-                raise translate(failed[0], doing, self.config, publishing=True) from None
+        if messages:
+            await self._publisher.publish(messages)
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.publish([dead_letter_message(delivery, reason)])
@@ -262,7 +190,7 @@ class RabbitTransport:
             return  # down for now; the reconnect attaches the registered consumer
         try:
             await consumer.attach(conn)
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             if not self._link.readiness.ready:
                 return  # lost the connection meanwhile; same as above
             doing = f"consuming from queue {consumer.queue_name!r}"
@@ -301,43 +229,6 @@ def _by_lane(deliveries: Sequence[Delivery]) -> dict[Lane, list[int]]:
         if isinstance(d.handle, Handle):
             grouped[d.handle.lane].append(d.handle.tag)
     return grouped
-
-
-_ROUTING_HEADERS = ("CC", "BCC")
-"""Headers RabbitMQ routes by (sender-selected distribution). A delivery keeps ``CC``, so
-a dead letter would carry it back out: as text the broker refuses the publish (406,
-closing the channel); as a list it would route the copy to consumed destinations."""
-
-_SHORTSTR = 255
-"""AMQP's limit, in bytes, for the properties (content type, message id): a header of
-that name may be longer, and then stays a header."""
-
-
-def _properties(m: OutgoingMessage) -> aiormq.spec.Basic.Properties:
-    headers: FieldTable = dict(m.headers)
-    for name in _ROUTING_HEADERS:
-        headers.pop(name, None)
-    content_type = m.headers.get(HEADER_CONTENT_TYPE)
-    if content_type is not None and _fits(content_type):
-        headers.pop(HEADER_CONTENT_TYPE, None)
-    else:
-        content_type = None
-    message_id = m.message_id or None
-    if message_id is not None and not _fits(message_id):
-        headers.setdefault(HEADER_MESSAGE_ID, message_id)
-        message_id = None
-    if m.key is not None:
-        headers[HEADER_KEY] = m.key
-    return aiormq.spec.Basic.Properties(
-        content_type=content_type,
-        headers=headers,
-        message_id=message_id,
-        delivery_mode=PERSISTENT,
-    )
-
-
-def _fits(value: str) -> bool:
-    return len(value) <= _SHORTSTR // 4 or len(value.encode()) <= _SHORTSTR
 
 
 def _to_delivery(lane: Lane, message: AbstractIncomingMessage) -> Delivery:

@@ -7,6 +7,10 @@ test can simulate a crash by closing one without acking). Each test uses fresh,
 uniquely named destinations and group, from the ``names`` fixture; the subclass
 cleans them up (``cleanup`` hook).
 
+Each subclass also says how its broker refuses a message for good
+(:meth:`TransportContract.refused_message`): the contract checks that the refusal is
+named with the broker's reason and that the messages around it are delivered.
+
 Brokers with a network connection also subclass :class:`ReconnectContract`,
 whose ``proxied_factory`` fixture returns a transport reaching the broker through
 a :class:`tests.support.proxy.TcpProxy` the test can cut.
@@ -30,8 +34,10 @@ from adapters.base import (
     Topology,
     Transport,
 )
+from schemas.errors import PublishRefused
 from tests.support.proxy import TcpProxy
 from tests.support.services import unique
+from tests.support.waiting import wait_until
 
 TransportFactory = Callable[[], Awaitable[Transport]]
 
@@ -140,6 +146,10 @@ class TransportContract:
             produces=(),
             group=names.group,
         )
+
+    def refused_message(self, names: Names) -> tuple[OutgoingMessage, str]:
+        """A message this broker refuses for good, and a phrase of the reason given."""
+        raise NotImplementedError
 
     async def test_publish_then_consume_keeps_bytes_and_headers(
         self, open_transport: Callable[[], Awaitable[Transport]], names: Names
@@ -273,6 +283,29 @@ class TransportContract:
             assert all(len(b) <= 50 for b in rx.batches)
         assert sorted(int(d.body[5:-1]) for d in got) == list(range(n))
 
+    async def test_a_refused_message_is_named_and_its_neighbours_are_delivered(
+        self, open_transport: Callable[[], Awaitable[Transport]], names: Names
+    ) -> None:
+        t = await open_transport()
+        topo = self.topology(names, "a")
+        await t.declare(topo)
+        bad, reason = self.refused_message(names)
+        before, after = msg(names.dest("a"), 1, key="k"), msg(names.dest("a"), 2, key="k")
+        async with Receiver(t, topo) as rx:
+            with pytest.raises(PublishRefused) as refused:
+                await t.publish([before, bad, after])
+            assert set(refused.value.refused) == {bad.message_id}
+            assert reason in refused.value.refused[bad.message_id]
+            assert not refused.value.retryable
+            got = await rx.wait_for(2)
+            assert [d.body for d in got] == [before.body, after.body]
+            assert len(await rx.quiet(0.5)) == 2
+            await t.ack(got)
+            await t.publish([msg(names.dest("a"), 3)])  # and the transport goes on
+            (_, _, third) = await rx.wait_for(3)
+            await t.ack([third])
+        assert t.readiness.ready, t.readiness.reason
+
 
 class ReconnectContract:
     """Connection loss is survived: readiness drops, consuming resumes, nothing is lost."""
@@ -306,7 +339,11 @@ class ReconnectContract:
                 got = await rx.wait_for(2, timeout=60)
                 assert got[1].body == b'{"n":2}'
                 await via.ack([got[1]])
-                assert via.readiness.ready
+
+                async def ready() -> bool:  # every connection of it back (RabbitMQ has two)
+                    return via.readiness.ready
+
+                await wait_until(ready, timeout=10)
         finally:
             await via.close()
             await direct.close()

@@ -434,7 +434,7 @@ async def test_rabbitmq_engine_keeps_running_sagas_after_a_bad_cc_message(
         load_sagas("sagas.order"),
         store,
         transport,
-        config=EngineConfig(group=rabbit.group, transient_retry_delay=0.2),
+        config=EngineConfig(group=rabbit.group, retry_backoff_max=0.2),
     )
     running: asyncio.Future[None] | None = None
     try:

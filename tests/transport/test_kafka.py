@@ -72,6 +72,12 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
 
         return make
 
+    def refused_message(self, names: Names) -> tuple[OutgoingMessage, str]:
+        """Over ``max_message_bytes`` (1 MiB): refused before sending, as Apache Kafka
+        would refuse it (``message.max.bytes``). Tansu itself takes records of any size,
+        so the broker's own refusals are tested in ``test_kafka_faults``."""
+        return OutgoingMessage(names.dest("a"), b"x" * 1_100_000, "huge"), "max_message_bytes"
+
     @pytest.fixture(autouse=True)
     async def cleanup(self, kafka_broker: Tansu, names: Names) -> AsyncIterator[None]:
         """Delete the topics this test created (its names share ``names.prefix``)."""

@@ -20,7 +20,13 @@ from nats.js import api
 
 from adapters._nats_options import NatsOptions
 from adapters._nats_topology import consumer_name, missing_subjects, subject_matches
-from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Topology
+from adapters.base import (
+    DEADLETTER,
+    HEADER_MESSAGE_ID,
+    Delivery,
+    OutgoingMessage,
+    Topology,
+)
 from adapters.nats import NatsTransport
 from schemas.errors import ConfigError, DeclarationError, TransportError
 from tests.support.loop_reports import loop_reports
@@ -59,7 +65,16 @@ def url(stream: str, port: int = PORT, extra: str = "") -> str:
     return f"nats://{HOST}:{port}?stream={stream}&{dl}&{TUNING}{'&' + extra if extra else ''}"
 
 
-class TestNatsTransport(TransportContract, ReconnectContract):
+class NatsRefusals:
+    """What both NATS contract runs refuse: headers over 64 KiB, which only the server
+    checks (in the message's own publish ack, which nats-py's ``publish_async`` loses)."""
+
+    def refused_message(self, names: Names) -> tuple[OutgoingMessage, str]:
+        big = OutgoingMessage(names.dest("a"), b"{}", "big-headers", headers={"x": "v" * 70_000})
+        return big, "header size exceeds maximum allowed of 64k (err_code 10097"
+
+
+class TestNatsTransport(NatsRefusals, TransportContract, ReconnectContract):
     @pytest.fixture
     def transport_factory(self, stream: str) -> TransportFactory:
         async def make() -> NatsTransport:
@@ -234,7 +249,7 @@ async def test_dead_letter_of_a_message_with_an_id_is_not_deduplicated_away(
 
 async def test_close_gives_back_what_was_never_acked(stream: str, names: Names) -> None:
     """Everything fetched (handed out or still queued) is nak'd on close, so the next
-    consumer of the group gets it now rather than after ack_wait (30 s)."""
+    consumer of the group gets it now rather than after ack_wait."""
     topo = Topology(consumes=(names.dest("a"),), group=names.group)
     first = NatsTransport.from_url(url(stream))
     await first.start()
@@ -303,6 +318,9 @@ def test_options_come_from_url_then_environment() -> None:
         NatsOptions.from_url("nats://h?max_deliver=zero", {})
     with pytest.raises(ConfigError, match="stream"):
         NatsOptions.from_url("nats://h?stream=a.b", {})
+    assert NatsOptions.from_url("nats://h", {}).ack_wait == 4.0
+    with pytest.raises(ConfigError, match="ack_wait"):  # leases renewed every third of it
+        NatsOptions.from_url("nats://h?ack_wait=0.5", {})
 
 
 def test_consumer_names_and_subject_matching() -> None:
@@ -399,7 +417,7 @@ async def modern_stream(modern_nats: ModernNats) -> AsyncIterator[str]:
     await nc.close()
 
 
-class TestNatsTransportOnAModernServer(TransportContract, ReconnectContract):
+class TestNatsTransportOnAModernServer(NatsRefusals, TransportContract, ReconnectContract):
     """The same contract where a group's consumer filters all its subjects at once."""
 
     @pytest.fixture

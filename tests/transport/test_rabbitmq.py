@@ -16,7 +16,7 @@ import pytest
 
 from adapters import open_transport as open_by_url
 from adapters._rabbitmq_config import RabbitConfig
-from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, Topology
+from adapters.base import DEADLETTER, HEADER_MESSAGE_ID, OutgoingMessage, Topology
 from adapters.rabbitmq import RabbitTransport
 from schemas.errors import ConfigError, DeclarationError, TransportError
 from tests.support.proxy import TcpProxy
@@ -95,6 +95,9 @@ class TestRabbitTransport(TransportContract, ReconnectContract):
             return RabbitTransport.from_url(url)
 
         return make
+
+    def refused_message(self, names: Names) -> tuple[OutgoingMessage, str]:
+        return OutgoingMessage("r" * 300, b"{}", "long-key"), "AMQP carries at most 255"
 
     # -- RabbitMQ specifics --------------------------------------------------------
 
