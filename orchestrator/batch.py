@@ -18,6 +18,8 @@ from adapters.base import Delivery, Topology, Transport
 from orchestrator.clock import Clock
 from orchestrator.correlate import Routed, Router
 from orchestrator.model import Decision, Instance
+from orchestrator.outage import StoreHealth
+from orchestrator.relay import Relay
 from orchestrator.store.base import (
     InstanceKey,
     InstanceRecord,
@@ -25,8 +27,19 @@ from orchestrator.store.base import (
     Store,
     UnitOfWork,
 )
+from schemas.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["Batch", "EngineConfig", "EngineState", "Item", "Observer", "Reads", "Stats", "log"]
+__all__ = [
+    "Batch",
+    "DeadLetter",
+    "EngineConfig",
+    "EngineState",
+    "Item",
+    "Observer",
+    "Reads",
+    "Stats",
+    "log",
+]
 
 log = structlog.get_logger("sagawire.engine")
 
@@ -39,8 +52,15 @@ class EngineConfig:
     group: str = "sagawire"
     max_batch: int = 256
     conflict_retries: int = 5
+    """Rounds of version conflicts decided again at once; past them, with a pause."""
     housekeeping_interval: float = 0.5
-    transient_retry_delay: float = 1.0
+    retry_backoff_first: float = 0.05
+    retry_backoff_max: float = 1.0
+    """Pauses (capped exponential, with jitter) between probes of a store that went
+    away, and between rounds of conflicts that do not settle. The cap bounds how long
+    after a store comes back the engine notices (``/readyz`` turns 200)."""
+    limits: Limits = DEFAULT_LIMITS
+    """Largest incoming message and attribute: larger ones are dead letters."""
     inbox_retention: float = 7 * 24 * 3600.0
     """How long a message id is remembered for de-duplication (past any redelivery)."""
     prune_interval: float = 3600.0
@@ -65,6 +85,16 @@ class Stats:
     dead_letters: int = 0
     conflicts: int = 0
     timers_fired: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    """Dead letters by kind of reason (``MessageError.kind``, ``rejected``, ``expired``...)."""
+
+    def dead_lettered(self, kind: str) -> None:
+        self.dead_letters += 1
+        self.dead_letter_reasons[kind] = self.dead_letter_reasons.get(kind, 0) + 1
+
+
+DeadLetter = tuple[Delivery, str, str]
+"""A delivery to dead-letter, the reason (text) and its kind (the metric's label)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +118,8 @@ class Batch:
     owners: list[Item] = field(default_factory=list)
     decisions: list[Decision | None] = field(default_factory=list)
     afters: list[Instance | None] = field(default_factory=list)  # with their new version
-    dead: list[tuple[Delivery, str]] = field(default_factory=list)
-    rejected: dict[int, tuple[Delivery, str]] = field(default_factory=dict)
+    dead: list[DeadLetter] = field(default_factory=list)
+    rejected: dict[int, DeadLetter] = field(default_factory=dict)
     """Dead letters decided on an instance's state, by the index of the unit that checks
     that state: each joins ``dead`` only if its unit commits."""
     failed: set[int] = field(default_factory=set)  # id(delivery) not to ack
@@ -130,6 +160,8 @@ class EngineState:
     observers: list[Observer]
     ready_reason: str
     _lock: asyncio.Lock
+    _health: StoreHealth
+    relay: Relay
     _parked_keys: set[InstanceKey]
     _moved: set[InstanceKey]
     _to_revive: set[InstanceKey]
@@ -140,4 +172,3 @@ class EngineState:
     _pending_parked: dict[InstanceKey, list[Item]]
     _serial: int
     _published: list[str]
-    _relay_needed: bool

@@ -23,6 +23,7 @@ import typer
 
 from orchestrator.logs import configure_logging, redact_text
 from schemas.errors import ConfigError, SagawireError
+from schemas.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from orchestrator.definition import SagaDefinition
@@ -97,6 +98,20 @@ def run(
     log_level: Annotated[
         str, typer.Option(envvar="SAGAWIRE_LOG_LEVEL", help="debug, info, warning, error.")
     ] = "info",
+    max_message_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="SAGAWIRE_MAX_MESSAGE_BYTES",
+            help="Largest message taken; larger ones are dead letters (and 413 over HTTP).",
+        ),
+    ] = DEFAULT_LIMITS.max_message_bytes,
+    max_attribute_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="SAGAWIRE_MAX_ATTRIBUTE_BYTES",
+            help="Largest CloudEvents attribute (id, type, correlationid...); larger: dead letter.",
+        ),
+    ] = DEFAULT_LIMITS.max_attribute_bytes,
     debug: DebugOpt = False,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT."""
@@ -105,8 +120,18 @@ def run(
         from orchestrator.service import Settings, Sidecar, parse_listen
 
         host, port = parse_listen(http)
+        try:
+            limits = Limits(max_message_bytes, max_attribute_bytes)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         settings = Settings(
-            sagas=sagas, broker=broker, store=store, host=host, port=port, group=group
+            sagas=sagas,
+            broker=broker,
+            store=store,
+            host=host,
+            port=port,
+            group=group,
+            limits=limits,
         )
         try:
             code = asyncio.run(Sidecar(settings).run())

@@ -3,7 +3,6 @@ what can never be handled, acknowledge the rest; and keep the instance cache."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -11,6 +10,7 @@ from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage
 from orchestrator.batch import Batch, log
 from orchestrator.deciding import Deciding
 from orchestrator.model import Instance
+from orchestrator.outage import backoff
 from orchestrator.persist import (
     outgoing,
 )
@@ -18,7 +18,7 @@ from orchestrator.store.base import (
     InstanceKey,
     Outcome,
 )
-from schemas.errors import TransportError
+from schemas.errors import PublishRefused, TransportError
 
 __all__ = ["Committing"]
 
@@ -34,7 +34,7 @@ class Committing(Deciding):
         except BaseException:
             batch.broken = True
             self._cache.clear()  # the outcome is unknown: trust only the store
-            self._relay_needed = True  # and its outbox rows may be committed, unpublished
+            self.relay.needed()  # and its outbox rows may be committed, unpublished
             raise
         self._published = []
         # One bound logger per batch: each call through the module's lazy proxy binds a
@@ -51,6 +51,7 @@ class Committing(Deciding):
                 self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
             if outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
                 batch.broken = True
+                self.stats.conflicts += 1
                 self._cache.pop(item.routed.key, None)
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
@@ -94,8 +95,13 @@ class Committing(Deciding):
             try:
                 await self.transport.publish(committed)
                 self._published.extend(m.message_id for m in committed)
+            except PublishRefused as exc:  # the rest were published
+                self._published.extend(
+                    m.message_id for m in committed if m.message_id not in exc.refused
+                )
+                await self.relay.refuse(exc)
             except TransportError as exc:
-                self._relay_needed = True
+                self.relay.needed()
                 log.warning("publish failed; the outbox relay will retry", error=str(exc))
         return list(retry.values())
 
@@ -112,23 +118,45 @@ class Committing(Deciding):
             del cache[next(iter(cache))]
 
     async def _finish(self, deliveries: Sequence[Delivery], batch: Batch) -> None:
-        for d, reason in batch.dead:
+        """Dead-letter what can never be handled, then acknowledge every delivery that
+        was settled. A dead letter the broker cannot take now is tried again (held, with
+        a growing pause) until it can: acknowledging it first would lose the message."""
+        for d, reason, kind in batch.dead:
             if id(d) in batch.failed:  # to be decided again: dead-lettered then, if still so
                 continue
-            try:
-                await self.transport.dead_letter(d, reason)
-                self.stats.dead_letters += 1
-                log.warning(
-                    "dead-lettered",
-                    reason=reason,
-                    destination=d.destination,
-                    message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
-                )
-            except TransportError as exc:
-                batch.failed.add(id(d))
-                log.warning("dead-letter failed; will be redelivered", error=str(exc))
-                with contextlib.suppress(TransportError):
-                    await self.transport.nack([d], delay=self.config.transient_retry_delay)
+            if not await self._dead_letter(d, reason, kind):
+                batch.failed.add(id(d))  # stopping: left unsettled, the broker redelivers
         done = [d for d in deliveries if id(d) not in batch.failed]
         if done:
             await self.transport.ack(done)
+
+    async def _dead_letter(self, d: Delivery, reason: str, kind: str) -> bool:
+        """Publish one dead letter, retrying while the broker is unavailable; False if the
+        engine stops first."""
+        pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
+        while True:
+            try:
+                await self.transport.dead_letter(d, reason)
+            except PublishRefused as exc:  # the broker will never take it: say so, loudly
+                log.error(
+                    "dead letter refused by the broker; the message is dropped",
+                    reason=reason,
+                    refusal=str(exc),
+                    destination=d.destination,
+                    message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
+                )
+                self.stats.dead_lettered("refused")
+                return True
+            except TransportError as exc:
+                log.warning("dead-letter failed; trying again", error=str(exc))
+                if await self._health.pause(next(pauses)):
+                    return False
+                continue
+            self.stats.dead_lettered(kind)
+            log.warning(
+                "dead-lettered",
+                reason=reason,
+                destination=d.destination,
+                message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
+            )
+            return True

@@ -224,7 +224,7 @@ class Deciding(EngineState):
             elif (saga.name, item.routed.envelope.id) in seen:
                 self.stats.duplicates += 1  # handled before the state stopped loading
             else:
-                self._reject(item, reason, batch, record.version)
+                self._reject(item, reason, batch, record.version, "unloadable")
         return None
 
     def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance | None:
@@ -239,7 +239,7 @@ class Deciding(EngineState):
                 f" a command cannot be written: {type(exc).__name__}: {exc}"
             )
             assert decision.instance is not None
-            self._reject(item, reason, batch, decision.instance.version - 1)
+            self._reject(item, reason, batch, decision.instance.version - 1, "unwritable")
             return None
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
@@ -248,7 +248,9 @@ class Deciding(EngineState):
         batch.add(unit, item, decision, after)
         return after
 
-    def _reject(self, item: Item, reason: str, batch: Batch, version: int) -> None:
+    def _reject(
+        self, item: Item, reason: str, batch: Batch, version: int, kind: str = "rejected"
+    ) -> None:
         """What the instance at ``version`` cannot take: a message is dead-lettered (and
         unparked, if it was parked), a timer's row deleted. Both only once the unit
         commits, that is if the instance is still at that version: decided on a state
@@ -267,7 +269,7 @@ class Deciding(EngineState):
                 p = item.parked
                 d = Delivery(destination=p.destination, body=p.body, headers={})
         if d is not None:
-            batch.rejected[len(batch.units)] = (d, reason)
+            batch.rejected[len(batch.units)] = (d, reason, kind)
         batch.add(unit, item, None)
 
     def _waiting(self, parked: list[ParkedRecord]) -> dict[InstanceKey, list[Item]]:

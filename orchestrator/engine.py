@@ -35,9 +35,11 @@ from orchestrator.decide import ABORT_EVENT
 from orchestrator.definition import SagaDefinition
 from orchestrator.housekeeping import Housekeeping
 from orchestrator.model import Instance
+from orchestrator.outage import StoreHealth
 from orchestrator.persist import (
     instance_from_record,
 )
+from orchestrator.relay import Relay
 from orchestrator.store.base import (
     InstanceKey,
     Store,
@@ -73,6 +75,18 @@ class Engine(Housekeeping):
         self.stats = Stats()
         self.observers: list[Observer] = []
         self._lock = asyncio.Lock()
+        self._health = StoreHealth(
+            store, first=self.config.retry_backoff_first, cap=self.config.retry_backoff_max
+        )
+        self.relay = Relay(
+            store,
+            transport,
+            self._lock,
+            lambda: self._published,
+            self.clock,
+            self._health,
+            batch=1000,
+        )
         self._parked_keys: set[InstanceKey] = set()
         self._moved: set[InstanceKey] = set()  # instances written since the last revive
         self._to_revive: set[InstanceKey] = set()  # parked-for instances to try (housekeeping)
@@ -83,7 +97,6 @@ class Engine(Housekeeping):
         self._pending_parked: dict[InstanceKey, list[Item]] = {}
         self._serial = 0
         self._published: list[str] = []
-        self._relay_needed = True
         self._consuming = False
         self._handling = False
         self._stop = False
@@ -103,32 +116,38 @@ class Engine(Housekeeping):
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume and fire timers until ``stopping`` is set; then drain and return.
 
-        If the consumer or the housekeeping loop dies first (a non-retryable store
-        error, a transport that gave up), the other is stopped the same orderly way
-        and the error is raised, so the process can exit non-zero and be restarted."""
+        If the consumer, the housekeeping loop or the relay dies first (a
+        non-retryable store error, a transport that gave up), the others are stopped
+        the same orderly way and the error is raised, so the process can exit non-zero
+        and be restarted."""
         self._stop = False
+        self._health.stopping.clear()
+        relay_stop = asyncio.Event()
         consumer = asyncio.ensure_future(self._consume(stopping))
         housekeeping = asyncio.ensure_future(self._housekeeping(stopping))
+        relay = asyncio.ensure_future(self.relay.run(relay_stop, self.config.housekeeping_interval))
         stop_wait = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait(
-                {consumer, housekeeping, stop_wait}, return_when=asyncio.FIRST_COMPLETED
+                {consumer, housekeeping, relay, stop_wait}, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             self._stop = True
             self._consuming = False
             self.ready_reason = "stopping"
+            self._health.stopping.set()  # a wait for the store gives up
+            relay_stop.set()
             stop_wait.cancel()
             if not self._handling:
                 consumer.cancel()  # idle in consume(): nothing in flight to finish
             housekeeping.cancel()
-            for task in (consumer, housekeeping):
+            for task in (consumer, housekeeping, relay):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             with contextlib.suppress(StoreError):
                 async with self._lock:
                     await self._flush_marks()
-        for task in (consumer, housekeeping):
+        for task in (consumer, housekeeping, relay):
             if task.done() and not task.cancelled() and task.exception() is not None:
                 self.ready_reason = f"engine stopped: {task.exception()}"
                 raise task.exception()  # type: ignore[misc]
@@ -227,15 +246,19 @@ class Engine(Housekeeping):
         while not (stopping.is_set() or self._stop):
             try:
                 await self.fire_due()
-                if self._relay_needed:
-                    await self.relay_pending()
                 if self.clock.now() >= next_prune:
                     await self.prune()
                     next_prune = self.clock.now() + self.config.prune_interval
                 async with self._lock:
                     await self._flush_marks()
                 nxt = await self.store.next_timer_due()
-            except (StoreError, TransportError) as exc:
+                self._health.answered()
+            except StoreError as exc:
+                if not exc.retryable:
+                    raise
+                self._health.failed(exc)  # logged once per outage, by the health
+                nxt = None
+            except TransportError as exc:
                 if not exc.retryable:
                     raise
                 log.warning("housekeeping failed; retrying", error=str(exc))
@@ -245,6 +268,15 @@ class Engine(Housekeeping):
                 delay = max(0.0, min(interval, nxt - self.clock.now()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
+
+    @property
+    def store_health(self) -> StoreHealth:
+        """Whether the store answers (``/readyz``, ``POST /events``)."""
+        return self._health
+
+    async def relay_pending(self) -> int:
+        """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""
+        return await self.relay.relay()
 
     # -- admin ---------------------------------------------------------------
 
@@ -277,7 +309,7 @@ class Engine(Housekeeping):
                 self._cache.pop(routed.key, None)  # decide on the stored state, not a copy
                 batch = Batch()
                 await self._decide_all([Item(routed)], batch, self.clock.now())
-                await self._complete(batch)
+                await self._complete(batch, wait=False)
             # still running: another replica moved it first (a conflict); try again
             inst = await self.instance(saga, correlation_id)
         return inst

@@ -1,5 +1,5 @@
-"""What happens without a delivery: timers falling due, parked messages expiring,
-outbox rows left by a crash or an outage being relayed."""
+"""What happens without a delivery: timers falling due, parked messages expiring or
+becoming applicable. (Outbox rows left by a crash or an outage: ``relay``.)"""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ from adapters.base import Delivery
 from orchestrator.batch import Batch, Item, log
 from orchestrator.correlate import Routed
 from orchestrator.definition import timer_event
-from orchestrator.persist import (
-    outgoing,
-)
 from orchestrator.pipeline import Pipeline
 from orchestrator.store.base import (
     InstanceKey,
@@ -23,9 +20,7 @@ __all__ = ["Housekeeping"]
 
 
 class Housekeeping(Pipeline):
-    """Timers, parked-message expiry and the outbox relay."""
-
-    # -- timers, parking, relay ---------------------------------------------
+    """Timers, parked-message expiry and revival."""
 
     async def fire_due(self) -> int:
         """Fire due timers, expire parked messages, and try the parked messages of the
@@ -122,39 +117,25 @@ class Housekeeping(Pipeline):
         return Item(Routed(saga, None, env, t.correlation_id, {}), timer=t.name)
 
     async def _expire_parked(self, now: float) -> None:
+        """Dead-letter parked messages that waited their time, then unpark them. In this
+        order so that no message is lost between the two: a dead letter the broker
+        cannot take now is tried again (held); an unpark that fails after the dead
+        letter went out only means the message is dead-lettered again next pass."""
         expired = await self.store.expired_parked(now, limit=self.config.max_batch)
         if not expired:
             return
-        # unparked first: if that fails, nothing was dead-lettered and the next pass
-        # tries again (the other order dead-lettered the same messages on every pass)
-        await self.store.commit(
-            [UnitOfWork(unparked=tuple((p.saga, p.message_id) for p in expired))]
-        )
+        done: list[tuple[str, str]] = []
         for p in expired:
             d = Delivery(destination=p.destination, body=p.body, headers={})
-            await self.transport.dead_letter(
-                d,
+            reason = (
                 f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
-                f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}",
+                f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}"
             )
-            self.stats.dead_letters += 1
-
-    async def relay_pending(self) -> int:
-        """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""
-        async with self._lock:
-            await self._drain()
-            total = 0
-            while True:
-                rows = await self.store.pending_outbox(limit=1000)
-                sent = set(self._published)  # published, not yet marked: not again
-                rows = [r for r in rows if r.id not in sent]
-                if not rows:
-                    break
-                await self.transport.publish([outgoing(r) for r in rows])
-                await self.store.mark_published([r.id for r in rows])
-                total += len(rows)
-            self._relay_needed = False
-            return total
+            if not await self._dead_letter(d, reason, "expired"):
+                break  # stopping: the rest stay parked, and expire on the next start
+            done.append((p.saga, p.message_id))
+        if done:
+            await self.store.commit([UnitOfWork(unparked=tuple(done))])
 
     async def _flush_marks(self) -> None:
         if self._published:

@@ -2,9 +2,9 @@
 
 ``/healthz`` (alive), ``/readyz`` (503 with the reason until the engine consumes),
 ``POST /events`` (one structured CloudEvent, published through the broker),
-``/metrics`` (Prometheus), ``/sagas``, ``/instances/{saga}/{id}`` and
-``POST /instances/{saga}/{id}/abort``. It reads the :class:`~orchestrator.service.Sidecar`
-it serves and owns nothing.
+``/metrics`` (Prometheus), ``/sagas``, ``/instances/{saga}/{id}``,
+``POST /instances/{saga}/{id}/abort`` and ``/outbox/failed`` (what the broker refused
+for good). It reads the :class:`~orchestrator.service.Sidecar` it serves and owns nothing.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ __all__ = ["MAX_EVENT_BYTES", "Metrics", "NotAccepting", "build_app"]
 log = structlog.get_logger("sagawire.http")
 
 MAX_EVENT_BYTES = 1 << 20
-"""Largest body ``POST /events`` accepts; a saga event is a message, not a file."""
+"""Largest body ``POST /events`` reads, whatever the limits say: a saga event is a
+message, not a file. Below it, the sidecar's ``Limits.max_message_bytes`` applies."""
 
 
 class NotAccepting(Exception):
@@ -58,9 +59,10 @@ def build_app(sidecar: Sidecar) -> Starlette:
 
     async def readyz(_: Request) -> Response:
         ready, reason = sidecar.readiness()
+        checks = sidecar.checks()
         if ready:
-            return _JSON({"ready": True})
-        return _JSON({"ready": False, "reason": reason}, status_code=503)
+            return _JSON({"ready": True, "checks": checks})
+        return _JSON({"ready": False, "reason": reason, "checks": checks}, status_code=503)
 
     async def events(request: Request) -> Response:
         if "ce-specversion" in request.headers:
@@ -71,9 +73,10 @@ def build_app(sidecar: Sidecar) -> Starlette:
                 },
                 400,
             )
-        body = await _read_limited(request)
+        limit = min(MAX_EVENT_BYTES, sidecar.settings.limits.max_message_bytes)
+        body = await _read_limited(request, limit)
         if body is None:  # refused before it was all read: a client cannot fill our memory
-            return _JSON({"error": f"event larger than {MAX_EVENT_BYTES} bytes"}, 413)
+            return _JSON({"error": f"event larger than {limit} bytes (max_message_bytes)"}, 413)
         try:
             event_id = await sidecar.accept(body)
         except MessageError as exc:
@@ -155,6 +158,9 @@ def build_app(sidecar: Sidecar) -> Starlette:
         if sidecar.engine is None:
             return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
         reason = request.query_params.get("reason", "")
+        health = sidecar.engine.store_health
+        if not health.up:  # the engine waits for the store holding its lock: say so now
+            return _JSON({"error": health.reason}, 503)
         try:
             inst = await sidecar.engine.abort(saga, cid, reason)
         except StoreError as exc:
@@ -174,6 +180,34 @@ def build_app(sidecar: Sidecar) -> Starlette:
                 409,
             )
         return _JSON({"state": inst.state, "status": inst.status.value})
+
+    async def outbox_failed(request: Request) -> Response:
+        """Outbox rows the broker refused for good, newest first, with its reason."""
+        if sidecar.store is None or not sidecar.store_open:
+            return _JSON({"error": f"not ready ({sidecar.phase})"}, 503)
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            return _JSON({"error": f"limit must be an integer from 1 to 1000, not {raw!r}"}, 400)
+        try:
+            failed = await sidecar.store.failed_outbox(int(raw))
+        except StoreError as exc:
+            return _JSON({"error": f"store unavailable: {exc}"}, 503)
+        return _JSON(
+            {
+                "failed": [
+                    {
+                        "id": f.row.id,
+                        "destination": f.row.destination,
+                        "key": f.row.key,
+                        "bytes": len(f.row.body),
+                        "reason": f.reason,
+                        "created_at": f.row.created_at,
+                        "failed_at": f.failed_at,
+                    }
+                    for f in failed
+                ]
+            }
+        )
 
     def _unloadable(saga: str, cid: str, exc: ValidationError) -> Response:
         """409: the instance exists, but its stored state does not load as the saga's
@@ -197,6 +231,7 @@ def build_app(sidecar: Sidecar) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/sagas", sagas, methods=["GET"]),
             Route("/instances/{saga}/{correlation_id:path}", instance, methods=["GET"]),
+            Route("/outbox/failed", outbox_failed, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error},
     )
@@ -218,7 +253,6 @@ _COUNTERS = (
     ("transitions", "Saga transitions committed"),
     ("duplicates", "Redeliveries recognised by the inbox and skipped"),
     ("parked", "Events parked until their instance can take them"),
-    ("dead_letters", "Messages sent to the dead-letter destination"),
     ("conflicts", "Optimistic version conflicts retried"),
     ("timers_fired", "Saga timers fired"),
 )
@@ -255,6 +289,29 @@ class Metrics:
             family = CounterMetricFamily(f"sagawire_{name}", doc)
             family.add_metric([], getattr(engine.stats, name) if engine else 0)
             yield family
+        by_reason = CounterMetricFamily(
+            "sagawire_dead_letters",
+            "Messages sent to the dead-letter destination, by kind of reason (decode, limit,"
+            " envelope, payload, routing, rejected, expired, unloadable, unwritable, refused)",
+            labels=["reason"],
+        )
+        for reason, n in sorted((engine.stats.dead_letter_reasons if engine else {}).items()):
+            by_reason.add_metric([reason], n)
+        yield by_reason
+        yield CounterMetricFamily(
+            "sagawire_publish_refused",
+            "Outbox messages the broker refused for good (kept as failed: GET /outbox/failed)",
+            value=engine.relay.refused if engine else 0,
+        )
+        health = engine.store_health if engine else None
+        yield CounterMetricFamily(
+            "sagawire_store_outages",
+            "Times the store stopped answering (deliveries were held meanwhile)",
+            value=health.outages if health else 0,
+        )
+        yield GaugeMetricFamily(
+            "sagawire_store_up", "1 while the store answers", value=int(bool(health and health.up))
+        )
         by_status = GaugeMetricFamily(
             "sagawire_instances", "Saga instances by status", labels=["status"]
         )
@@ -266,17 +323,17 @@ class Metrics:
         yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))
 
 
-async def _read_limited(request: Request) -> bytes | None:
-    """The request's body, or None as soon as it is known to exceed MAX_EVENT_BYTES (by
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to exceed ``limit`` bytes (by
     its content-length, or while it streams in)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_EVENT_BYTES:
+    if declared.isdigit() and int(declared) > limit:
         return None
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_EVENT_BYTES:
+        if size > limit:
             return None
         chunks.append(chunk)
     return b"".join(chunks)

@@ -16,6 +16,7 @@ from adapters.base import Delivery
 from orchestrator.batch import Batch, Item, Reads, log
 from orchestrator.committing import Committing
 from orchestrator.correlate import Routed
+from orchestrator.outage import backoff
 from schemas.codec import decode
 from schemas.errors import MessageError, StoreError, TransportError
 
@@ -28,47 +29,56 @@ class Pipeline(Committing):
     # -- the batch ------------------------------------------------------------
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
-        """Handle one batch of deliveries end to end (ack or nack each), unpipelined."""
+        """Handle one batch of deliveries end to end (ack each), unpipelined."""
         async with self._lock:
             await self._drain()
             self.stats.deliveries += len(deliveries)
-            batch = self._parse(list(deliveries))
-            reads = await self._read_or_nack(batch)
-            if reads is None:
-                return
-            self._decide_batch(batch, reads, self.clock.now())
-            await self._retry(await self._complete(batch))
+            await self._serially(list(deliveries))
 
-    async def _read_or_nack(self, batch: Batch) -> Reads | None:
-        """The batch's reads; None, with its deliveries nacked for redelivery, if the store
-        is unavailable for now (the engine goes on, as after a failed commit)."""
-        try:
-            return await self._read(batch.items)
-        except StoreError as exc:
-            if not exc.retryable:
-                raise
-            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            await self._give_back(batch.deliveries, str(exc))
-            return None
-
-    async def _retry(self, conflicted: list[Delivery]) -> None:
-        """Decide again, serially and in order, what met a version conflict (another
-        writer moved the instance); give up to redelivery after ``conflict_retries``."""
-        pending = conflicted
-        for _ in range(self.config.conflict_retries - 1):  # the first attempt counts
-            if not pending:
+    async def _serially(self, deliveries: list[Delivery]) -> None:
+        """Decide and commit ``deliveries`` in order, one batch after another, until each
+        is settled: what met a version conflict (another writer moved the instance) is
+        decided again at once on the stored state, and after ``conflict_retries`` rounds
+        with a growing pause; a store outage is waited out holding them. Nothing goes
+        back to the broker (which would count a delivery against the message) unless
+        the engine stops meanwhile."""
+        pending = deliveries
+        pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
+        rounds = 0
+        while pending:
+            if rounds >= self.config.conflict_retries and await self._health.pause(next(pauses)):
+                await self._release(pending)
                 return
-            self.stats.conflicts += len(pending)
+            rounds += 1
             self._provisional.clear()
             batch = self._parse(pending)
-            reads = await self._read_or_nack(batch)
+            reads = await self._read_held(batch)
             if reads is None:
                 return
             self._decide_batch(batch, reads, self.clock.now())
             pending = await self._complete(batch)
-        if pending:
-            tries = self.config.conflict_retries
-            await self._give_back(pending, f"version conflicts in {tries} tries in a row")
+
+    async def _read_held(self, batch: Batch) -> Reads | None:
+        """The batch's reads, waiting out a store outage with its deliveries held; None
+        (deliveries released) if the engine stops first."""
+        while True:
+            try:
+                reads = await self._read(batch.items)
+            except StoreError as exc:
+                if not await self._health.wait(exc):
+                    await self._release(batch.deliveries)
+                    return None
+                continue
+            self._health.answered()
+            return reads
+
+    async def _release(self, deliveries: list[Delivery]) -> None:
+        """Give deliveries back at once: the engine stops with them unhandled."""
+        if deliveries:
+            try:
+                await self.transport.nack(deliveries)
+            except TransportError as exc:
+                log.warning("broker unavailable; deliveries left unsettled", error=str(exc))
 
     async def _step(self, deliveries: list[Delivery]) -> None:
         """The pipelined path: decide this batch while the previous one commits.
@@ -82,8 +92,14 @@ class Pipeline(Committing):
         again serially, in order."""
         self.stats.deliveries += len(deliveries)
         batch = self._parse(deliveries)
-        reads = await self._read_or_nack(batch)
-        if reads is None:
+        try:
+            reads = await self._read(batch.items)
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            self._health.failed(exc)
+            await self._drain()  # the batch before first, then this one, in order
+            await self._serially(deliveries)
             return
         prev, self._pending = self._pending, None
         committing = asyncio.ensure_future(self._complete(prev)) if prev is not None else None
@@ -98,7 +114,7 @@ class Pipeline(Committing):
             # commit (a conflict, a store failure): committing this one would build on
             # a state that never was, so it is decided again, after what must be
             self._forget(batch)
-            await self._retry(retry + batch.deliveries)
+            await self._serially(retry + batch.deliveries)
             return
         self._pending = batch
 
@@ -106,57 +122,46 @@ class Pipeline(Committing):
         """Complete the batch the pipeline decided but has not committed yet."""
         batch, self._pending = self._pending, None
         if batch is not None:
-            await self._retry(await self._complete(batch))
+            await self._serially(await self._complete(batch))
 
     def _parse(self, deliveries: list[Delivery]) -> Batch:
         self._serial += 1
         batch = Batch(deliveries=deliveries, serial=self._serial)
+        limits = self.config.limits
         for d in deliveries:
             try:
-                env = decode(d.body)
+                env = decode(d.body, limits)
             except MessageError as exc:
-                batch.dead.append((d, exc.reason))
+                batch.dead.append((d, exc.reason, exc.kind))
                 continue
             for r in self.router.route(env):
                 if isinstance(r, Routed):
                     batch.items.append(Item(r, delivery=d))
                 else:
-                    batch.dead.append((d, str(r)))
+                    batch.dead.append((d, r.reason, r.kind))
         return batch
 
-    async def _complete(self, batch: Batch) -> list[Delivery]:
-        """Commit, publish, dead-letter, ack. Returns deliveries to retry (conflicts)."""
+    async def _complete(self, batch: Batch, *, wait: bool = True) -> list[Delivery]:
+        """Commit, publish, dead-letter, ack. Returns the deliveries to decide again: those
+        that met a version conflict, or all of them after a store outage (waited out
+        here; the commit may or may not have happened, and the inbox tells). With
+        ``wait=False`` (an operator's request, which should fail fast) the store's
+        error is raised instead."""
         try:
             retry = await self._commit(batch)
         except StoreError as exc:  # _commit marked the batch broken
             self._forget(batch)
-            if not exc.retryable:
+            if not wait:
+                self._health.failed(exc)
                 raise
-            log.warning("store unavailable; deliveries will be redelivered", error=str(exc))
-            await self._give_back(batch.deliveries, str(exc))
-            return []
+            if not await self._health.wait(exc):
+                await self._release(batch.deliveries)
+                return []
+            return list(batch.deliveries)
+        self._health.answered()
         self._forget(batch)
         await self._finish(batch.deliveries, batch)
         return retry
-
-    async def _give_back(self, deliveries: list[Delivery], why: str) -> None:
-        """Nack ``deliveries`` for redelivery, but dead-letter (with ``why``) those the
-        broker would not deliver again. A broker failing here too is logged: what was
-        left unsettled comes back once the broker's own timeout passes, except a last
-        delivery whose dead letter failed as well, which a broker that limits deliveries
-        (NATS) then drops."""
-        try:
-            final = [d for d in deliveries if d.final_attempt]
-            for d in final:  # the broker would drop it after this: keep it, with why
-                await self.transport.dead_letter(
-                    d, f"not handled after {d.delivery_count} deliveries: {why}"
-                )
-            if final:
-                await self.transport.ack(final)
-            rest = [d for d in deliveries if not d.final_attempt]
-            await self.transport.nack(rest, delay=self.config.transient_retry_delay)
-        except TransportError as down:
-            log.warning("broker unavailable too; deliveries left unsettled", error=str(down))
 
     def _forget(self, batch: Batch) -> None:
         """Drop this batch's provisional instances and in-flight marks (committed now,

@@ -46,6 +46,7 @@ from schemas.errors import (
     StoreError,
     TransportError,
 )
+from schemas.limits import DEFAULT_LIMITS, Limits
 
 __all__ = ["NotAccepting", "Settings", "Sidecar", "build_app", "parse_listen"]
 
@@ -75,6 +76,7 @@ class Settings:
     memory_drain: float = 10.0  # seconds to finish accepted events on memory://
     engine_grace: float = 2.0  # seconds the engine gets to return once stopping is set
     counts_ttl: float = 5.0  # seconds /metrics reuses instance counts
+    limits: Limits = DEFAULT_LIMITS  # largest message / attribute taken (HTTP and broker)
 
 
 class _Server(uvicorn.Server):
@@ -155,7 +157,10 @@ class Sidecar:
             await self.transport.start()
             self._transport_started = True
             self.engine = Engine(
-                self.sagas, self.store, self.transport, config=EngineConfig(group=s.group)
+                self.sagas,
+                self.store,
+                self.transport,
+                config=EngineConfig(group=s.group, limits=s.limits),
             )
             self.phase = "declaring topology"
             await self.engine.prepare()
@@ -338,27 +343,40 @@ class Sidecar:
     # -- what the HTTP API asks ------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready means: store open, topology declared, engine consuming, broker connected."""
-        if self.phase != "running" or self.engine is None or self.transport is None:
+        """Ready means: the engine consumes, the broker is connected, the store answers.
+        The reason names the first dependency that fails (see :meth:`checks`)."""
+        if self.phase != "running":
             return False, self.phase
-        if not self.engine.consuming:
-            return False, self.engine.ready_reason or "engine is not consuming"
-        r = self.transport.readiness
-        if not r.ready:
-            return False, r.reason or "broker not connected"
-        return True, ""
+        failing = [f"{name}: {why}" for name, why in self.checks().items() if why != "ok"]
+        return (not failing), (failing[0] if failing else "")
+
+    def checks(self) -> dict[str, str]:
+        """Each dependency's state: ``"ok"`` or why not (``/readyz`` shows them all)."""
+        if self.phase != "running" or self.engine is None or self.transport is None:
+            return {"sidecar": self.phase}
+        engine = self.engine
+        broker = self.transport.readiness
+        health = engine.store_health
+        return {
+            "engine": "ok" if engine.consuming else engine.ready_reason or "not consuming",
+            "broker": "ok" if broker.ready else broker.reason or "not connected",
+            "store": "ok" if health.up else health.reason,
+        }
 
     async def accept(self, body: bytes) -> str:
         """Validate one structured CloudEvent and publish it to its type. Returns its id.
 
         Raises MessageError (the client's fault), TransportError (the broker's),
         NotAccepting while starting or stopping."""
-        env = decode(body)
+        env = decode(body, self.settings.limits)
         if not self.accepting or self.transport is None or self.engine is None:
             raise NotAccepting(f"not accepting events ({self.phase})")
         broker = self.transport.readiness
         if not broker.ready:  # say so now, not after a publish timeout
             raise NotAccepting(f"not accepting events: {broker.reason or 'broker not connected'}")
+        health = self.engine.store_health
+        if not health.up:  # it would only wait on the broker, unhandled, for who knows how long
+            raise NotAccepting(f"not accepting events: {health.reason}")
         router = self.engine.router
         routes = router.route(env)
         unknown = routes[0] if isinstance(routes[0], RoutingError) else None

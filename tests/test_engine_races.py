@@ -318,10 +318,10 @@ class FailingCommit(MemoryStore):
 
 
 async def test_commands_of_a_commit_with_an_unknown_outcome_are_published() -> None:
-    """The commit went through but raised, so the delivery is nacked and its commands not
-    published; the redelivery is then a duplicate (no-op). Nothing told the outbox relay
+    """The commit went through but raised, so its commands were not published; deciding
+    the delivery again finds it a duplicate (no-op). Once, nothing told the outbox relay
     to look, so inventory.reserve stayed in the outbox until the next restart: the saga
-    timed out and re-sent it with a new id, and the first one went out after that."""
+    timed out and re-sent it, and the first one went out after that."""
     store = FailingCommit()
     broker, engine, runner = await run_with_one_order(store, store.fail_after)
     assert runner.exception() is None
@@ -377,7 +377,7 @@ async def run_with_one_order(
         [order],
         store,
         transport,
-        config=EngineConfig(housekeeping_interval=0.01, transient_retry_delay=0.0),
+        config=EngineConfig(housekeeping_interval=0.01, retry_backoff_max=0.01),
     )
     await engine.prepare()
     client = MemoryTransport(broker)
@@ -401,8 +401,9 @@ async def run_with_one_order(
 
 async def test_a_batch_decided_on_one_whose_commit_failed_is_decided_again() -> None:
     """Batch N+1 is decided on N's instances before N commits. When N's commit fails
-    (nothing written), N+1 is decided again on what the store holds, and N's
-    deliveries go back to the broker: nothing lands on a state the store never held."""
+    (nothing written), N's deliveries are held and, once the store answers, decided
+    again first, then N+1's, in order: nothing lands on a state the store never held,
+    and nothing goes back to the broker."""
     store = FailingCommit()
     async with replicas([trip], (store, MemoryStore())) as r:
         await r.a.handle([delivery("trip.requested", TRIP, "req-1", "t-1")])
@@ -413,5 +414,5 @@ async def test_a_batch_decided_on_one_whose_commit_failed_is_decided_again() -> 
         inst = await r.a.instance("trip", "t-1")
         assert inst is not None
         history = [h.message_type for h in await store.history(("trip", "t-1"))]
-        assert history == ["trip.requested", "hotel.booked"]  # flight.booked given back
-        assert (inst.version, inst.data.flight) == (2, "pending")  # type: ignore[attr-defined]
+        assert history == ["trip.requested", "flight.booked", "hotel.booked"]
+        assert (inst.version, inst.data.flight) == (3, "booked")  # type: ignore[attr-defined]

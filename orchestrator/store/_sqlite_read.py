@@ -22,6 +22,7 @@ __all__ = [
     "NEXT_TIMER_DUE",
     "PARKED_KEYS",
     "PENDING_OUTBOX",
+    "pending_outbox",
     "seen",
     "select_pairs",
     "versions",
@@ -61,6 +62,20 @@ def versions(conn: sqlite3.Connection, keys: Sequence[InstanceKey]) -> dict[Inst
 
 
 PENDING_OUTBOX = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY rowid LIMIT ?"
+
+
+def pending_outbox(limit: int, exclude: Sequence[str]) -> tuple[str, tuple[object, ...]]:
+    """The pending-outbox query and its arguments, without the ``exclude`` destinations."""
+    if not exclude:
+        return PENDING_OUTBOX, (limit,)
+    marks = ",".join("?" * len(exclude))
+    sql = (
+        f"SELECT {s.OUTBOX_COLUMNS} FROM outbox WHERE destination NOT IN ({marks})"
+        " ORDER BY rowid LIMIT ?"
+    )
+    return sql, (*exclude, limit)
+
+
 FAILED_OUTBOX = f"SELECT {s.FAILED_COLUMNS} FROM outbox_failed ORDER BY failed_at DESC, id LIMIT ?"
 DUE_TIMERS = (
     f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE due <= ? "

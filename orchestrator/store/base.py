@@ -76,7 +76,9 @@ class HistoryRecord:
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class OutboxRecord:
-    """A message to publish after commit. ``id`` is the message id: kept on re-publish."""
+    """A message to publish after commit. ``id`` is the broker message id of this send
+    (the CloudEvents id, ``#<attempt>`` added from a command's second attempt): kept on
+    re-publish, so a broker that de-duplicates (JetStream) does, and a re-send is new."""
 
     id: str
     destination: str
@@ -206,8 +208,12 @@ class Store(Protocol):
         transaction (so relaying costs no extra commit)."""
         ...
 
-    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
-        """Outbox rows not yet marked published, oldest first."""
+    async def pending_outbox(
+        self, limit: int = 1000, *, exclude: Sequence[str] = ()
+    ) -> list[OutboxRecord]:
+        """Outbox rows not yet marked published, oldest first, leaving out those bound for
+        the ``exclude`` destinations (the relay's backing-off ones: their backlog must
+        not fill the window and hide every other destination's rows)."""
         ...
 
     async def mark_published(self, ids: Sequence[str]) -> None:

@@ -116,8 +116,13 @@ class MemoryStore:
         for mark in unit.unparked:
             self._parked.pop(mark, None)
 
-    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
+    async def pending_outbox(
+        self, limit: int = 1000, *, exclude: Sequence[str] = ()
+    ) -> list[OutboxRecord]:
         self._check()
+        if exclude:
+            skip = set(exclude)
+            return [r for r in self._outbox.values() if r.destination not in skip][:limit]
         return list(self._outbox.values())[:limit]
 
     async def mark_published(self, ids: Sequence[str]) -> None:

@@ -216,9 +216,15 @@ class PostgresStore:
         rows = await self._fetch("seen", sql, *w.columns(list(dict.fromkeys(marks)), 2))
         return {(r[0], r[1]) for r in rows}
 
-    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
-        sql = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox ORDER BY seq LIMIT $1"
-        return [s.outbox_from_row(r) for r in await self._fetch("pending_outbox", sql, limit)]
+    async def pending_outbox(
+        self, limit: int = 1000, *, exclude: Sequence[str] = ()
+    ) -> list[OutboxRecord]:
+        sql = (
+            f"SELECT {s.OUTBOX_COLUMNS} FROM outbox WHERE NOT (destination = ANY($2::text[]))"
+            " ORDER BY seq LIMIT $1"
+        )
+        rows = await self._fetch("pending_outbox", sql, limit, list(exclude))
+        return [s.outbox_from_row(r) for r in rows]
 
     async def due_timers(self, now: float, limit: int = 1000) -> list[TimerRecord]:
         sql = (

@@ -271,8 +271,11 @@ class SqliteStore:
         marks = list(dict.fromkeys(marks))
         return await self._call(lambda c: r.seen(c, marks), inline=True)
 
-    async def pending_outbox(self, limit: int = 1000) -> list[OutboxRecord]:
-        rows = await self._call(lambda c: c.execute(r.PENDING_OUTBOX, (limit,)).fetchall())
+    async def pending_outbox(
+        self, limit: int = 1000, *, exclude: Sequence[str] = ()
+    ) -> list[OutboxRecord]:
+        sql, args = r.pending_outbox(limit, exclude)
+        rows = await self._call(lambda c: c.execute(sql, args).fetchall())
         return [s.outbox_from_row(row) for row in rows]
 
     async def failed_outbox(self, limit: int = 100) -> list[FailedOutboxRecord]:

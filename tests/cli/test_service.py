@@ -23,10 +23,10 @@ import httpx
 import orjson
 import pytest
 
-from adapters.base import Readiness
+from adapters.base import OutgoingMessage, Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.service import Settings, Sidecar, parse_listen
-from schemas.errors import ConfigError
+from schemas.errors import ConfigError, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = str(ROOT / "sagas" / "order.py")
@@ -87,7 +87,11 @@ async def test_alive_but_not_ready_until_consuming(client: httpx.AsyncClient) ->
     assert (await client.get("/healthz")).json() == {"status": "alive"}
     r = await client.get("/readyz")
     assert r.status_code == 503
-    assert r.json() == {"ready": False, "reason": "starting consumer"}
+    assert r.json() == {
+        "ready": False,
+        "reason": "starting consumer",
+        "checks": {"sidecar": "starting consumer"},
+    }
 
 
 async def test_post_publishes_to_the_event_type(
@@ -177,6 +181,72 @@ async def test_run_in_process_until_stopped(tmp_path: Path) -> None:
     assert done, "the sidecar did not stop"
     assert task.result() == 0
     assert car.phase == "stopped"
+
+
+def _take_down(store: object) -> list[bool]:
+    """Make every store operation fail while the returned flag's first item is true."""
+    down = [False]
+    for name in ("load", "seen", "commit", "due_timers", "next_timer_due", "parked_keys",
+                 "expired_parked", "pending_outbox", "mark_published", "ping", "counts"):  # fmt: skip
+        method = getattr(store, name)
+
+        async def guarded(*args: Any, __method: Any = method, **kwargs: Any) -> Any:
+            if down[0]:
+                raise StoreError("store: connection refused (test outage)")
+            return await __method(*args, **kwargs)
+
+        setattr(store, name, guarded)
+    return down
+
+
+async def test_readyz_and_events_say_the_store_is_down_and_recover(tmp_path: Path) -> None:
+    """/readyz names the failing dependency, POST /events is a 503 while the store is
+    down (the event would only wait on the broker, unhandled), and both recover."""
+    car = Sidecar(
+        Settings(sagas=ORDER, broker=f"memory://{uuid.uuid4().hex}", store="memory://", port=0)
+    )
+    task = asyncio.create_task(car.run())
+    async with httpx.AsyncClient() as c:
+        base = await _until(lambda: f"http://{car.address}" if car.address else None)
+        ready = await _until_status(c, f"{base}/readyz", 200)
+        assert ready["checks"] == {"engine": "ok", "broker": "ok", "store": "ok"}
+        assert car.store is not None
+        down = _take_down(car.store)
+        down[0] = True
+        r = await _until_status(c, f"{base}/readyz", 503)
+        assert r["checks"]["store"].startswith("store unavailable"), r
+        assert r["reason"].startswith("store: store unavailable"), r
+        assert r["checks"]["broker"] == "ok"
+        r2 = await c.post(f"{base}/events", content=orjson.dumps(order_placed("o-9")))
+        assert r2.status_code == 503
+        assert "store unavailable" in r2.json()["error"]
+        metrics = (await c.get(f"{base}/metrics")).text
+        assert "sagawire_store_up 0.0" in metrics
+        assert "sagawire_store_outages_total 1.0" in metrics
+        down[0] = False
+        started = time.monotonic()
+        await _until_status(c, f"{base}/readyz", 200)
+        assert time.monotonic() - started < 2.0
+        r3 = await c.post(f"{base}/events", content=orjson.dumps(order_placed("o-9")))
+        assert r3.status_code == 202
+    car.request_stop("test")
+    await asyncio.wait_for(task, 10)
+
+
+async def test_dead_letters_are_counted_by_reason_in_metrics(
+    client: httpx.AsyncClient, sidecar: Sidecar
+) -> None:
+    assert sidecar.engine is not None and sidecar.transport is not None
+    await sidecar.transport.publish(
+        [
+            OutgoingMessage("order.placed", b"{not json", "bad-1"),
+            OutgoingMessage("order.placed", orjson.dumps(order_placed("x" * 2000)), "bad-2"),
+        ]
+    )
+    await sidecar.engine.handle(sidecar.transport.poll(sidecar.engine.topology))  # type: ignore[attr-defined]
+    metrics = (await client.get("/metrics")).text
+    assert 'sagawire_dead_letters_total{reason="decode"} 1.0' in metrics
+    assert 'sagawire_dead_letters_total{reason="limit"} 1.0' in metrics
 
 
 async def test_stop_while_housekeeping_holds_the_engine_lock(tmp_path: Path) -> None:

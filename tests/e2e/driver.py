@@ -18,9 +18,10 @@ the same SQLite file and consumer group. What must hold in every run:
   ``order.cancelled`` with the participant's reason), exactly once;
 * per order, the commands came in the saga's order, compensations in reverse, each
   with the right payload, ``correlationid`` and ``causationid``;
-* per (order, command type) there is exactly one message id; a message id is seen
-  more than once only after a kill -9 (the outbox re-published it): a graceful stop
-  records what it published, so nothing goes out twice;
+* per (order, command type) there is exactly one message id (a re-send after a
+  timeout keeps it, with the next ``attempt``); one send (id and attempt) is seen more
+  than once only after a kill -9 (the outbox re-published it): a graceful stop records
+  what it published, so nothing goes out twice;
 * every malformed message is in ``sagawire.deadletter`` with its original bytes, a
   reason and its original destination; nothing else is;
 * SIGTERM ends the sidecar with exit code 0.

@@ -74,10 +74,12 @@ def hist(cid: str, seq: int, *, saga: str = SAGA, at: float | None = None) -> Hi
     )
 
 
-def out(mid: str, *, body: bytes = b"{}", at: float = 1.0) -> OutboxRecord:
+def out(
+    mid: str, *, body: bytes = b"{}", at: float = 1.0, destination: str = "payments.commands"
+) -> OutboxRecord:
     return OutboxRecord(
         id=mid,
-        destination="payments.commands",
+        destination=destination,
         key="k-" + mid,
         body=body,
         headers=(("ce-type", "Reserve"), ("x-dup", "1"), ("x-dup", "2")),
@@ -406,6 +408,16 @@ class StoreContract:
         )
         pending = await store.pending_outbox()
         assert [(o.id, o.body) for o in pending] == [("1", b"new"), ("2", b"{}"), ("3", b"{}")]
+
+    async def test_pending_outbox_leaves_out_excluded_destinations(self, store: Store) -> None:
+        """A destination backing off in the relay must not fill the window with its
+        backlog and hide every other destination's rows."""
+        rows = [out(f"x{i}", destination="down") for i in range(5)] + [out("y", destination="up")]
+        await store.commit([UnitOfWork(outbox=tuple(rows))])
+        assert [o.id for o in await store.pending_outbox(limit=2)] == ["x0", "x1"]
+        assert [o.id for o in await store.pending_outbox(limit=2, exclude=["down"])] == ["y"]
+        assert await store.pending_outbox(exclude=["down", "up"]) == []
+        assert len(await store.pending_outbox(exclude=["elsewhere"])) == 6
 
     # -- outbox rows the broker refused for good --------------------------------------
 
