@@ -1,10 +1,15 @@
 """RabbitMQ settings, read once from the broker URL and the environment.
 
 ``amqp://user:pass@host:port/vhost?exchange=NAME&queue_prefix=P&prefetch=256
-&heartbeat=10&reconnect_max=5&queue_type=classic&mandatory=0`` and ``amqps://``
+&heartbeat=10&reconnect_max=1&queue_type=classic&mandatory=0`` and ``amqps://``
 with ``?cafile=ca.pem``. Credentials missing from the URL come from
 ``SAGAWIRE_AMQP_USER`` / ``SAGAWIRE_AMQP_PASSWORD`` (so a URL in a config file
 need not hold a secret), then RabbitMQ's ``guest``/``guest``.
+
+``reconnect_max`` caps the pause between reconnect attempts (seconds, with jitter):
+1 s by default, so a sidecar is ready again within about a second of its broker
+coming back (a lost connection stops everything it carries; one attempt a second
+costs the broker nothing).
 
 Names on the broker, all derived here so the whole layout is in one place:
 
@@ -54,7 +59,7 @@ class RabbitConfig:
     queue_type: str = "classic"
     prefetch: int = 256
     heartbeat: int = 10
-    reconnect_max: float = 5.0
+    reconnect_max: float = 1.0
     mandatory: bool = False
 
     @classmethod
@@ -86,7 +91,7 @@ class RabbitConfig:
                 queue_type=q.get("queue_type", "classic"),
                 prefetch=int(q.get("prefetch", "256")),
                 heartbeat=int(q.get("heartbeat", "10")),
-                reconnect_max=float(q.get("reconnect_max", "5")),
+                reconnect_max=float(q.get("reconnect_max", "1")),
                 mandatory=q.get("mandatory", "0").lower() in ("1", "true", "yes"),
             )
         except ValueError as exc:
