@@ -77,6 +77,7 @@ class Settings:
     engine_grace: float = 2.0  # seconds the engine gets to return once stopping is set
     counts_ttl: float = 5.0  # seconds /metrics reuses instance counts
     limits: Limits = DEFAULT_LIMITS  # largest message / attribute taken (HTTP and broker)
+    publish_timeout: float = 4.0  # seconds POST /events waits for the broker's confirmation
 
 
 class _Server(uvicorn.Server):
@@ -387,15 +388,19 @@ class Sidecar:
         key = env.correlationid
         if key is None:  # the saga's own correlation, so a partitioned broker keeps order
             key = next((r.correlation_id for r in routes if isinstance(r, Routed)), None)
-        await self.transport.publish(
-            [
-                OutgoingMessage(
-                    destination=env.type,
-                    body=body,
-                    message_id=env.id,
-                    key=key,
-                    headers={"content-type": CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
-                )
-            ]
+        message = OutgoingMessage(
+            destination=env.type,
+            body=body,
+            message_id=env.id,
+            key=key,
+            headers={"content-type": CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
         )
+        limit = self.settings.publish_timeout
+        try:  # a broker that just went away is noticed by a request that times out
+            await asyncio.wait_for(self.transport.publish([message]), limit)
+        except TimeoutError:
+            raise TransportError(
+                f"the broker did not confirm event {env.id!r} within {limit:g}s; it may or"
+                " may not have been published: send it again (the same id is de-duplicated)"
+            ) from None
         return env.id

@@ -7,6 +7,7 @@ store a sidecar runs with), so "nothing lost" is checked across a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -494,6 +495,24 @@ async def test_events_are_refused_at_once_while_the_broker_is_down(
     r = await client.post("/events", content=orjson.dumps(order_placed("o-7")))
     assert r.status_code == 503
     assert "broker down for the test" in r.json()["error"]
+
+
+async def test_an_event_the_broker_does_not_confirm_in_time_is_a_503(
+    client: httpx.AsyncClient, sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that just went away is noticed by a request that times out (Kafka's
+    readiness lags by a few seconds): the client hears so in bounded time."""
+
+    async def hang(self: object, messages: object) -> None:
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(MemoryTransport, "publish", hang)
+    sidecar.settings = dataclasses.replace(sidecar.settings, publish_timeout=0.2)
+    started = time.monotonic()
+    r = await client.post("/events", content=orjson.dumps(order_placed("o-7")))
+    assert r.status_code == 503
+    assert time.monotonic() - started < 2.0
+    assert "did not confirm event 'evt-o-7' within 0.2s" in r.json()["error"]
 
 
 async def test_an_abort_that_did_not_take_is_a_409(
