@@ -3,11 +3,28 @@
 The public DSL for saga modules is re-exported here::
 
     from orchestrator import Event, Retry, Send, Step, StepSaga
+
+The parts, in the order data flows through them: ``language/`` (how sagas are
+declared and checked), ``engine/`` (the pure core and the stages around it),
+``store/`` (durable state), ``sidecar/`` (the process: HTTP, CLI, settings, logs),
+``tooling/`` (the demo, the bench and its yardsticks, simulated participants).
+``testing`` is the harness for your saga tests.
 """
 
-from orchestrator.definition import INITIAL, SagaDefinition
-from orchestrator.dsl import Event, Retry, Send, StateMachine, Step, StepSaga, Timeout, When
-from orchestrator.model import Instance, Status
+from orchestrator.engine.model import Instance
+from orchestrator.language import (
+    INITIAL,
+    Event,
+    Retry,
+    SagaDefinition,
+    Send,
+    StateMachine,
+    Status,
+    Step,
+    StepSaga,
+    Timeout,
+    When,
+)
 
 __all__ = [
     "INITIAL",

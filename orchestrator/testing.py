@@ -20,10 +20,10 @@ from typing import Any
 
 from adapters.base import DEADLETTER, HEADER_ORIGIN, HEADER_REASON, OutgoingMessage, Topology
 from adapters.memory import MemoryBroker, MemoryTransport
-from orchestrator.clock import VirtualClock
-from orchestrator.definition import SagaDefinition
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.model import Instance
+from orchestrator.engine.clock import VirtualClock
+from orchestrator.engine.model import Instance
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import HistoryRecord
 from orchestrator.store.memory import MemoryStore
 from schemas.codec import decode, encode

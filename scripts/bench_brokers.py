@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from orchestrator.bench import BenchResult, run_bench
-from orchestrator.logs import configure_logging
+from orchestrator.sidecar.logs import configure_logging
+from orchestrator.tooling.bench import BenchResult, run_bench
 
 NATS_SERVER = "127.0.0.1:4222"  # --nats-server: e.g. a nats-server >= 2.10 on another port
 

@@ -29,12 +29,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.base import Delivery, OutgoingMessage
-from orchestrator import committing, deciding, pipeline
-from orchestrator.bench import fresh_sqlite, run_bench
+from orchestrator.engine import committing, deciding, pipeline
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.loader import load_sagas
-from orchestrator.logs import configure_logging
+from orchestrator.language.loader import load_sagas
+from orchestrator.sidecar.logs import configure_logging
 from orchestrator.store import open_store
+from orchestrator.tooling.bench import fresh_sqlite, run_bench
 
 Captured = list[list[tuple[str, bytes, dict[str, str], str | None]]]
 

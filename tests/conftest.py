@@ -12,6 +12,6 @@ pytest_plugins = [
 
 os.environ.setdefault("SAGAWIRE_LOG_LEVEL", "warning")
 
-from orchestrator.logs import configure_logging  # noqa: E402 - after the env default
+from orchestrator.sidecar.logs import configure_logging  # noqa: E402 - after the env default
 
 configure_logging("warning", json=False)

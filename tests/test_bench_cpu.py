@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bench_cpu import CpuClock, machine_busy_s
+from orchestrator.tooling.bench_cpu import CpuClock, machine_busy_s
 
 
 def test_busy_time_counts_user_system_and_interrupts_but_not_idle(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.bench_lots import Lots
+from orchestrator.tooling.bench_lots import Lots
 
 
 async def _accept(first: int, count: int) -> None:
@@ -78,7 +78,7 @@ async def test_the_rate_ends_when_the_last_input_finishes() -> None:
 async def test_a_run_where_nothing_finishes_is_called_stalled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("orchestrator.bench_lots.STALL_SECONDS", 0.2)
+    monkeypatch.setattr("orchestrator.tooling.bench_lots.STALL_SECONDS", 0.2)
 
     async def consume() -> None:
         await asyncio.Event().wait()  # takes the inputs, never finishes one

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.bench_ring import ring_url
+from orchestrator.tooling.bench_ring import ring_url
 from schemas.errors import ConfigError
 
 

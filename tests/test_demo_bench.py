@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from orchestrator.bench import fresh_sqlite, percentile, run_bench, warmup_sagas
-from orchestrator.demo import DemoResult, run_demo, simulate
-from orchestrator.logs import configure_logging
-from orchestrator.participants import BENCH, Behaviour, Participant
+from orchestrator.sidecar.logs import configure_logging
 from orchestrator.store import open_store
+from orchestrator.tooling.bench import fresh_sqlite, percentile, run_bench, warmup_sagas
+from orchestrator.tooling.demo import DemoResult, run_demo, simulate
+from orchestrator.tooling.participants import BENCH, Behaviour, Participant
 
 SEED = 1  # with the default failure rates, 50 orders reach all three final statuses
 

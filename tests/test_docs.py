@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.loader import load_sagas
+from orchestrator.language.loader import load_sagas
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)

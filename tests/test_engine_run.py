@@ -14,8 +14,8 @@ from pydantic import BaseModel
 from adapters.base import Delivery, OutgoingMessage
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Event, Send, Status, Step, StepSaga
-from orchestrator.clock import Clock
 from orchestrator.engine import Engine, EngineConfig
+from orchestrator.engine.clock import Clock
 from orchestrator.store.base import Outcome, UnitOfWork
 from orchestrator.store.memory import MemoryStore
 from schemas.codec import decode, encode
@@ -97,9 +97,9 @@ async def test_outbox_rows_left_by_a_crash_are_published_with_their_ids() -> Non
     # a previous process committed a transition but died before publishing
     first = Engine([quick], store, transport)
     env = decode(event("job.started", "x").body)
-    from orchestrator.correlate import Routed
-    from orchestrator.decide import decide
-    from orchestrator.persist import unit_for
+    from orchestrator.engine.correlate import Routed
+    from orchestrator.engine.decide import decide
+    from orchestrator.engine.persist import unit_for
 
     routed = Routed(quick, quick.events["job.started"], env, "x", Job(job_id="x"))
     decision = decide(quick, None, routed, 1000.0)
@@ -216,7 +216,7 @@ async def test_stop_under_load_returns_and_gives_back_what_was_read_ahead() -> N
 
 
 async def test_old_inbox_marks_are_pruned_after_the_retention() -> None:
-    from orchestrator.clock import VirtualClock
+    from orchestrator.engine.clock import VirtualClock
 
     clock = VirtualClock()
     store = MemoryStore()
@@ -289,7 +289,7 @@ def test_message_ids_are_uuid5_of_the_cause() -> None:
     value as uuid5 of (cause, saga, index), which other tools can recompute."""
     import uuid
 
-    from orchestrator.decide import _NAMESPACE, message_id
+    from orchestrator.engine.decide import _NAMESPACE, message_id
 
     for i in range(3000):
         cause, saga, index = f"evt-{i}-{'x' * (i % 37)}", f"saga{i % 5}", i % 4

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validat
 from pydantic.alias_generators import to_camel
 
 from orchestrator import Event, Send, StateMachine, Step, StepSaga, When
-from orchestrator.definition import SagaDefinition
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.testing import SagaHarness
 from schemas.codec import decode
 from schemas.errors import DecodeError

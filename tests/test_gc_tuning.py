@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from orchestrator import gc_tuning
-from orchestrator.gc_tuning import DEFAULT_THRESHOLDS, gc_settings, tune_gc
+from orchestrator.sidecar import gc_tuning
+from orchestrator.sidecar.gc_tuning import DEFAULT_THRESHOLDS, gc_settings, tune_gc
 from schemas.errors import ConfigError
 
 

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import pytest
 
-from orchestrator.logs import configure_logging
+from orchestrator.sidecar.logs import configure_logging
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "replay_pipeline.py"
 

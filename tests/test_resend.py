@@ -21,15 +21,15 @@ import pytest
 from adapters.base import HEADER_MESSAGE_ID, OutgoingMessage
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Status
-from orchestrator.clock import VirtualClock
-from orchestrator.correlate import Routed
-from orchestrator.decide import _COMMAND_NAMESPACE, command_id, decide
-from orchestrator.definition import timer_event
 from orchestrator.engine import Engine
-from orchestrator.participants import Behaviour, Participant
-from orchestrator.persist import outbox_record, outgoing, send_id
+from orchestrator.engine.clock import VirtualClock
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.decide import _COMMAND_NAMESPACE, command_id, decide
+from orchestrator.engine.persist import outbox_record, outgoing, send_id
+from orchestrator.language.definition import timer_event
 from orchestrator.store import open_store
 from orchestrator.testing import SagaHarness
+from orchestrator.tooling.participants import Behaviour, Participant
 from sagas.order import order
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope

@@ -9,8 +9,8 @@ from pathlib import Path
 from adapters.base import OutgoingMessage, Topology
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Status
-from orchestrator.clock import VirtualClock
 from orchestrator.engine import Engine
+from orchestrator.engine.clock import VirtualClock
 from orchestrator.store import open_store
 from orchestrator.store.base import Store
 from sagas.order import order

@@ -19,9 +19,9 @@ import pytest
 from adapters.base import DEADLETTER
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator import Status
-from orchestrator.clock import VirtualClock
-from orchestrator.definition import SagaDefinition
 from orchestrator.engine import Engine, EngineConfig
+from orchestrator.engine.clock import VirtualClock
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.store import open_store
 from orchestrator.store.base import InstanceKey, ParkedRecord, Store, UnitOfWork
 from orchestrator.store.memory import MemoryStore

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from adapters import open_transport
-from orchestrator.bench import run_bench, stop_engine
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.loader import load_sagas
-from orchestrator.logs import configure_logging
-from orchestrator.participants import order_placed
+from orchestrator.language.loader import load_sagas
+from orchestrator.sidecar.logs import configure_logging
 from orchestrator.store import open_store
+from orchestrator.tooling.bench import run_bench, stop_engine
+from orchestrator.tooling.participants import order_placed
 from tests.support.nats_server import ModernNats
 from tests.support.services import require
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator import Event, StateMachine, Status, Timeout, When
-from orchestrator.deciding import UNLOADABLE_TIMER_RETRY
+from orchestrator.engine.deciding import UNLOADABLE_TIMER_RETRY
 from orchestrator.testing import SagaHarness
 from sagas.order import order
 

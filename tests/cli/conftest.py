@@ -12,7 +12,7 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from orchestrator.service import Sidecar, build_app
+from orchestrator.sidecar.service import Sidecar, build_app
 
 
 @pytest.fixture

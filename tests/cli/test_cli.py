@@ -243,7 +243,7 @@ def test_schema_is_the_envelope_json_schema(runner: CliRunner) -> None:
 
 
 def _stub(monkeypatch: pytest.MonkeyPatch, name: str, func: str, result: Any) -> list[Any]:
-    """Stand in for orchestrator.demo / orchestrator.bench: the CLI wiring is what's tested."""
+    """Stand in for orchestrator.tooling.demo / orchestrator.tooling.bench: the CLI wiring is what's tested."""
     calls: list[Any] = []
 
     async def fake(*args: Any, **kwargs: Any) -> Any:
@@ -252,9 +252,9 @@ def _stub(monkeypatch: pytest.MonkeyPatch, name: str, func: str, result: Any) ->
             print(orjson.dumps(result).decode())
         return result
 
-    module = types.ModuleType(f"orchestrator.{name}")
+    module = types.ModuleType(f"orchestrator.tooling.{name}")
     setattr(module, func, fake)
-    monkeypatch.setitem(sys.modules, f"orchestrator.{name}", module)
+    monkeypatch.setitem(sys.modules, f"orchestrator.tooling.{name}", module)
     return calls
 
 
@@ -287,7 +287,7 @@ def test_bench_prints_one_json_line(runner: CliRunner, monkeypatch: pytest.Monke
 def test_json_log_lines_never_carry_secrets(
     runner: CliRunner, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from orchestrator.logs import configure_logging
+    from orchestrator.sidecar.logs import configure_logging
 
     configure_logging("info", json=True)
     log = structlog.get_logger("sagawire.engine")
@@ -311,7 +311,7 @@ def test_json_log_lines_never_carry_secrets(
 def test_log_level_from_the_environment(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from orchestrator.logs import configure_logging
+    from orchestrator.sidecar.logs import configure_logging
 
     monkeypatch.setenv("SAGAWIRE_LOG_LEVEL", "debug")
     configure_logging(json=True)

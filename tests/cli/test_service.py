@@ -26,7 +26,7 @@ import pytest
 
 from adapters.base import OutgoingMessage, Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
-from orchestrator.service import Settings, Sidecar, parse_listen
+from orchestrator.sidecar.service import Settings, Sidecar, parse_listen
 from schemas.errors import ConfigError, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from adapters.base import DEADLETTER, HEADER_REASON
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.cli import app
-from orchestrator.http import MAX_EVENT_BYTES
-from orchestrator.service import Settings, Sidecar, build_app
+from orchestrator.sidecar.http import MAX_EVENT_BYTES
+from orchestrator.sidecar.service import Settings, Sidecar, build_app
 from tests.cli.test_cli import assert_one_line_error, run_args
 from tests.cli.test_service import order_placed
 
@@ -234,11 +234,11 @@ def test_an_unreachable_nats_is_one_line_and_exit_2() -> None:
 def test_log_lines_never_carry_a_secret_from_a_url_query(
     runner: CliRunner, capsys: pytest.CaptureFixture[str], url: str
 ) -> None:
-    """The logging safety net (orchestrator.logs.redact_text) only looks at text with
+    """The logging safety net (orchestrator.sidecar.logs.redact_text) only looks at text with
     an '@' in it, so a token in the query (``nats://h:4222?token=...``, a documented
     form) passes unredacted: ``sagawire simulate --broker 'nats://h:4222?token=T'``
     prints T on stdout, and any log line or error holding such a URL leaks it."""
-    from orchestrator.logs import configure_logging, redact_text
+    from orchestrator.sidecar.logs import configure_logging, redact_text
 
     assert "s3cret" not in redact_text(f"broker {url} unreachable")
     configure_logging("info", json=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bench import TRANSITIONS_PER_SAGA, BenchResult
+from orchestrator.tooling.bench import TRANSITIONS_PER_SAGA, BenchResult
 from scripts.bench_brokers import RUNNERS
 from tests.support.kafka import TansuUnavailable, unavailable
 from tests.support.services import require

@@ -36,11 +36,11 @@ from adapters.base import (
 from adapters.kafka import KafkaTransport
 from adapters.nats import NatsTransport
 from adapters.rabbitmq import RabbitTransport
-from orchestrator.bench import stop_engine
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.loader import load_sagas
-from orchestrator.participants import order_placed
+from orchestrator.language.loader import load_sagas
 from orchestrator.store.memory import MemoryStore
+from orchestrator.tooling.bench import stop_engine
+from orchestrator.tooling.participants import order_placed
 from schemas.errors import TransportError
 from tests.support.kafka import Tansu, delete_topics
 from tests.support.services import require, unique

@@ -13,10 +13,10 @@ import asyncio
 from collections.abc import Sequence
 
 from adapters.base import Delivery
-from orchestrator.batch import Batch, Item, Reads, log
-from orchestrator.committing import Committing
-from orchestrator.correlate import Routed
-from orchestrator.outage import backoff
+from orchestrator.engine.batch import Batch, Item, Reads, log
+from orchestrator.engine.committing import Committing
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.outage import backoff
 from schemas.codec import decode
 from schemas.errors import MessageError, StoreError, TransportError
 

@@ -28,18 +28,16 @@ import uuid
 from collections.abc import Sequence
 
 from adapters.base import Delivery, Topology, Transport, close_stream
-from orchestrator.batch import Batch, EngineConfig, Item, Observer, Stats, log
-from orchestrator.clock import Clock, SystemClock
-from orchestrator.correlate import Routed, Router
-from orchestrator.decide import ABORT_EVENT
-from orchestrator.definition import SagaDefinition
-from orchestrator.housekeeping import Housekeeping
-from orchestrator.model import Instance
-from orchestrator.outage import StoreHealth
-from orchestrator.persist import (
-    instance_from_record,
-)
-from orchestrator.relay import Relay
+from orchestrator.engine.batch import Batch, EngineConfig, Item, Observer, Stats, log
+from orchestrator.engine.clock import Clock, SystemClock
+from orchestrator.engine.correlate import Routed, Router
+from orchestrator.engine.decide import ABORT_EVENT
+from orchestrator.engine.housekeeping import Housekeeping
+from orchestrator.engine.model import Instance
+from orchestrator.engine.outage import StoreHealth
+from orchestrator.engine.persist import instance_from_record
+from orchestrator.engine.relay import Relay
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import (
     InstanceKey,
     Store,

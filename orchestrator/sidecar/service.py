@@ -29,12 +29,12 @@ from adapters import open_transport
 from adapters._util import redact_url
 from adapters.base import HEADER_MESSAGE_ID, OutgoingMessage, Transport
 from adapters.memory import MemoryTransport
-from orchestrator.correlate import Routed
-from orchestrator.definition import SagaDefinition
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.gc_tuning import gc_settings, tune_gc
-from orchestrator.http import Metrics, NotAccepting, build_app
-from orchestrator.loader import load_sagas
+from orchestrator.engine.correlate import Routed
+from orchestrator.language.definition import SagaDefinition
+from orchestrator.language.loader import load_sagas
+from orchestrator.sidecar.gc_tuning import gc_settings, tune_gc
+from orchestrator.sidecar.http import Metrics, NotAccepting, build_app
 from orchestrator.store import Store, open_store
 from schemas.codec import decode
 from schemas.envelope import CONTENT_TYPE

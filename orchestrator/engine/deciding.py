@@ -1,6 +1,6 @@
 """Steps 2-4 for a whole batch: read what the store knows, then decide every item,
 per instance in arrival order, with parked messages retried after each change.
-Calls the pure :func:`orchestrator.decide.decide` for each message; does no I/O
+Calls the pure :func:`orchestrator.engine.decide.decide` for each message; does no I/O
 itself once the reads are in."""
 
 from __future__ import annotations
@@ -8,16 +8,12 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from adapters.base import Delivery
-from orchestrator.batch import Batch, EngineState, Item, Reads, log
-from orchestrator.correlate import Routed
-from orchestrator.decide import decide
-from orchestrator.definition import SagaDefinition
-from orchestrator.model import Decision, Instance
-from orchestrator.persist import (
-    instance_from_record,
-    parked_unit,
-    unit_for,
-)
+from orchestrator.engine.batch import Batch, EngineState, Item, Reads, log
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.decide import decide
+from orchestrator.engine.model import Decision, Instance
+from orchestrator.engine.persist import instance_from_record, parked_unit, unit_for
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import (
     InstanceKey,
     InstanceRecord,

@@ -4,7 +4,7 @@
 ``POST /events`` (one structured CloudEvent, published through the broker),
 ``/metrics`` (Prometheus), ``/sagas``, ``/instances/{saga}/{id}``,
 ``POST /instances/{saga}/{id}/abort`` and ``/outbox/failed`` (what the broker refused
-for good). It reads the :class:`~orchestrator.service.Sidecar` it serves and owns nothing.
+for good). It reads the :class:`~orchestrator.sidecar.service.Sidecar` it serves and owns nothing.
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orchestrator.model import Status
+from orchestrator.language.status import Status
 from schemas.codec import describe_validation_error
 from schemas.errors import MessageError, StoreError, TransportError
 
 if TYPE_CHECKING:
-    from orchestrator.service import Sidecar
+    from orchestrator.sidecar.service import Sidecar
 
 __all__ = ["MAX_EVENT_BYTES", "Metrics", "NotAccepting", "build_app"]
 

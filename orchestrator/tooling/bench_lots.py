@@ -1,7 +1,7 @@
 """Feeding the bench: an untimed warm-up lot, then the timed lot, through a window.
 
-The engine run (:mod:`orchestrator.bench`) and its two yardsticks, the relay
-(:mod:`orchestrator.bench_relay`) and the ring (:mod:`orchestrator.bench_ring`), all
+The engine run (:mod:`orchestrator.tooling.bench`) and its two yardsticks, the relay
+(:mod:`orchestrator.tooling.bench_relay`) and the ring (:mod:`orchestrator.tooling.bench_ring`), all
 publish their inputs in batches while at most ``window`` are unfinished (the sagas in
 flight), and all time only the second lot, which starts from empty: nothing of it is
 sent before the warm-up lot is finished.
@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from orchestrator.bench_cpu import CpuClock, CpuSpent
+from orchestrator.tooling.bench_cpu import CpuClock, CpuSpent
 
 __all__ = ["Lots", "Timed"]
 

@@ -9,8 +9,8 @@ import sys
 import tempfile
 from typing import IO
 
-from orchestrator.bench_lots import STALL_SECONDS
-from orchestrator.participants import BENCH, Participants, start_participants
+from orchestrator.tooling.bench_lots import STALL_SECONDS
+from orchestrator.tooling.participants import BENCH, Participants, start_participants
 
 __all__ = ["ChildServices", "start_services"]
 

@@ -1,6 +1,6 @@
 """Step 4: turn a decision into a unit of work (and back): records, bytes, outbox rows.
 
-The engine's objects (pydantic state, :class:`~orchestrator.model.Meta`,
+The engine's objects (pydantic state, :class:`~orchestrator.engine.model.Meta`,
 envelopes) become the store's plain records here and nowhere else.
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 import orjson
 
 from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
-from orchestrator.correlate import Routed
-from orchestrator.definition import SagaDefinition
-from orchestrator.model import Decision, Instance, Meta, Status
-from orchestrator.statedata import state_from_json, state_json
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.model import Decision, Instance
+from orchestrator.language.definition import SagaDefinition
+from orchestrator.language.statedata import state_from_json, state_json
+from orchestrator.language.status import Meta, Status
 from orchestrator.store.base import (
     HistoryRecord,
     InstanceRecord,
@@ -66,7 +67,7 @@ def instance_from_record(saga: SagaDefinition, record: InstanceRecord) -> Instan
 def send_id(envelope: Envelope) -> str:
     """The id of one send of ``envelope``: the outbox row's key, JetStream's ``Nats-Msg-Id``
     and the ``sagawire-message-id`` header. A re-sent command keeps its CloudEvents ``id``
-    (see :func:`~orchestrator.decide.command_id`), so each attempt after the first gets
+    (see :func:`~orchestrator.engine.decide.command_id`), so each attempt after the first gets
     ``<id>#<attempt>`` here: a broker that de-duplicates must not swallow the re-send, and
     the outbox holds each attempt in its own row. The first attempt, and every message
     that is sent once, is its ``id``."""

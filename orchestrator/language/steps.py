@@ -1,4 +1,4 @@
-"""Compile a :func:`~orchestrator.dsl.StepSaga` into a state machine definition.
+"""The step form: :func:`StepSaga`, compiled into a state machine definition.
 
 Step *k* is a state named after the step. Entering it sends the step's command
 (a counted attempt) and sets ``<step>.timeout``. In it:
@@ -8,7 +8,7 @@ Step *k* is a state named after the step. Entering it sends the step's command
 * ``<step>.timeout`` with attempts left sets ``<step>.retry`` (the backoff); when
   that fires the command is sent again: the same command, with the same ``id`` and
   ``attempt`` + 1 (its attempt key is the step's name; see
-  :func:`~orchestrator.decide.command_id`);
+  :func:`~orchestrator.engine.decide.command_id`);
 * ``<step>.timeout`` with no attempts left records the timeout and compensates.
 
 Compensating runs the compensations of the completed steps in reverse order,
@@ -30,8 +30,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.checks import check, raise_problems
-from orchestrator.definition import (
+from orchestrator.language.checks import check, raise_problems
+from orchestrator.language.definition import (
     INITIAL,
     Action,
     CancelTimer,
@@ -45,10 +45,10 @@ from orchestrator.definition import (
     Transition,
     timer_event,
 )
-from orchestrator.dsl import Correlate, Event, Retry, Send, Step
-from orchestrator.model import Status
+from orchestrator.language.parts import Correlate, Event, Retry, Send, Step
+from orchestrator.language.status import Status
 
-__all__ = ["COMPENSATED", "COMPENSATION_FAILED", "COMPLETED", "compile_steps"]
+__all__ = ["COMPENSATED", "COMPENSATION_FAILED", "COMPLETED", "StepSaga", "compile_steps"]
 
 COMPLETED = "completed"
 COMPENSATED = "compensated"
@@ -310,3 +310,31 @@ def compile_steps(
     )
     check(definition, declared_starts={start.type})
     return definition
+
+
+def StepSaga(
+    name: str,
+    *,
+    state: type[BaseModel],
+    start: Event,
+    steps: Sequence[Step],
+    correlate: Correlate = None,
+    on_completed: Send | None = None,
+    on_compensated: Send | None = None,
+    on_compensation_failed: Send | None = None,
+    park_for: float = 60.0,
+) -> SagaDefinition:
+    """Declare a straight-line saga: each step sends a command and waits for a
+    success or failure reply; on failure or timeout of step *k*, the compensations
+    of the completed steps run in reverse order."""
+    return compile_steps(
+        name,
+        state=state,
+        start=start,
+        steps=steps,
+        correlate=correlate,
+        on_completed=on_completed,
+        on_compensated=on_compensated,
+        on_compensation_failed=on_compensation_failed,
+        park_for=park_for,
+    )

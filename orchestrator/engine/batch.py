@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import structlog
 
 from adapters.base import Delivery, Topology, Transport
-from orchestrator.clock import Clock
-from orchestrator.correlate import Routed, Router
-from orchestrator.model import Decision, Instance
-from orchestrator.outage import StoreHealth
-from orchestrator.relay import Relay
+from orchestrator.engine.clock import Clock
+from orchestrator.engine.correlate import Routed, Router
+from orchestrator.engine.model import Decision, Instance
+from orchestrator.engine.outage import StoreHealth
+from orchestrator.engine.relay import Relay
 from orchestrator.store.base import (
     InstanceKey,
     InstanceRecord,

@@ -25,8 +25,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
-from orchestrator.correlate import Routed
-from orchestrator.definition import (
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.model import Decision, Instance, TimerChange
+from orchestrator.language.definition import (
     INITIAL,
     TIMER_PREFIX,
     CancelTimer,
@@ -37,8 +38,8 @@ from orchestrator.definition import (
     SetTimer,
     Transition,
 )
-from orchestrator.model import Decision, Instance, Meta, Status, TimerChange
-from orchestrator.statedata import state_dict, state_from_dict
+from orchestrator.language.statedata import state_dict, state_from_dict
+from orchestrator.language.status import Meta, Status
 from schemas.codec import describe_validation_error
 from schemas.envelope import Envelope
 

@@ -18,7 +18,7 @@ loses replies instead (done, but the saga does not hear of it until it re-sends)
 
 Replies may be delayed. The ``sleep`` callable given to a service is *called*
 the moment the reply is decided and only awaited later, so a virtual clock can
-note the wake-up time at once (see :mod:`orchestrator.demo`).
+note the wake-up time at once (see :mod:`orchestrator.tooling.demo`).
 """
 
 from __future__ import annotations

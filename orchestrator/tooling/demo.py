@@ -6,7 +6,7 @@ while anything is being handled and jumps to the next moment something is due
 (a reply a simulated service is holding back, or a saga timer) once every party
 is waiting on time alone. That makes the demo fast (200 orders take about a
 second of wall time) and deterministic: with the services' fates a
-function of the seed (:mod:`orchestrator.participants`) and time moving only
+function of the seed (:mod:`orchestrator.tooling.participants`) and time moving only
 when the system is idle, the same seed gives the same outcome and the same
 latencies on every run, on every broker and store.
 
@@ -49,12 +49,13 @@ from adapters.base import (
     Transport,
 )
 from adapters.memory import MemoryBroker
-from orchestrator.bench import fresh_sqlite, percentile, stop_engine
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.loader import load_sagas
-from orchestrator.model import Decision, Instance, Status
-from orchestrator.participants import Behaviour, order_placed, start_participants
+from orchestrator.engine.model import Decision, Instance
+from orchestrator.language.loader import load_sagas
+from orchestrator.language.status import Status
 from orchestrator.store import open_store
+from orchestrator.tooling.bench import fresh_sqlite, percentile, stop_engine
+from orchestrator.tooling.participants import Behaviour, order_placed, start_participants
 
 __all__ = ["DEMO", "DemoResult", "SimClock", "run_demo", "simulate"]
 

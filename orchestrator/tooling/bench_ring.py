@@ -1,6 +1,6 @@
 """A second yardstick for the bench: the same message flow with the engine taken out.
 
-The relay (:mod:`orchestrator.bench_relay`) moves one message per message. A saga in
+The relay (:mod:`orchestrator.tooling.bench_relay`) moves one message per message. A saga in
 the bench moves eight (the order, three commands, three replies, the completion
 event) through five consumers (the engine, the three simulated services, the
 feeder's publishes), so part of the gap between the engine and the relay is the
@@ -32,8 +32,8 @@ from adapters.base import (
     Topology,
     close_stream,
 )
-from orchestrator.bench_lots import Lots, Timed
-from orchestrator.participants import order_placed
+from orchestrator.tooling.bench_lots import Lots, Timed
+from orchestrator.tooling.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 from schemas.errors import ConfigError
 

@@ -7,13 +7,11 @@ import logging
 from collections.abc import Sequence
 
 from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage
-from orchestrator.batch import Batch, log
-from orchestrator.deciding import Deciding
-from orchestrator.model import Instance
-from orchestrator.outage import backoff
-from orchestrator.persist import (
-    outgoing,
-)
+from orchestrator.engine.batch import Batch, log
+from orchestrator.engine.deciding import Deciding
+from orchestrator.engine.model import Instance
+from orchestrator.engine.outage import backoff
+from orchestrator.engine.persist import outgoing
 from orchestrator.store.base import (
     InstanceKey,
     Outcome,

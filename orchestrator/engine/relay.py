@@ -28,9 +28,9 @@ from collections.abc import Callable, Collection, Iterator
 import structlog
 
 from adapters.base import Transport
-from orchestrator.clock import Clock
-from orchestrator.outage import StoreHealth, backoff
-from orchestrator.persist import outgoing
+from orchestrator.engine.clock import Clock
+from orchestrator.engine.outage import StoreHealth, backoff
+from orchestrator.engine.persist import outgoing
 from orchestrator.store.base import OutboxRecord, Store
 from schemas.errors import PublishRefused, StoreError, TransportError
 

@@ -13,14 +13,14 @@ from typing import get_args, get_origin
 
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
-from orchestrator.definition import (
+from orchestrator.language.definition import (
     INITIAL,
     TIMER_PREFIX,
     SagaDefinition,
     SendSpec,
     SetTimer,
 )
-from orchestrator.model import Status
+from orchestrator.language.status import Status
 from schemas.errors import DefinitionError
 
 __all__ = ["check", "raise_problems"]

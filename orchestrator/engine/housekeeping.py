@@ -4,10 +4,10 @@ becoming applicable. (Outbox rows left by a crash or an outage: ``relay``.)"""
 from __future__ import annotations
 
 from adapters.base import Delivery
-from orchestrator.batch import Batch, Item, log
-from orchestrator.correlate import Routed
-from orchestrator.definition import timer_event
-from orchestrator.pipeline import Pipeline
+from orchestrator.engine.batch import Batch, Item, log
+from orchestrator.engine.correlate import Routed
+from orchestrator.engine.pipeline import Pipeline
+from orchestrator.language.definition import timer_event
 from orchestrator.store.base import (
     InstanceKey,
     TimerRecord,

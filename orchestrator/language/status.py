@@ -1,7 +1,9 @@
-"""The engine's in-memory view of a saga instance, and what a transition decides.
+"""What an instance's status can be, and the engine's bookkeeping its guards can read.
 
-Pure data: no I/O. :mod:`orchestrator.persist` converts these to and from store
-records; :mod:`orchestrator.decide` produces :class:`Decision` from them.
+Part of the language: a definition maps its final states to a :class:`Status`, and
+guards, updates and builders read :class:`Meta` (attempts, the failure reason)
+through their :class:`~orchestrator.language.definition.Context`. The engine keeps
+both in every instance (:mod:`orchestrator.engine.model`).
 """
 
 from __future__ import annotations
@@ -10,11 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from schemas.envelope import Envelope
-
-__all__ = ["Decision", "Instance", "Meta", "Status", "TimerChange"]
+__all__ = ["Meta", "Status"]
 
 
 class Status(enum.StrEnum):
@@ -59,42 +57,3 @@ class Meta:
             failure=raw.get("failure"),
             timers=None if timers is None else tuple(timers),
         )
-
-
-@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
-class Instance:
-    """One saga instance. ``version`` is what the store holds (0 = not yet stored)."""
-
-    saga: str
-    correlation_id: str
-    state: str
-    status: Status
-    version: int
-    data: BaseModel
-    meta: Meta
-    created_at: float
-    updated_at: float
-
-
-@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
-class TimerChange:
-    """A timer to set (``due`` given) or cancel (``due`` None)."""
-
-    name: str
-    due: float | None
-
-
-@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
-class Decision:
-    """The result of applying one event to one instance.
-
-    ``kind`` is ``"applied"`` (persist ``instance``, publish ``messages``, change
-    ``timers``), ``"park"`` (keep the event until the instance can take it) or
-    ``"reject"`` (dead-letter it with ``reason``)."""
-
-    kind: str
-    instance: Instance | None = None
-    from_state: str = ""
-    messages: tuple[Envelope, ...] = ()
-    timers: tuple[TimerChange, ...] = ()
-    reason: str = ""

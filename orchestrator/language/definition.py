@@ -1,7 +1,7 @@
 """The frozen, checked form of a saga that the engine runs.
 
-Both declaration styles (:class:`~orchestrator.dsl.StepSaga` and
-:class:`~orchestrator.dsl.StateMachine`) compile to one :class:`SagaDefinition`:
+Both declaration styles (:class:`~orchestrator.language.parts.StepSaga` and
+:class:`~orchestrator.language.parts.StateMachine`) compile to one :class:`SagaDefinition`:
 states, the events each accepts (with guards, state updates, commands to send,
 timers) and the final states with their statuses. The engine, the graph
 renderer and the admin views all read this one object; nothing mutates it.
@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.model import Meta, Status
+from orchestrator.language.status import Meta, Status
 from schemas.envelope import Envelope
 
 ModelType = type[BaseModel]

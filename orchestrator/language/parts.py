@@ -1,4 +1,7 @@
-"""The public declaration language: :class:`StepSaga` and :class:`StateMachine`.
+"""The parts both declaration forms are made of: events, commands, retries, steps, rows.
+
+:class:`~orchestrator.language.steps.StepSaga` and
+:class:`~orchestrator.language.machine.StateMachine` put these together.
 
 Both read like a table. A step saga::
 
@@ -16,45 +19,42 @@ A state machine: in state X, on event Y, send Z, go to W::
 
     When("booking", "flight.booked").to("booking")
 
-Both compile (and are checked, see :mod:`orchestrator.checks`) into one frozen
-:class:`~orchestrator.definition.SagaDefinition` when the module is imported.
+Both compile (and are checked, see :mod:`orchestrator.language.checks`) into one frozen
+:class:`~orchestrator.language.definition.SagaDefinition` when the module is imported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.definition import (
+from orchestrator.language.definition import (
     INITIAL,
     Action,
     CancelTimer,
     Context,
     EventSpec,
-    SagaDefinition,
     SendSpec,
     SetFailure,
     SetTimer,
     Transition,
     timer_event,
 )
-from orchestrator.model import Status
-from orchestrator.statedata import state_dict, state_from_dict
+from orchestrator.language.statedata import state_dict, state_from_dict
 
 ModelType = type[BaseModel]
 """A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
 
 __all__ = [
     "INITIAL",
+    "Correlate",
     "Event",
     "Retry",
     "Send",
-    "StateMachine",
     "Step",
-    "StepSaga",
     "Timeout",
     "When",
     "build_from_state",
@@ -301,71 +301,3 @@ def _wrap_update(
         return state_from_dict(type(ctx.state), {**state_dict(ctx.state), **out})
 
     return update
-
-
-def StateMachine(
-    name: str,
-    *,
-    state: type[BaseModel],
-    events: Iterable[Event],
-    start: Iterable[str] | str,
-    final: dict[str, str | Status],
-    transitions: Iterable[When],
-    correlate: Correlate = None,
-    park_for: float = 60.0,
-) -> SagaDefinition:
-    """Declare a state machine saga. ``start`` names the events that create an
-    instance (accepted in :data:`INITIAL`); ``final`` maps final states to their
-    status (``completed``, ``compensated``, ``compensation_failed``, ``aborted``)."""
-    from orchestrator.checks import check
-
-    starts = {start} if isinstance(start, str) else set(start)
-    specs = {e.type: e.spec(starts=e.type in starts, default=correlate) for e in events}
-    rows = [w.compile() for w in transitions]
-    by_state: dict[str, list[Transition]] = {}
-    for row in rows:
-        by_state.setdefault(row.source, []).append(row)
-    finals = {k: Status(v) for k, v in final.items()}
-    states = tuple(dict.fromkeys([INITIAL, *by_state, *(r.target for r in rows), *finals]))
-    definition = SagaDefinition(
-        name=name,
-        state_model=state,
-        events=specs,
-        transitions={k: tuple(v) for k, v in by_state.items()},
-        final=finals,
-        states=states,
-        kind="machine",
-        park_for=park_for,
-    )
-    check(definition, declared_starts=starts)
-    return definition
-
-
-def StepSaga(
-    name: str,
-    *,
-    state: type[BaseModel],
-    start: Event,
-    steps: Sequence[Step],
-    correlate: Correlate = None,
-    on_completed: Send | None = None,
-    on_compensated: Send | None = None,
-    on_compensation_failed: Send | None = None,
-    park_for: float = 60.0,
-) -> SagaDefinition:
-    """Declare a straight-line saga: each step sends a command and waits for a
-    success or failure reply; on failure or timeout of step *k*, the compensations
-    of the completed steps run in reverse order."""
-    from orchestrator.steps import compile_steps
-
-    return compile_steps(
-        name,
-        state=state,
-        start=start,
-        steps=steps,
-        correlate=correlate,
-        on_completed=on_completed,
-        on_compensated=on_compensated,
-        on_compensation_failed=on_compensation_failed,
-        park_for=park_for,
-    )

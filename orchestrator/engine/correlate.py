@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.definition import EventSpec, SagaDefinition
+from orchestrator.language.definition import EventSpec, SagaDefinition
 from schemas.codec import describe_validation_error
 from schemas.envelope import Envelope
 from schemas.errors import DefinitionError, PayloadError, RoutingError

@@ -1,6 +1,6 @@
 """Load saga definitions from a file, a directory of files, or a dotted module name.
 
-Every :class:`~orchestrator.definition.SagaDefinition` found at module level is
+Every :class:`~orchestrator.language.definition.SagaDefinition` found at module level is
 taken. Import errors and failed load-time checks become one
 :class:`DefinitionError` naming the module, so ``sagawire run`` can print one
 clear line and exit 2.
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from orchestrator.definition import SagaDefinition
+from orchestrator.language.definition import SagaDefinition
 from schemas.errors import DefinitionError
 
 __all__ = ["load_sagas", "sagas_in"]

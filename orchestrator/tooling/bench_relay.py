@@ -16,8 +16,8 @@ import uuid
 
 from adapters import open_transport
 from adapters.base import HEADER_CONTENT_TYPE, OutgoingMessage, Topology, close_stream
-from orchestrator.bench_lots import Lots, Timed
-from orchestrator.participants import order_placed
+from orchestrator.tooling.bench_lots import Lots, Timed
+from orchestrator.tooling.participants import order_placed
 from schemas.envelope import CONTENT_TYPE
 
 __all__ = ["relay_rate"]
@@ -37,7 +37,8 @@ async def relay_rate(
 
     A feeder keeps at most ``window`` messages queued ahead of the relay, as the
     engine run keeps ``concurrency`` sagas in flight. It sends nothing of the timed
-    lot before the warm-up lot has been relayed in full (:class:`~orchestrator.bench_lots.Lots`)."""
+    lot before the warm-up lot has been relayed in full
+    (:class:`~orchestrator.tooling.bench_lots.Lots`)."""
     transport = open_transport(broker_url)
     await transport.start()
     tag = uuid.uuid4().hex[:8]

@@ -5,7 +5,7 @@ So the same run also relays as many messages as the engine consumed through the
 same transport URL — consume, publish each to another destination, ack, in
 batches of the same size, with no engine — and reports ``ratio``, the engine's
 transitions per second over that relay's messages per second
-(:mod:`orchestrator.bench_relay`): how much of what the broker allows the engine keeps.
+(:mod:`orchestrator.tooling.bench_relay`): how much of what the broker allows the engine keeps.
 
 The simulated services answer every command at once (:data:`BENCH`), so every
 saga is exactly four transitions (placed, reserved, charged, scheduled). At most
@@ -35,16 +35,16 @@ from adapters import open_transport
 from adapters._util import redact_url
 from adapters.base import Transport
 from adapters.memory import MemoryBroker
-from orchestrator.bench_lots import Lots, Timed
-from orchestrator.bench_relay import relay_rate
-from orchestrator.bench_ring import ring_rate, ring_url
-from orchestrator.bench_services import start_services
 from orchestrator.engine import Engine, EngineConfig
-from orchestrator.gc_tuning import gc_settings, tune_gc
-from orchestrator.loader import load_sagas
-from orchestrator.model import Decision, Instance
-from orchestrator.participants import order_placed
+from orchestrator.engine.model import Decision, Instance
+from orchestrator.language.loader import load_sagas
+from orchestrator.sidecar.gc_tuning import gc_settings, tune_gc
 from orchestrator.store import open_store
+from orchestrator.tooling.bench_lots import Lots, Timed
+from orchestrator.tooling.bench_relay import relay_rate
+from orchestrator.tooling.bench_ring import ring_rate, ring_url
+from orchestrator.tooling.bench_services import start_services
+from orchestrator.tooling.participants import order_placed
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -271,7 +271,7 @@ async def run_bench(
     a real broker and ``inline`` on the in-memory one, which lives in one process.
 
     ``ring``: also run the same flow with a stub in the engine's place
-    (:mod:`orchestrator.bench_ring`) and report ``ring_per_s`` and ``ratio_to_ring``."""
+    (:mod:`orchestrator.tooling.bench_ring`) and report ``ring_per_s`` and ``ratio_to_ring``."""
     if participants not in PARTICIPANTS:
         raise ConfigError(
             f"--participants {participants!r}: expected one of {', '.join(PARTICIPANTS)}"

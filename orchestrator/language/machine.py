@@ -1,0 +1,52 @@
+"""The state-machine form: rows of "in state X, on event Y [if guard], update, send Z,
+go to W", checked and frozen into a :class:`~orchestrator.language.definition.SagaDefinition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+
+from orchestrator.language.checks import check
+from orchestrator.language.definition import INITIAL, SagaDefinition, Transition
+from orchestrator.language.parts import Correlate, Event, When
+from orchestrator.language.status import Status
+
+__all__ = ["StateMachine"]
+
+
+def StateMachine(
+    name: str,
+    *,
+    state: type[BaseModel],
+    events: Iterable[Event],
+    start: Iterable[str] | str,
+    final: dict[str, str | Status],
+    transitions: Iterable[When],
+    correlate: Correlate = None,
+    park_for: float = 60.0,
+) -> SagaDefinition:
+    """Declare a state machine saga. ``start`` names the events that create an
+    instance (accepted in :data:`INITIAL`); ``final`` maps final states to their
+    status (``completed``, ``compensated``, ``compensation_failed``, ``aborted``)."""
+    starts = {start} if isinstance(start, str) else set(start)
+    specs = {e.type: e.spec(starts=e.type in starts, default=correlate) for e in events}
+    rows = [w.compile() for w in transitions]
+    by_state: dict[str, list[Transition]] = {}
+    for row in rows:
+        by_state.setdefault(row.source, []).append(row)
+    finals = {k: Status(v) for k, v in final.items()}
+    states = tuple(dict.fromkeys([INITIAL, *by_state, *(r.target for r in rows), *finals]))
+    definition = SagaDefinition(
+        name=name,
+        state_model=state,
+        events=specs,
+        transitions={k: tuple(v) for k, v in by_state.items()},
+        final=finals,
+        states=states,
+        kind="machine",
+        park_for=park_for,
+    )
+    check(definition, declared_starts=starts)
+    return definition

@@ -1,0 +1,1 @@
+"""The sidecar process: settings, start-up and shutdown, the HTTP API, the CLI, logs."""
