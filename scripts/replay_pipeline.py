@@ -29,8 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.base import Delivery, OutgoingMessage
-from orchestrator.engine import committing, deciding, pipeline
-from orchestrator.engine import Engine, EngineConfig
+from orchestrator.engine import Engine, EngineConfig, committing, deciding, intake
 from orchestrator.language.loader import load_sagas
 from orchestrator.sidecar.logs import configure_logging
 from orchestrator.store import open_store
@@ -57,22 +56,22 @@ class NullTransport:
 
 async def capture(sagas: int) -> Captured:
     """The batches an in-memory bench run's engine parsed, as (destination, body,
-    headers, key). Taken at ``Pipeline._parse``, the first thing a batch meets."""
+    headers, key). Taken at ``Intake.parse``, the first thing a batch meets."""
     batches: Captured = []
-    parse = pipeline.Pipeline._parse
+    parse = intake.Intake.parse
 
-    def recording(self: pipeline.Pipeline, deliveries: list[Delivery]) -> Any:
+    def recording(self: intake.Intake, deliveries: list[Delivery]) -> Any:
         batches.append([(d.destination, d.body, dict(d.headers), d.key) for d in deliveries])
         return parse(self, deliveries)
 
-    pipeline.Pipeline._parse = recording
+    intake.Intake.parse = recording  # type: ignore[method-assign]
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the bench's own JSON line
             await run_bench(
                 "memory://replay-capture", "memory://", sagas, 512, participants="inline"
             )
     finally:
-        pipeline.Pipeline._parse = parse
+        intake.Intake.parse = parse  # type: ignore[method-assign]
     return batches
 
 
@@ -88,9 +87,10 @@ async def replay(batches: Captured, store_url: str) -> tuple[float, int]:
     work = [[Delivery(dst, body, headers, key) for dst, body, headers, key in b] for b in batches]
     count = sum(len(b) for b in work)
     started = time.process_time()
+    step = engine.pipeline.step
     for deliveries in work:
-        await engine._step(deliveries)
-    await engine._drain()
+        await step(deliveries)
+    await engine.pipeline.drain()
     spent = time.process_time() - started
     await store.close()
     return spent / count * 1e6, engine.stats.transitions
@@ -99,9 +99,9 @@ async def replay(batches: Captured, store_url: str) -> tuple[float, int]:
 STAGES: list[tuple[Any, str, str]] = [
     (deciding, "decide", "decide"),
     (deciding, "unit_for", "build the unit of work"),
-    (pipeline.Pipeline, "_parse", "parse"),
-    (pipeline, "decode", "  of which decode"),
-    (committing.Committing, "_commit", "commit"),
+    (intake.Intake, "parse", "parse"),
+    (intake, "decode", "  of which decode"),
+    (committing.Committer, "commit", "commit"),
 ]
 
 

@@ -149,10 +149,10 @@ async def test_a_conflict_in_the_pipeline_does_not_commit_the_next_batch_decided
     committed anyway, on top of B's version, before N was retried."""
     async with replicas([trip], shared_stores(kind, tmp_path)) as r:
         await r.a.handle([delivery("trip.requested", TRIP, "req-1", "t-1")])
-        await r.a._step([booked("flight")])  # decided, not committed yet
+        await r.a.pipeline.step([booked("flight")])  # decided, not committed yet
         await r.b.handle([booked("car")])
-        await r.a._step([booked("hotel")])  # commits N (conflict), decides N+1 on it
-        await r.a._drain()
+        await r.a.pipeline.step([booked("hotel")])  # commits N (conflict), decides N+1 on it
+        await r.a.pipeline.drain()
         inst = await r.a.instance("trip", "t-1")
         assert inst is not None
         assert inst.data.car == "booked", inst.data  # type: ignore[attr-defined]
@@ -407,10 +407,10 @@ async def test_a_batch_decided_on_one_whose_commit_failed_is_decided_again() -> 
     store = FailingCommit()
     async with replicas([trip], (store, MemoryStore())) as r:
         await r.a.handle([delivery("trip.requested", TRIP, "req-1", "t-1")])
-        await r.a._step([booked("flight")])  # decided, held
+        await r.a.pipeline.step([booked("flight")])  # decided, held
         store.fail_next = "before"
-        await r.a._step([booked("hotel")])  # N fails; N+1 was decided on it
-        await r.a._drain()
+        await r.a.pipeline.step([booked("hotel")])  # N fails; N+1 was decided on it
+        await r.a.pipeline.drain()
         inst = await r.a.instance("trip", "t-1")
         assert inst is not None
         history = [h.message_type for h in await store.history(("trip", "t-1"))]

@@ -168,8 +168,8 @@ async def test_stop_while_housekeeping_holds_the_lock_still_returns() -> None:
     engine = await quick_engine(MemoryStore(), MemoryTransport(broker), housekeeping_interval=0.01)
     async with running(engine):
         await asyncio.sleep(0.05)
-        await engine._lock.acquire()  # as fire_due would, at the moment of the signal
-        asyncio.get_running_loop().call_later(0.1, engine._lock.release)
+        await engine.lock.acquire()  # as fire_due would, at the moment of the signal
+        asyncio.get_running_loop().call_later(0.1, engine.lock.release)
     # `running` waited for run() to return within its 10 s bound
 
 

@@ -124,9 +124,9 @@ async def test_a_reply_parked_for_an_instance_already_known_to_have_parked_messa
     async with replicas([trip], pair) as r:
         await r.a.handle([booked("hotel")])
         await r.a.handle([booked("car")])
-        await r.a._step([delivery("trip.requested", TRIP, "req-1", "t-1")])  # decided, held
+        await r.a.pipeline.step([delivery("trip.requested", TRIP, "req-1", "t-1")])  # decided, held
         await r.b.handle([booked("flight")])  # no instance in the store yet: parked
-        await r.a._drain()
+        await r.a.pipeline.drain()
         inst = await r.a.instance("trip", "t-1")
         assert inst is not None and inst.state == "booking", inst
         assert len(await r.a.store.parked([("trip", "t-1")])) == 1  # flight.booked
@@ -339,8 +339,8 @@ async def test_a_revive_commits_the_pending_pipelined_batch_first() -> None:
     async with replicas([order], shared_stores("memory", Path())) as r:
         await r.a.handle([delivery("order.placed", PLACED, "placed-1", "o-1")])
         await r.b.handle([delivery("payment.charged", CHARGED, "chg-1", "o-1")])
-        await r.a._step([delivery("inventory.reserved", RESERVED, "res-1", "o-1")])
-        assert r.a._pending is not None
+        await r.a.pipeline.step([delivery("inventory.reserved", RESERVED, "res-1", "o-1")])
+        assert r.a.pipeline.pending is not None
         await passes(r.a, clock=r.clock)
         inst = await r.a.instance("order", "o-1")
         assert inst is not None and inst.state == "shipping", inst

@@ -28,7 +28,7 @@ def spoil(h: SagaHarness, order_id: str) -> None:
     key = ("order", order_id)
     record = h.store._instances[key]
     h.store._instances[key] = dataclasses.replace(record, data=b'{"order_id": "o-1"}')
-    h.engine._cache.clear()
+    h.engine.working.distrust()
 
 
 async def test_messages_for_an_unloadable_instance_are_dead_lettered_with_why() -> None:

@@ -1,100 +1,33 @@
-"""The data the engine's parts pass along for one batch, and the state they share.
+"""The data the stages pass along for one batch: items in, reads, units of work out.
 
-A :class:`Batch` is what one pass over a batch of deliveries produced: the units of
-work (one per applied message, parked message or fired timer) with the item, the
-decision and the versioned instance each came from, the dead letters, and the
-deliveries not to acknowledge.
+An :class:`Item` is one thing to decide: a routed delivery, a parked message or a
+fired timer. A :class:`Batch` is what one pass over a batch of deliveries produced:
+the units of work (one per applied message, parked message or fired timer) with the
+item, the decision and the versioned instance each came from, the dead letters, and
+the deliveries not to acknowledge.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import structlog
-
-from adapters.base import Delivery, Topology, Transport
-from orchestrator.engine.clock import Clock
-from orchestrator.engine.correlate import Routed, Router
+from adapters.base import Delivery
+from orchestrator.engine.correlate import Routed
 from orchestrator.engine.model import Decision, Instance
-from orchestrator.engine.outage import StoreHealth
-from orchestrator.engine.relay import Relay
-from orchestrator.store.base import (
-    InstanceKey,
-    InstanceRecord,
-    ParkedRecord,
-    Store,
-    UnitOfWork,
-)
-from schemas.limits import DEFAULT_LIMITS, Limits
+from orchestrator.store.base import InstanceKey, InstanceRecord, ParkedRecord, UnitOfWork
 
-__all__ = [
-    "Batch",
-    "DeadLetter",
-    "EngineConfig",
-    "EngineState",
-    "Item",
-    "Observer",
-    "Reads",
-    "Stats",
-    "log",
-]
+__all__ = ["Batch", "DeadLetter", "Item", "ParkedReads", "Reads"]
 
-log = structlog.get_logger("sagawire.engine")
-
-Observer = Callable[[Instance, Decision], None]
-"""Called after commit for every applied transition (demo progress, bench latency)."""
+DeadLetter = tuple[Delivery, str, str]
+"""A delivery to dead-letter, the reason (text) and its kind (the metric's label)."""
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    group: str = "sagawire"
-    max_batch: int = 256
-    conflict_retries: int = 5
-    """Rounds of version conflicts decided again at once; past them, with a pause."""
-    housekeeping_interval: float = 0.5
-    retry_backoff_first: float = 0.05
-    retry_backoff_max: float = 1.0
-    """Pauses (capped exponential, with jitter) between probes of a store that went
-    away, and between rounds of conflicts that do not settle. The cap bounds how long
-    after a store comes back the engine notices (``/readyz`` turns 200)."""
-    limits: Limits = DEFAULT_LIMITS
-    """Largest incoming message and attribute: larger ones are dead letters."""
-    inbox_retention: float = 7 * 24 * 3600.0
-    """How long a message id is remembered for de-duplication (past any redelivery)."""
-    prune_interval: float = 3600.0
-    cache_size: int = 20_000
-    """Running instances kept in memory between messages (0 disables the cache)."""
-
-
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Item:
     routed: Routed
     delivery: Delivery | None = None
     parked: ParkedRecord | None = None
     timer: str | None = None
-
-
-@dataclass
-class Stats:
-    deliveries: int = 0
-    transitions: int = 0
-    duplicates: int = 0
-    parked: int = 0
-    dead_letters: int = 0
-    conflicts: int = 0
-    timers_fired: int = 0
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
-    """Dead letters by kind of reason (``MessageError.kind``, ``rejected``, ``expired``...)."""
-
-    def dead_lettered(self, kind: str) -> None:
-        self.dead_letters += 1
-        self.dead_letter_reasons[kind] = self.dead_letter_reasons.get(kind, 0) + 1
-
-
-DeadLetter = tuple[Delivery, str, str]
-"""A delivery to dead-letter, the reason (text) and its kind (the metric's label)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +38,20 @@ class Reads:
 
     seen: set[tuple[str, str]]
     records: dict[InstanceKey, InstanceRecord]
-    parked: list[ParkedRecord]
+    waiting: dict[InstanceKey, list[Item]]
+    """Parked messages of these instances, as items (the deciding may extend the lists)."""
     pending_parked: dict[InstanceKey, list[Item]]
     provisional: dict[InstanceKey, Instance]
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedReads:
+    """What deciding parked messages with no new message needs: the parked items per
+    instance, which of them the inbox has seen, and the stored instances not cached."""
+
+    waiting: dict[InstanceKey, list[Item]]
+    seen: set[tuple[str, str]]
+    records: dict[InstanceKey, InstanceRecord]
 
 
 @dataclass(eq=False)
@@ -142,33 +86,3 @@ class Batch:
         self.owners.append(item)
         self.decisions.append(decision)
         self.afters.append(after)
-
-
-class EngineState:
-    """The attributes the engine's parts share (set in :class:`orchestrator.engine.Engine`).
-
-    Declared here so each part (pipeline, deciding, committing, housekeeping) reads as
-    a small module of its own over one state, like the steps of the data flow."""
-
-    router: Router
-    store: Store
-    transport: Transport
-    clock: Clock
-    config: EngineConfig
-    topology: Topology
-    stats: Stats
-    observers: list[Observer]
-    ready_reason: str
-    _lock: asyncio.Lock
-    _health: StoreHealth
-    relay: Relay
-    _parked_keys: set[InstanceKey]
-    _moved: set[InstanceKey]
-    _to_revive: set[InstanceKey]
-    _cache: dict[InstanceKey, Instance]
-    _pending: Batch | None
-    _provisional: dict[InstanceKey, tuple[int, Instance]]
-    _inflight: dict[tuple[str, str], int]
-    _pending_parked: dict[InstanceKey, list[Item]]
-    _serial: int
-    _published: list[str]

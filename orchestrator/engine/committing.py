@@ -1,66 +1,101 @@
-"""Step 5: commit a decided batch as one unit of work, publish its outbox, dead-letter
-what can never be handled, acknowledge the rest; and keep the instance cache."""
+"""Step 4 (and 6): commit a decided batch as one unit of work, publish its outbox,
+dead-letter what can never be handled, acknowledge the rest.
+
+One store transaction writes every unit of the batch (state, inbox mark, history,
+outbox rows, timers, parked messages). Then the outbox rows of what committed are
+published at once, and the ids marked published with the next write; what could
+not be published now is left to the relay (:mod:`orchestrator.engine.relay`).
+Dead letters go out before acknowledgements: a delivery is acknowledged only once
+what it caused is stored or its dead letter is published.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 
-from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage
-from orchestrator.engine.batch import Batch, log
-from orchestrator.engine.deciding import Deciding
-from orchestrator.engine.model import Instance
-from orchestrator.engine.outage import backoff
+import structlog
+
+from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Transport
+from orchestrator.engine.batch import Batch
+from orchestrator.engine.config import EngineConfig, Observer, Stats
+from orchestrator.engine.outage import StoreHealth, backoff
 from orchestrator.engine.persist import outgoing
-from orchestrator.store.base import (
-    InstanceKey,
-    Outcome,
-)
+from orchestrator.engine.relay import Relay
+from orchestrator.engine.working import WorkingSet
+from orchestrator.store.base import Outcome, Store
 from schemas.errors import PublishRefused, TransportError
 
-__all__ = ["Committing"]
+__all__ = ["Committer"]
+
+log = structlog.get_logger("sagawire.engine")
 
 
-class Committing(Deciding):
-    """Commit, publish, dead-letter, ack."""
+class Committer:
+    """Commit, publish, dead-letter, acknowledge."""
 
-    async def _commit(self, batch: Batch) -> list[Delivery]:
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        working: WorkingSet,
+        relay: Relay,
+        health: StoreHealth,
+        stats: Stats,
+        observers: list[Observer],
+        config: EngineConfig,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.working = working
+        self.relay = relay
+        self.health = health
+        self.stats = stats
+        self.observers = observers
+        self.config = config
+
+    async def commit(self, batch: Batch) -> list[Delivery]:
+        """Write the batch's units in one transaction and publish what they send.
+        Returns the deliveries to decide again (their instance moved: a conflict).
+        Raises the store's error (the batch is then marked broken)."""
         if not batch.units:
             return []
+        working = self.working
         try:
-            outcomes = await self.store.commit(batch.units, published=self._published)
+            outcomes = await self.store.commit(batch.units, published=working.published)
         except BaseException:
             batch.broken = True
-            self._cache.clear()  # the outcome is unknown: trust only the store
+            working.distrust()  # the outcome is unknown: trust only the store
             self.relay.needed()  # and its outbox rows may be committed, unpublished
             raise
-        self._published = []
+        working.take_published()  # marked by that commit
         # One bound logger per batch: each call through the module's lazy proxy binds a
         # new one (~3 us, even for a filtered-out line), and "saga finished" is per saga.
         logger = log.bind()
         debug = logger.is_enabled_for(logging.DEBUG)
+        stats = self.stats
         retry: dict[int, Delivery] = {}
         committed: list[OutgoingMessage] = []
         rejected = batch.rejected
         for i, (unit, item, decision, after, outcome) in enumerate(
             zip(batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True)
         ):
+            key = item.routed.key
             if after is not None:
-                self._remember(after if outcome is Outcome.COMMITTED else None, item.routed.key)
+                working.remember(key, after if outcome is Outcome.COMMITTED else None)
             if outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
                 batch.broken = True
-                self.stats.conflicts += 1
-                self._cache.pop(item.routed.key, None)
+                stats.conflicts += 1
+                working.forget(key)
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
             if outcome is Outcome.COMMITTED:
                 if unit.parked:
-                    self.stats.parked += 1
-                    self._parked_keys.add(item.routed.key)
+                    stats.parked += 1
+                    working.mark_parked(key)
                 if decision is not None and decision.instance is not None:
-                    self.stats.transitions += 1
-                    self._moved.add(item.routed.key)
-                    committed.extend(outgoing(o) for o in unit.outbox)
+                    stats.transitions += 1
+                    working.mark_moved(key)
+                    committed.extend([outgoing(o) for o in unit.outbox])
                     if debug:
                         logger.debug(
                             "transition",
@@ -85,50 +120,43 @@ class Committing(Deciding):
                     for observe in self.observers:
                         observe(decision.instance, decision)
             elif outcome is Outcome.DUPLICATE:
-                self.stats.duplicates += 1
+                stats.duplicates += 1
             elif item.delivery is not None:  # a version conflict: decide again
                 retry[id(item.delivery)] = item.delivery
                 batch.failed.add(id(item.delivery))
         if committed:
-            try:
-                await self.transport.publish(committed)
-                self._published.extend(m.message_id for m in committed)
-            except PublishRefused as exc:  # the rest were published
-                self._published.extend(
-                    m.message_id for m in committed if m.message_id not in exc.refused
-                )
-                await self.relay.refuse(exc)
-            except TransportError as exc:
-                self.relay.needed()
-                log.warning("publish failed; the outbox relay will retry", error=str(exc))
+            await self.publish(committed)
         return list(retry.values())
 
-    def _remember(self, instance: Instance | None, key: InstanceKey) -> None:
-        """Keep running instances this engine committed, so the next message for them
-        needs no store read; finished ones leave memory. A stale entry (another
-        sidecar moved the instance) is caught by the version check at commit."""
-        cache = self._cache
-        cache.pop(key, None)
-        if instance is None or instance.status.final or self.config.cache_size <= 0:
-            return
-        cache[key] = instance
-        if len(cache) > self.config.cache_size:
-            del cache[next(iter(cache))]
+    async def publish(self, messages: list[OutgoingMessage]) -> None:
+        """Publish what a commit stored; what cannot go now is left to the relay."""
+        try:
+            await self.transport.publish(messages)
+            self.working.published_now([m.message_id for m in messages])
+        except PublishRefused as exc:  # the rest were published
+            self.working.published_now(
+                [m.message_id for m in messages if m.message_id not in exc.refused]
+            )
+            await self.relay.refuse(exc)
+        except TransportError as exc:
+            self.relay.needed()
+            log.warning("publish failed; the outbox relay will retry", error=str(exc))
 
-    async def _finish(self, deliveries: Sequence[Delivery], batch: Batch) -> None:
+    async def finish(self, batch: Batch) -> None:
         """Dead-letter what can never be handled, then acknowledge every delivery that
         was settled. A dead letter the broker cannot take now is tried again (held, with
         a growing pause) until it can: acknowledging it first would lose the message."""
         for d, reason, kind in batch.dead:
             if id(d) in batch.failed:  # to be decided again: dead-lettered then, if still so
                 continue
-            if not await self._dead_letter(d, reason, kind):
+            if not await self.dead_letter(d, reason, kind):
                 batch.failed.add(id(d))  # stopping: left unsettled, the broker redelivers
-        done = [d for d in deliveries if id(d) not in batch.failed]
+        failed = batch.failed
+        done = [d for d in batch.deliveries if id(d) not in failed] if failed else batch.deliveries
         if done:
             await self.transport.ack(done)
 
-    async def _dead_letter(self, d: Delivery, reason: str, kind: str) -> bool:
+    async def dead_letter(self, d: Delivery, reason: str, kind: str) -> bool:
         """Publish one dead letter, retrying while the broker is unavailable; False if the
         engine stops first."""
         pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
@@ -136,7 +164,7 @@ class Committing(Deciding):
             try:
                 await self.transport.dead_letter(d, reason)
             except PublishRefused as exc:  # the broker will never take it: say so, loudly
-                log.error(
+                log.error(  # noqa: TRY400 - the refusal is the news, not a traceback
                     "dead letter refused by the broker; the message is dropped",
                     reason=reason,
                     refusal=str(exc),
@@ -147,7 +175,7 @@ class Committing(Deciding):
                 return True
             except TransportError as exc:
                 log.warning("dead-letter failed; trying again", error=str(exc))
-                if await self._health.pause(next(pauses)):
+                if await self.health.pause(next(pauses)):
                     return False
                 continue
             self.stats.dead_lettered(kind)
@@ -158,3 +186,9 @@ class Committing(Deciding):
                 message_id=d.headers.get(HEADER_MESSAGE_ID, ""),
             )
             return True
+
+    async def flush_marks(self) -> None:
+        """Mark published ids in the store without waiting for the next commit."""
+        if self.working.published:
+            await self.store.mark_published(self.working.published)
+            self.working.take_published()

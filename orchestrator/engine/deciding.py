@@ -1,76 +1,60 @@
-"""Steps 2-4 for a whole batch: read what the store knows, then decide every item,
-per instance in arrival order, with parked messages retried after each change.
-Calls the pure :func:`orchestrator.engine.decide.decide` for each message; does no I/O
-itself once the reads are in."""
+"""Step 3 for a whole batch: decide every item, per instance in arrival order, with
+parked messages retried after each change.
+
+Calls the pure :func:`orchestrator.engine.decide.decide` for each message and turns
+each applied decision into its unit of work (:mod:`orchestrator.engine.persist`);
+does no I/O (the reads are in, from :mod:`orchestrator.engine.reading`). What it
+decided is held in the :class:`~orchestrator.engine.working.WorkingSet` until the
+batch commits, so that the next batch can be decided meanwhile.
+"""
 
 from __future__ import annotations
 
+import structlog
 from pydantic import ValidationError
 
 from adapters.base import Delivery
-from orchestrator.engine.batch import Batch, EngineState, Item, Reads, log
-from orchestrator.engine.correlate import Routed
+from orchestrator.engine.batch import Batch, Item, ParkedReads, Reads
+from orchestrator.engine.config import Stats
 from orchestrator.engine.decide import decide
 from orchestrator.engine.model import Decision, Instance
 from orchestrator.engine.persist import instance_from_record, parked_unit, unit_for
+from orchestrator.engine.working import WorkingSet
 from orchestrator.language.definition import SagaDefinition
-from orchestrator.store.base import (
-    InstanceKey,
-    InstanceRecord,
-    ParkedRecord,
-    TimerRecord,
-    UnitOfWork,
-)
-from schemas.codec import decode, describe_validation_error
-from schemas.errors import MessageError
+from orchestrator.store.base import InstanceKey, InstanceRecord, TimerRecord, UnitOfWork
+from schemas.codec import describe_validation_error
 
 UNLOADABLE_TIMER_RETRY = 60.0
 """Seconds before a timer of an instance whose state does not load is tried again."""
 
-__all__ = ["Deciding"]
+__all__ = ["UNLOADABLE_TIMER_RETRY", "Decider"]
+
+log = structlog.get_logger("sagawire.engine")
 
 
-class Deciding(EngineState):
-    """Reads and decisions for one batch."""
+class Decider:
+    """Decisions for one batch; the units of work they make."""
 
-    async def _decide_all(self, items: list[Item], batch: Batch, now: float) -> None:
-        batch.items = items
-        self._decide_batch(batch, await self._read(items), now)
+    def __init__(self, working: WorkingSet, stats: Stats) -> None:
+        self.working = working
+        self.stats = stats
 
-    async def _read(self, items: list[Item]) -> Reads:
-        """Everything the store must say before deciding: inbox marks, instances not
-        held in memory, parked messages of these instances."""
-        keys = list(dict.fromkeys(i.routed.key for i in items))
-        marks = [(i.routed.saga.name, i.routed.envelope.id) for i in items if i.timer is None]
-        seen = await self.store.seen(marks) if marks else set()
-        missing = [k for k in keys if k not in self._cache and k not in self._provisional]
-        records = await self.store.load(missing) if missing else {}
-        # Parked messages of the instances this engine knows to have some, and of those
-        # about to be created: an early event may have been parked by another replica
-        # (housekeeping refreshes the known keys from the store, for the rest).
-        known = self._parked_keys
-        new = {k for k in missing if k not in records}
-        parked_keys = [k for k in keys if k in known or k in new]
-        parked = await self.store.parked(parked_keys) if parked_keys else []
-        seen.update(self._inflight)  # decided by the pending batch, not yet committed
-        provisional = {k: self._provisional[k][1] for k in keys if k in self._provisional}
-        return Reads(seen, records, parked, self._pending_parked, provisional)
-
-    def _decide_batch(self, batch: Batch, reads: Reads, now: float) -> None:
+    def decide_batch(self, batch: Batch, reads: Reads, now: float) -> None:
         """Decide every item of the batch, per instance in arrival order. No I/O."""
+        cache = self.working.cache
         by_key: dict[InstanceKey, list[Item]] = {}
         for item in batch.items:
             by_key.setdefault(item.routed.key, []).append(item)
         seen = reads.seen
         records = reads.records
-        waiting = self._waiting(reads.parked)
+        waiting = reads.waiting
         prev = reads.pending_parked
         for key in by_key:
             if key in prev:
                 waiting.setdefault(key, []).extend(prev[key])
         for key, key_items in by_key.items():
             saga = key_items[0].routed.saga
-            current = reads.provisional.get(key) or self._cache.get(key)
+            current = reads.provisional.get(key) or cache.get(key)
             if current is None:
                 record = records.get(key)
                 if record is not None:
@@ -123,33 +107,21 @@ class Deciding(EngineState):
                 batch.parked_items.setdefault(key, []).append(
                     Item(item.routed, parked=unit.parked[0])
                 )
-        serial = batch.serial
-        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
-            if after is not None:
-                self._provisional[item.routed.key] = (serial, after)
-            if unit.inbox is not None:
-                self._inflight[unit.inbox] = serial
-        self._pending_parked = batch.parked_items
+        self.working.hold(batch)
 
-    async def _settle_parked(self, keys: list[InstanceKey], batch: Batch, now: float) -> None:
-        """Decide the parked messages of ``keys`` against their instances as they are,
-        with no new message: what applies now is applied (and unparked), what is
-        rejected now is dead-lettered, the rest stays parked. Reads, then no I/O."""
-        waiting = self._waiting(await self.store.parked(keys))
-        if not waiting:
-            return
-        marks = [(i.routed.saga.name, i.routed.envelope.id) for w in waiting.values() for i in w]
-        seen = await self.store.seen(marks)
-        missing = [k for k in waiting if k not in self._cache]
-        records = await self.store.load(missing) if missing else {}
-        for key, waits in waiting.items():
-            current = self._cache.get(key)
+    def settle_parked(self, batch: Batch, reads: ParkedReads, now: float) -> None:
+        """Decide parked messages against their instances as they are, with no new
+        message: what applies now is applied (and unparked), what is rejected now is
+        dead-lettered, the rest stays parked. No I/O."""
+        cache = self.working.cache
+        for key, waits in reads.waiting.items():
+            current = cache.get(key)
             if current is None:
-                record = records.get(key)
+                record = reads.records.get(key)
                 if record is None:  # not started yet: its start reads what is parked
                     continue
-                current = self._load(waits[0].routed.saga, record, [], batch, seen, now)
-            self._settle(current, waits, batch, seen, now)
+                current = self._load(waits[0].routed.saga, record, [], batch, reads.seen, now)
+            self._settle(current, waits, batch, reads.seen, now)
 
     def _settle(
         self,
@@ -267,29 +239,6 @@ class Deciding(EngineState):
         if d is not None:
             batch.rejected[len(batch.units)] = (d, reason, kind)
         batch.add(unit, item, None)
-
-    def _waiting(self, parked: list[ParkedRecord]) -> dict[InstanceKey, list[Item]]:
-        """Parked messages as items, per instance, in the order read (parked order);
-        those of sagas not loaded here, or that no longer decode, are left parked."""
-        waiting: dict[InstanceKey, list[Item]] = {}
-        for p in parked:
-            item = self._from_parked(p)
-            if item is not None:
-                waiting.setdefault(item.routed.key, []).append(item)
-        return waiting
-
-    def _from_parked(self, p: ParkedRecord) -> Item | None:
-        saga = self.router.sagas.get(p.saga)
-        if saga is None:
-            return None
-        try:
-            env = decode(p.body)
-        except MessageError:
-            return None
-        for r in self.router.route(env):
-            if isinstance(r, Routed) and r.saga.name == p.saga:
-                return Item(r, parked=p)
-        return None
 
 
 def _version(instance: Instance | None) -> int:

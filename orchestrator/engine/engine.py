@@ -1,23 +1,11 @@
-"""The engine: runs loaded sagas against a store and a transport.
+"""The engine's lifecycle: it builds its stages, runs them, stops them, and answers the
+operator.
 
-The data flow of one batch, one module per step, each a layer of :class:`Engine`:
-
-    deliveries -> decode + route + correlate ........... pipeline.py (_parse)
-    -> inbox check + load, then decide per instance .... deciding.py (pure decide.py inside)
-    -> one commit for the whole batch: state, inbox,
-       history, outbox, timers; publish; dead-letter;
-       ack ............................................. committing.py
-    timers, parked expiry, outbox relay ................ housekeeping.py
-    shared state and the batch record .................. batch.py
-
-One instance's messages are applied in the order they arrived; the instances in a
-batch proceed together (the bound is the batch size) and share one commit, and the
-next batch is decided while this one commits. Nothing is acknowledged before the
-commit that records what it caused; a crash anywhere means redelivery, and
-redelivery is a no-op thanks to the inbox.
-
-This module holds the lifecycle: start-up recovery, the consume and housekeeping
-loops, orderly stop, and the admin operations.
+:class:`Engine` holds one object per stage, each with its inputs in its constructor
+(the package docstring draws the flow between them), and runs three loops: the
+consumer (deliveries through the pipeline), housekeeping (timers, parked messages)
+and the outbox relay. A non-retryable error in any of them stops the others the
+same orderly way and is raised, so the process exits non-zero and is restarted.
 """
 
 from __future__ import annotations
@@ -27,28 +15,37 @@ import contextlib
 import uuid
 from collections.abc import Sequence
 
-from adapters.base import Delivery, Topology, Transport, close_stream
-from orchestrator.engine.batch import Batch, EngineConfig, Item, Observer, Stats, log
+import structlog
+
+from adapters.base import Delivery, Topology, Transport
+from orchestrator.engine.batch import Batch, Item
 from orchestrator.engine.clock import Clock, SystemClock
+from orchestrator.engine.committing import Committer
+from orchestrator.engine.config import EngineConfig, Observer, Stats
+from orchestrator.engine.consuming import Consumer
 from orchestrator.engine.correlate import Routed, Router
 from orchestrator.engine.decide import ABORT_EVENT
-from orchestrator.engine.housekeeping import Housekeeping
+from orchestrator.engine.deciding import Decider
+from orchestrator.engine.housekeeping import Housekeeper
+from orchestrator.engine.intake import Intake
 from orchestrator.engine.model import Instance
 from orchestrator.engine.outage import StoreHealth
 from orchestrator.engine.persist import instance_from_record
+from orchestrator.engine.pipeline import Pipeline
+from orchestrator.engine.reading import Reader
 from orchestrator.engine.relay import Relay
+from orchestrator.engine.working import WorkingSet
 from orchestrator.language.definition import SagaDefinition
-from orchestrator.store.base import (
-    InstanceKey,
-    Store,
-)
+from orchestrator.store.base import Store
 from schemas.envelope import Envelope
 from schemas.errors import StoreError, TransportError
 
-__all__ = ["Engine", "EngineConfig", "Observer"]
+__all__ = ["Engine"]
+
+log = structlog.get_logger("sagawire.engine")
 
 
-class Engine(Housekeeping):
+class Engine:
     """Runs loaded saga definitions against a store and a transport."""
 
     def __init__(
@@ -63,89 +60,81 @@ class Engine(Housekeeping):
         self.router = Router(sagas)
         self.store = store
         self.transport = transport
-        self.clock = clock or SystemClock()
-        self.config = config or EngineConfig()
+        self.clock = clock = clock or SystemClock()
+        self.config = config = config or EngineConfig()
         self.topology = Topology(
-            consumes=self.router.consumes(),
-            produces=self.router.produces(),
-            group=self.config.group,
+            consumes=self.router.consumes(), produces=self.router.produces(), group=config.group
         )
-        self.stats = Stats()
+        self.stats = stats = Stats()
         self.observers: list[Observer] = []
-        self._lock = asyncio.Lock()
-        self._health = StoreHealth(
-            store, first=self.config.retry_backoff_first, cap=self.config.retry_backoff_max
+        self.lock = lock = asyncio.Lock()
+        """One batch, timer pass or admin action at a time (the relay reads under it)."""
+        self.working = working = WorkingSet(config.cache_size)
+        self.health = health = StoreHealth(
+            store, first=config.retry_backoff_first, cap=config.retry_backoff_max
         )
-        self.relay = Relay(
-            store,
-            transport,
-            self._lock,
-            lambda: self._published,
-            self.clock,
-            self._health,
-            batch=1000,
+        self.relay = Relay(store, transport, lock, lambda: working.published, clock, health)
+        self.intake = intake = Intake(self.router, config.limits)
+        self.reader = reader = Reader(store, working, intake)
+        self.decider = decider = Decider(working, stats)
+        self.committer = committer = Committer(
+            store, transport, working, self.relay, health, stats, self.observers, config
         )
-        self._parked_keys: set[InstanceKey] = set()
-        self._moved: set[InstanceKey] = set()  # instances written since the last revive
-        self._to_revive: set[InstanceKey] = set()  # parked-for instances to try (housekeeping)
-        self._cache: dict[InstanceKey, Instance] = {}  # insertion-ordered: oldest first
-        self._pending: Batch | None = None  # decided by the pipeline, not yet committed
-        self._provisional: dict[InstanceKey, tuple[int, Instance]] = {}
-        self._inflight: dict[tuple[str, str], int] = {}
-        self._pending_parked: dict[InstanceKey, list[Item]] = {}
-        self._serial = 0
-        self._published: list[str] = []
-        self._consuming = False
-        self._handling = False
-        self._stop = False
+        self.pipeline = pipeline = Pipeline(
+            intake, reader, decider, committer, working, health, transport, lock, clock, stats,
+            config,
+        )  # fmt: skip
+        self.housekeeper = Housekeeper(
+            store, intake, reader, decider, pipeline, committer, working, lock, clock, stats,
+            config,
+        )  # fmt: skip
+        self.consumer = Consumer(transport, self.topology, pipeline, config.max_batch)
         self.ready_reason = "not started"
+        self._stop = False
 
     # -- lifecycle ------------------------------------------------------------
 
     async def prepare(self) -> None:
         """Declare the topology, learn what is parked, republish a crash's leftovers."""
         await self.transport.declare(self.topology)
-        self._parked_keys = await self.store.parked_keys()
         # what was parked before a restart is tried once against the stored instances:
         # the instance may have moved on (here or on another replica) since
-        self._to_revive = set(self._parked_keys)
+        self.working.restart(await self.store.parked_keys())
         await self.relay_pending()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume and fire timers until ``stopping`` is set; then drain and return.
+        """Consume, fire timers and relay until ``stopping`` is set; then drain and return.
 
-        If the consumer, the housekeeping loop or the relay dies first (a
-        non-retryable store error, a transport that gave up), the others are stopped
-        the same orderly way and the error is raised, so the process can exit non-zero
-        and be restarted."""
+        If one of the three loops dies first (a non-retryable store error, a transport
+        that gave up), the others are stopped the same orderly way and the error is
+        raised, so the process can exit non-zero and be restarted."""
         self._stop = False
-        self._health.stopping.clear()
+        self.health.stopping.clear()
         relay_stop = asyncio.Event()
-        consumer = asyncio.ensure_future(self._consume(stopping))
+        self.ready_reason = ""
+        consumer = asyncio.ensure_future(self.consumer.run(stopping, lambda: self._stop))
         housekeeping = asyncio.ensure_future(self._housekeeping(stopping))
         relay = asyncio.ensure_future(self.relay.run(relay_stop, self.config.housekeeping_interval))
         stop_wait = asyncio.ensure_future(stopping.wait())
+        loops = (consumer, housekeeping, relay)
         try:
-            await asyncio.wait(
-                {consumer, housekeeping, relay, stop_wait}, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait({*loops, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._stop = True
-            self._consuming = False
             self.ready_reason = "stopping"
-            self._health.stopping.set()  # a wait for the store gives up
+            self.health.stopping.set()  # a wait for the store gives up
             relay_stop.set()
             stop_wait.cancel()
-            if not self._handling:
+            if not self.consumer.handling:
                 consumer.cancel()  # idle in consume(): nothing in flight to finish
             housekeeping.cancel()
-            for task in (consumer, housekeeping, relay):
+            for task in loops:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             with contextlib.suppress(StoreError):
-                async with self._lock:
-                    await self._flush_marks()
-        for task in (consumer, housekeeping, relay):
+                async with self.lock:
+                    await self.committer.flush_marks()
+        for task in loops:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 self.ready_reason = f"engine stopped: {task.exception()}"
                 raise task.exception()  # type: ignore[misc]
@@ -155,88 +144,12 @@ class Engine(Housekeeping):
 
     @property
     def consuming(self) -> bool:
-        return self._consuming
+        return self.consumer.consuming
 
-    async def _consume(self, stopping: asyncio.Event) -> None:
-        """Feed batches to the pipeline; when no batch is waiting, commit the pending one
-        rather than hold it (its commands may be what the participants wait for).
-
-        A reader task pulls from the transport one batch ahead. It never blocks in a
-        ``finally`` (a full queue there once hung SIGTERM under load): the loop
-        watches the reader itself to learn that the stream ended or failed."""
-        stream = self.transport.consume(self.topology, max_batch=self.config.max_batch)
-        queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=4)
-        unhandled: list[Delivery] = []  # read or taken, then stopped before handling
-
-        async def read() -> None:
-            async for batch in stream:
-                try:
-                    await queue.put(batch)
-                except asyncio.CancelledError:  # stopped with the queue full: not lost
-                    unhandled.extend(batch)
-                    raise
-
-        reader = asyncio.ensure_future(read())
-
-        async def next_batch() -> list[Delivery] | None:
-            if not queue.empty():
-                return queue.get_nowait()
-            getter = asyncio.ensure_future(queue.get())
-            try:
-                await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-            except BaseException:
-                if getter.done() and not getter.cancelled():
-                    unhandled.extend(getter.result())
-                getter.cancel()  # no pending getter left behind to be destroyed
-                raise
-            if getter.done():
-                return getter.result()
-            getter.cancel()
-            return queue.get_nowait() if not queue.empty() else None
-
-        self._consuming = True
-        self.ready_reason = ""
-        try:
-            while True:
-                if queue.empty() and self._pending is not None:
-                    self._handling = True
-                    try:
-                        async with self._lock:
-                            await asyncio.shield(self._drain())
-                    finally:
-                        self._handling = False
-                batch = await next_batch()
-                if batch is None:
-                    break
-                # Brokers hand out what they have; merging what queued up while the last
-                # batch was handled makes fewer, larger commits (a commit's fixed cost is
-                # most of it when batches are small).
-                while not queue.empty() and len(batch) < self.config.max_batch:
-                    batch = batch + queue.get_nowait()
-                self._handling = True
-                try:
-                    async with self._lock:
-                        await asyncio.shield(self._step(batch))
-                finally:
-                    self._handling = False
-                if stopping.is_set() or self._stop:
-                    break
-        finally:
-            self._consuming = False
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            while not queue.empty():  # read ahead but not handled: give it back now
-                unhandled.extend(queue.get_nowait())
-            if unhandled:
-                with contextlib.suppress(Exception):
-                    await self.transport.nack(unhandled)
-            with contextlib.suppress(Exception):
-                await close_stream(stream)
-            async with self._lock:
-                await self._drain()
-        if reader.done() and not reader.cancelled() and reader.exception() is not None:
-            raise reader.exception()  # type: ignore[misc]
+    @property
+    def store_health(self) -> StoreHealth:
+        """Whether the store answers (``/readyz``, ``POST /events``)."""
+        return self.health
 
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval
@@ -247,14 +160,14 @@ class Engine(Housekeeping):
                 if self.clock.now() >= next_prune:
                     await self.prune()
                     next_prune = self.clock.now() + self.config.prune_interval
-                async with self._lock:
-                    await self._flush_marks()
+                async with self.lock:
+                    await self.committer.flush_marks()
                 nxt = await self.store.next_timer_due()
-                self._health.answered()
+                self.health.answered()
             except StoreError as exc:
                 if not exc.retryable:
                     raise
-                self._health.failed(exc)  # logged once per outage, by the health
+                self.health.failed(exc)  # logged once per outage, by the health
                 nxt = None
             except TransportError as exc:
                 if not exc.retryable:
@@ -267,10 +180,15 @@ class Engine(Housekeeping):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)
 
-    @property
-    def store_health(self) -> StoreHealth:
-        """Whether the store answers (``/readyz``, ``POST /events``)."""
-        return self._health
+    # -- what the stages do, for callers that drive the engine themselves ------------
+
+    async def handle(self, deliveries: Sequence[Delivery]) -> None:
+        """Handle one batch of deliveries end to end (the harness, tests)."""
+        await self.pipeline.handle(deliveries)
+
+    async def fire_due(self) -> int:
+        """One housekeeping pass: fire due timers, expire and revive parked messages."""
+        return await self.housekeeper.fire_due()
 
     async def relay_pending(self) -> int:
         """Publish outbox rows left unpublished (a crash, a broker outage), ids intact."""
@@ -302,12 +220,12 @@ class Engine(Housekeeping):
         for _ in range(self.config.conflict_retries):
             if inst is None or inst.status.final:
                 break
-            async with self._lock:
-                await self._drain()
-                self._cache.pop(routed.key, None)  # decide on the stored state, not a copy
+            async with self.lock:
+                await self.pipeline.drain()
+                self.working.forget(routed.key)  # decide on the stored state, not a copy
                 batch = Batch()
-                await self._decide_all([Item(routed)], batch, self.clock.now())
-                await self._complete(batch, wait=False)
+                await self.pipeline.decide_items([Item(routed)], batch)
+                await self.pipeline.complete(batch, wait=False)
             # still running: another replica moved it first (a conflict); try again
             inst = await self.instance(saga, correlation_id)
         return inst

@@ -1,39 +1,75 @@
 """What happens without a delivery: timers falling due, parked messages expiring or
-becoming applicable. (Outbox rows left by a crash or an outage: ``relay``.)"""
+becoming applicable. (Outbox rows left by a crash or an outage: ``relay``.)
+
+Each pass takes the engine's lock only for what writes (firing timers, expiring
+parked messages, a revival), through the same stages a delivery goes through.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
+import structlog
+
 from adapters.base import Delivery
-from orchestrator.engine.batch import Batch, Item, log
-from orchestrator.engine.correlate import Routed
+from orchestrator.engine.batch import Batch
+from orchestrator.engine.clock import Clock
+from orchestrator.engine.committing import Committer
+from orchestrator.engine.config import EngineConfig, Stats
+from orchestrator.engine.deciding import Decider
+from orchestrator.engine.intake import Intake
 from orchestrator.engine.pipeline import Pipeline
-from orchestrator.language.definition import timer_event
-from orchestrator.store.base import (
-    InstanceKey,
-    TimerRecord,
-    UnitOfWork,
-)
-from schemas.envelope import Envelope
+from orchestrator.engine.reading import Reader
+from orchestrator.engine.working import WorkingSet
+from orchestrator.store.base import InstanceKey, Store, UnitOfWork
 from schemas.errors import StoreError
 
-__all__ = ["Housekeeping"]
+__all__ = ["Housekeeper"]
+
+log = structlog.get_logger("sagawire.engine")
 
 
-class Housekeeping(Pipeline):
+class Housekeeper:
     """Timers, parked-message expiry and revival."""
+
+    def __init__(
+        self,
+        store: Store,
+        intake: Intake,
+        reader: Reader,
+        decider: Decider,
+        pipeline: Pipeline,
+        committer: Committer,
+        working: WorkingSet,
+        lock: asyncio.Lock,
+        clock: Clock,
+        stats: Stats,
+        config: EngineConfig,
+    ) -> None:
+        self.store = store
+        self.intake = intake
+        self.reader = reader
+        self.decider = decider
+        self.pipeline = pipeline
+        self.committer = committer
+        self.working = working
+        self.lock = lock
+        self.clock = clock
+        self.stats = stats
+        self.config = config
 
     async def fire_due(self) -> int:
         """Fire due timers, expire parked messages, and try the parked messages of the
         instances this engine moved since the last pass. Returns timers fired."""
-        async with self._lock:
-            await self._drain()
+        async with self.lock:
+            await self.pipeline.drain()
             now = self.clock.now()
             timers = await self.store.due_timers(now, limit=self.config.max_batch)
             if timers:
                 batch = Batch()
-                items = [i for i in (self._timer_item(t) for t in timers) if i is not None]
-                stale = [t for t in timers if t.saga not in self.router.sagas]
-                await self._decide_all(items, batch, now)
+                items = [i for i in map(self.intake.timer_item, timers) if i is not None]
+                stale = [t for t in timers if t.saga not in self.intake.router.sagas]
+                await self.pipeline.decide_items(items, batch)
                 if stale:
                     for t in stale:
                         log.warning(
@@ -45,15 +81,16 @@ class Housekeeping(Pipeline):
                     await self.store.commit(
                         [UnitOfWork(timers_cancelled=tuple(t.key for t in stale))]
                     )
-                await self._complete(batch)
+                await self.pipeline.complete(batch)
                 self.stats.timers_fired += len(items)
             await self._expire_parked(now)
         # Which instances have parked messages: this engine's own are added as it parks
         # them, another replica's learned here (read outside the lock: consuming goes on).
-        before = set(self._parked_keys)
-        moved, self._moved = self._moved, set()
+        working = self.working
+        before = set(working.parked_keys)
+        moved = working.take_moved()
         fresh = await self.store.parked_keys()
-        self._parked_keys = fresh | (self._parked_keys - before)  # and any parked meanwhile
+        working.learn_parked(fresh, before)
         await self._revive_parked(fresh, moved)
         return len(timers)
 
@@ -68,13 +105,11 @@ class Housekeeping(Pipeline):
         parked, until the step timed out and the saga was compensated. Any park that
         such a move did not see committed on a version at or before the move's (parks
         carry a version check), so it is in ``fresh`` by this pass, after the move.
-        Keys stay in ``_to_revive`` until their revive commits: a store error or a
+        Keys stay in ``to_revive`` until their revive commits: a store error or a
         conflict (another replica moved the instance: the cache entry is dropped, so
         the next try reads the store) is tried again on the next pass. After a restart
-        every parked-for instance is tried once (``prepare``)."""
-        self._to_revive |= moved & fresh
-        self._to_revive &= fresh  # unparked meanwhile: nothing to try
-        pending = sorted(self._to_revive)
+        every parked-for instance is tried once (``Engine.prepare``)."""
+        pending = self.working.due_for_revival(moved, fresh)
         step = self.config.max_batch
         for at in range(0, len(pending), step):
             keys = pending[at : at + step]
@@ -86,35 +121,23 @@ class Housekeeping(Pipeline):
                 log.warning("store unavailable; parked messages tried again later", error=str(exc))
                 return
             if revived:
-                self._to_revive.difference_update(keys)
+                self.working.revived(keys)
 
     async def _revive(self, keys: list[InstanceKey]) -> bool:
         """Decide the parked messages of ``keys`` and commit, deciding again on a
         conflict (``conflict_retries`` in all); False if it must wait for a next pass."""
-        async with self._lock:
-            await self._drain()
+        async with self.lock:
+            await self.pipeline.drain()
             for _ in range(self.config.conflict_retries):
                 batch = Batch()
-                await self._settle_parked(keys, batch, self.clock.now())
+                reads = await self.reader.read_parked(keys)
+                self.decider.settle_parked(batch, reads, self.clock.now())
                 if not batch.units:
                     return True
-                await self._complete(batch)
+                await self.pipeline.complete(batch)
                 if not batch.broken:
                     return True
             return False
-
-    def _timer_item(self, t: TimerRecord) -> Item | None:
-        saga = self.router.sagas.get(t.saga)
-        if saga is None:
-            return None
-        env = Envelope.new(
-            timer_event(t.name),
-            {},
-            id=f"timer:{t.saga}:{t.correlation_id}:{t.name}:{t.due!r}",
-            source="sagawire/timer",
-            correlationid=t.correlation_id,
-        )
-        return Item(Routed(saga, None, env, t.correlation_id, {}), timer=t.name)
 
     async def _expire_parked(self, now: float) -> None:
         """Dead-letter parked messages that waited their time, then unpark them. In this
@@ -131,13 +154,8 @@ class Housekeeping(Pipeline):
                 f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
                 f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}"
             )
-            if not await self._dead_letter(d, reason, "expired"):
+            if not await self.committer.dead_letter(d, reason, "expired"):
                 break  # stopping: the rest stay parked, and expire on the next start
             done.append((p.saga, p.message_id))
         if done:
             await self.store.commit([UnitOfWork(unparked=tuple(done))])
-
-    async def _flush_marks(self) -> None:
-        if self._published:
-            await self.store.mark_published(self._published)
-            self._published = []

@@ -1,10 +1,16 @@
-"""Steps 1 and 6 of the data flow, and the pipeline between them.
+"""The batch's path through the stages: intake -> reading -> deciding -> committing.
 
-Deliveries are parsed (decoded, routed, correlated), decided (``deciding``), committed
-and acknowledged (``committing``). The pipeline decides batch N+1 while batch N
-commits: store reads for N+1 happen before N's commit starts, instances N decided
-but has not committed are read from ``_provisional`` and its inbox marks from
-``_inflight``; commits, publishes and acks stay in batch order.
+Two ways through. :meth:`Pipeline.handle` takes a batch end to end. :meth:`Pipeline.step`,
+what the consumer calls, decides batch N+1 while batch N commits: the store reads
+for N+1 happen before N's commit starts, instances N decided but has not committed
+are read from the working set's ``provisional`` and its inbox marks from
+``inflight``; commits, publishes and acks stay in batch order. If N did not fully
+commit (a version conflict, a store failure), N+1 was decided on a state that never
+was: both are decided again, serially, in order.
+
+Nothing goes back to the broker for a failure of the world: a store outage is
+waited out holding the deliveries (:mod:`orchestrator.engine.outage`), a conflict is
+decided again at once on the stored state. Only a stop gives held deliveries back.
 """
 
 from __future__ import annotations
@@ -12,30 +18,102 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from adapters.base import Delivery
-from orchestrator.engine.batch import Batch, Item, Reads, log
-from orchestrator.engine.committing import Committing
-from orchestrator.engine.correlate import Routed
-from orchestrator.engine.outage import backoff
-from schemas.codec import decode
-from schemas.errors import MessageError, StoreError, TransportError
+import structlog
+
+from adapters.base import Delivery, Transport
+from orchestrator.engine.batch import Batch, Item, Reads
+from orchestrator.engine.clock import Clock
+from orchestrator.engine.committing import Committer
+from orchestrator.engine.config import EngineConfig, Stats
+from orchestrator.engine.deciding import Decider
+from orchestrator.engine.intake import Intake
+from orchestrator.engine.outage import StoreHealth, backoff
+from orchestrator.engine.reading import Reader
+from orchestrator.engine.working import WorkingSet
+from schemas.errors import StoreError, TransportError
 
 __all__ = ["Pipeline"]
 
+log = structlog.get_logger("sagawire.engine")
 
-class Pipeline(Committing):
+
+class Pipeline:
     """Batches in, acknowledgements out: the serial path and the pipelined one."""
 
-    # -- the batch ------------------------------------------------------------
+    def __init__(
+        self,
+        intake: Intake,
+        reader: Reader,
+        decider: Decider,
+        committer: Committer,
+        working: WorkingSet,
+        health: StoreHealth,
+        transport: Transport,
+        lock: asyncio.Lock,
+        clock: Clock,
+        stats: Stats,
+        config: EngineConfig,
+    ) -> None:
+        self.intake = intake
+        self.reader = reader
+        self.decider = decider
+        self.committer = committer
+        self.working = working
+        self.health = health
+        self.transport = transport
+        self.lock = lock
+        """The engine's lock: one batch, timer pass or admin action at a time."""
+        self.clock = clock
+        self.stats = stats
+        self.config = config
+        self.pending: Batch | None = None
+        """Decided by :meth:`step`, not yet committed."""
 
     async def handle(self, deliveries: Sequence[Delivery]) -> None:
         """Handle one batch of deliveries end to end (ack each), unpipelined."""
-        async with self._lock:
-            await self._drain()
+        async with self.lock:
+            await self.drain()
             self.stats.deliveries += len(deliveries)
-            await self._serially(list(deliveries))
+            await self.serially(list(deliveries))
 
-    async def _serially(self, deliveries: list[Delivery]) -> None:
+    async def step(self, deliveries: list[Delivery]) -> None:
+        """The pipelined path (the caller holds the lock): decide this batch while the
+        previous one commits, then keep it pending (see the module docstring)."""
+        self.stats.deliveries += len(deliveries)
+        batch = self.intake.parse(deliveries)
+        try:
+            reads = await self.reader.read(batch.items)
+        except StoreError as exc:
+            if not exc.retryable:
+                raise
+            self.health.failed(exc)
+            await self.drain()  # the batch before first, then this one, in order
+            await self.serially(deliveries)
+            return
+        prev, self.pending = self.pending, None
+        committing = asyncio.ensure_future(self.complete(prev)) if prev is not None else None
+        if committing is not None:
+            await asyncio.sleep(0)  # let the commit reach the store thread before we decide
+        try:
+            self.decider.decide_batch(batch, reads, self.clock.now())
+        finally:
+            retry = await committing if committing is not None else []
+        if prev is not None and prev.broken:
+            # decided on the previous batch's instances and marks, which did not all
+            # commit (a conflict, a store failure): committing this one would build on
+            # a state that never was, so it is decided again, after what must be
+            self.working.release(batch)
+            await self.serially(retry + batch.deliveries)
+            return
+        self.pending = batch
+
+    async def drain(self) -> None:
+        """Complete the batch :meth:`step` decided but has not committed yet."""
+        batch, self.pending = self.pending, None
+        if batch is not None:
+            await self.serially(await self.complete(batch))
+
+    async def serially(self, deliveries: list[Delivery]) -> None:
         """Decide and commit ``deliveries`` in order, one batch after another, until each
         is settled: what met a version conflict (another writer moved the instance) is
         decided again at once on the stored state, and after ``conflict_retries`` rounds
@@ -46,33 +124,46 @@ class Pipeline(Committing):
         pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
         rounds = 0
         while pending:
-            if rounds >= self.config.conflict_retries and await self._health.pause(next(pauses)):
-                await self._release(pending)
+            if rounds >= self.config.conflict_retries and await self.health.pause(next(pauses)):
+                await self.release(pending)
                 return
             rounds += 1
-            self._provisional.clear()
-            batch = self._parse(pending)
+            self.working.drop_provisional()
+            batch = self.intake.parse(pending)
             reads = await self._read_held(batch)
             if reads is None:
                 return
-            self._decide_batch(batch, reads, self.clock.now())
-            pending = await self._complete(batch)
+            self.decider.decide_batch(batch, reads, self.clock.now())
+            pending = await self.complete(batch)
 
-    async def _read_held(self, batch: Batch) -> Reads | None:
-        """The batch's reads, waiting out a store outage with its deliveries held; None
-        (deliveries released) if the engine stops first."""
-        while True:
-            try:
-                reads = await self._read(batch.items)
-            except StoreError as exc:
-                if not await self._health.wait(exc):
-                    await self._release(batch.deliveries)
-                    return None
-                continue
-            self._health.answered()
-            return reads
+    async def decide_items(self, items: list[Item], batch: Batch) -> None:
+        """Read for and decide ``items`` (fired timers, an operator's action) into ``batch``."""
+        batch.items = items
+        self.decider.decide_batch(batch, await self.reader.read(items), self.clock.now())
 
-    async def _release(self, deliveries: list[Delivery]) -> None:
+    async def complete(self, batch: Batch, *, wait: bool = True) -> list[Delivery]:
+        """Commit, publish, dead-letter, ack. Returns the deliveries to decide again: those
+        that met a version conflict, or all of them after a store outage (waited out
+        here; the commit may or may not have happened, and the inbox tells). With
+        ``wait=False`` (an operator's request, which should fail fast) the store's
+        error is raised instead."""
+        try:
+            retry = await self.committer.commit(batch)
+        except StoreError as exc:  # the committer marked the batch broken
+            self.working.release(batch)
+            if not wait:
+                self.health.failed(exc)
+                raise
+            if not await self.health.wait(exc):
+                await self.release(batch.deliveries)
+                return []
+            return list(batch.deliveries)
+        self.health.answered()
+        self.working.release(batch)
+        await self.committer.finish(batch)
+        return retry
+
+    async def release(self, deliveries: list[Delivery]) -> None:
         """Give deliveries back at once: the engine stops with them unhandled."""
         if deliveries:
             try:
@@ -80,99 +171,16 @@ class Pipeline(Committing):
             except TransportError as exc:
                 log.warning("broker unavailable; deliveries left unsettled", error=str(exc))
 
-    async def _step(self, deliveries: list[Delivery]) -> None:
-        """The pipelined path: decide this batch while the previous one commits.
-
-        The store reads for this batch happen *before* the previous commit starts (one
-        writer thread serves both); instances the previous batch decided but has not
-        yet committed are read from ``_provisional``, its inbox marks from
-        ``_inflight``. Commits stay in batch order, so an instance's transitions are
-        persisted, published and acknowledged in arrival order. If the previous batch
-        met a version conflict, this one, decided on it, is dropped and both are decided
-        again serially, in order."""
-        self.stats.deliveries += len(deliveries)
-        batch = self._parse(deliveries)
-        try:
-            reads = await self._read(batch.items)
-        except StoreError as exc:
-            if not exc.retryable:
-                raise
-            self._health.failed(exc)
-            await self._drain()  # the batch before first, then this one, in order
-            await self._serially(deliveries)
-            return
-        prev, self._pending = self._pending, None
-        committing = asyncio.ensure_future(self._complete(prev)) if prev is not None else None
-        if committing is not None:
-            await asyncio.sleep(0)  # let the commit reach the store thread before we decide
-        try:
-            self._decide_batch(batch, reads, self.clock.now())
-        finally:
-            retry = await committing if committing is not None else []
-        if prev is not None and prev.broken:
-            # decided on the previous batch's instances and marks, which did not all
-            # commit (a conflict, a store failure): committing this one would build on
-            # a state that never was, so it is decided again, after what must be
-            self._forget(batch)
-            await self._serially(retry + batch.deliveries)
-            return
-        self._pending = batch
-
-    async def _drain(self) -> None:
-        """Complete the batch the pipeline decided but has not committed yet."""
-        batch, self._pending = self._pending, None
-        if batch is not None:
-            await self._serially(await self._complete(batch))
-
-    def _parse(self, deliveries: list[Delivery]) -> Batch:
-        self._serial += 1
-        batch = Batch(deliveries=deliveries, serial=self._serial)
-        limits = self.config.limits
-        for d in deliveries:
+    async def _read_held(self, batch: Batch) -> Reads | None:
+        """The batch's reads, waiting out a store outage with its deliveries held; None
+        (deliveries released) if the engine stops first."""
+        while True:
             try:
-                env = decode(d.body, limits)
-            except MessageError as exc:
-                batch.dead.append((d, exc.reason, exc.kind))
+                reads = await self.reader.read(batch.items)
+            except StoreError as exc:
+                if not await self.health.wait(exc):
+                    await self.release(batch.deliveries)
+                    return None
                 continue
-            for r in self.router.route(env):
-                if isinstance(r, Routed):
-                    batch.items.append(Item(r, delivery=d))
-                else:
-                    batch.dead.append((d, r.reason, r.kind))
-        return batch
-
-    async def _complete(self, batch: Batch, *, wait: bool = True) -> list[Delivery]:
-        """Commit, publish, dead-letter, ack. Returns the deliveries to decide again: those
-        that met a version conflict, or all of them after a store outage (waited out
-        here; the commit may or may not have happened, and the inbox tells). With
-        ``wait=False`` (an operator's request, which should fail fast) the store's
-        error is raised instead."""
-        try:
-            retry = await self._commit(batch)
-        except StoreError as exc:  # _commit marked the batch broken
-            self._forget(batch)
-            if not wait:
-                self._health.failed(exc)
-                raise
-            if not await self._health.wait(exc):
-                await self._release(batch.deliveries)
-                return []
-            return list(batch.deliveries)
-        self._health.answered()
-        self._forget(batch)
-        await self._finish(batch.deliveries, batch)
-        return retry
-
-    def _forget(self, batch: Batch) -> None:
-        """Drop this batch's provisional instances and in-flight marks (committed now,
-        or failed: either way the store and the cache say what is true)."""
-        if self._pending_parked is batch.parked_items:
-            self._pending_parked = {}
-        serial = batch.serial
-        for unit, item, after in zip(batch.units, batch.owners, batch.afters, strict=True):
-            if after is not None:
-                entry = self._provisional.get(item.routed.key)
-                if entry is not None and entry[0] == serial:
-                    del self._provisional[item.routed.key]
-            if unit.inbox is not None and self._inflight.get(unit.inbox) == serial:
-                del self._inflight[unit.inbox]
+            self.health.answered()
+            return reads

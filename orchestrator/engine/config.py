@@ -1,0 +1,52 @@
+"""How an engine is tuned, what it counts, and who is told of each transition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orchestrator.engine.model import Decision, Instance
+from schemas.limits import DEFAULT_LIMITS, Limits
+
+__all__ = ["EngineConfig", "Observer", "Stats"]
+
+Observer = Callable[[Instance, Decision], None]
+"""Called after commit for every applied transition (demo progress, bench latency)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    group: str = "sagawire"
+    max_batch: int = 256
+    conflict_retries: int = 5
+    """Rounds of version conflicts decided again at once; past them, with a pause."""
+    housekeeping_interval: float = 0.5
+    retry_backoff_first: float = 0.05
+    retry_backoff_max: float = 1.0
+    """Pauses (capped exponential, with jitter) between probes of a store that went
+    away, and between rounds of conflicts that do not settle. The cap bounds how long
+    after a store comes back the engine notices (``/readyz`` turns 200)."""
+    inbox_retention: float = 7 * 24 * 3600.0
+    """How long a message id is remembered for de-duplication (past any redelivery)."""
+    prune_interval: float = 3600.0
+    cache_size: int = 20_000
+    """Running instances kept in memory between messages (0 disables the cache)."""
+    limits: Limits = DEFAULT_LIMITS
+    """Largest incoming message and attribute: larger ones are dead letters."""
+
+
+@dataclass
+class Stats:
+    deliveries: int = 0
+    transitions: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    dead_letters: int = 0
+    conflicts: int = 0
+    timers_fired: int = 0
+    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
+    """Dead letters by kind of reason (``MessageError.kind``, ``rejected``, ``expired``...)."""
+
+    def dead_lettered(self, kind: str) -> None:
+        self.dead_letters += 1
+        self.dead_letter_reasons[kind] = self.dead_letter_reasons.get(kind, 0) + 1
