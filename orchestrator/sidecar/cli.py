@@ -24,6 +24,7 @@ import orjson
 import typer
 
 from orchestrator.sidecar.logs import configure_logging, redact_text
+from orchestrator.sidecar.settings import Settings, parse_listen
 from schemas.errors import ConfigError, SagawireError
 from schemas.limits import DEFAULT_LIMITS, Limits
 
@@ -119,7 +120,7 @@ def run(
     """Run the sidecar until SIGTERM or SIGINT."""
     with reporting(debug):
         configure_logging("debug" if debug else log_level)
-        from orchestrator.sidecar.service import Settings, Sidecar, parse_listen
+        from orchestrator.sidecar.service import Sidecar
 
         host, port = parse_listen(http)
         try:

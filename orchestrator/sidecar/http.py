@@ -4,19 +4,21 @@
 ``POST /events`` (one structured CloudEvent, published through the broker),
 ``/metrics`` (Prometheus), ``/sagas``, ``/instances/{saga}/{id}``,
 ``POST /instances/{saga}/{id}/abort`` and ``/outbox/failed`` (what the broker refused
-for good). It reads the :class:`~orchestrator.sidecar.service.Sidecar` it serves and owns nothing.
+for good).
+
+Routes only: each handler turns a request into a call on the sidecar it serves and
+the answer into JSON. It reads that sidecar through the ``SidecarView`` protocol of
+:mod:`~orchestrator.sidecar.api`, never the process class itself, so the process
+(:mod:`~orchestrator.sidecar.service`) builds this app without being imported back.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -25,23 +27,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator.language.status import Status
+from orchestrator.sidecar.api import NotAccepting, SidecarView
+from orchestrator.sidecar.metrics import Metrics
 from schemas.codec import describe_validation_error
 from schemas.errors import MessageError, StoreError, TransportError
 
-if TYPE_CHECKING:
-    from orchestrator.sidecar.service import Sidecar
-
-__all__ = ["MAX_EVENT_BYTES", "Metrics", "NotAccepting", "build_app"]
+__all__ = ["MAX_EVENT_BYTES", "build_app"]
 
 log = structlog.get_logger("sagawire.http")
 
 MAX_EVENT_BYTES = 1 << 20
 """Largest body ``POST /events`` reads, whatever the limits say: a saga event is a
 message, not a file. Below it, the sidecar's ``Limits.max_message_bytes`` applies."""
-
-
-class NotAccepting(Exception):
-    """The sidecar is starting or stopping and takes no events now (HTTP 503)."""
 
 
 class _JSON(Response):
@@ -51,8 +48,10 @@ class _JSON(Response):
         return orjson.dumps(content)
 
 
-def build_app(sidecar: Sidecar) -> Starlette:
-    """The sidecar's HTTP API; every handler reads the sidecar, none owns state."""
+def build_app(sidecar: SidecarView) -> Starlette:
+    """The sidecar's HTTP API; every handler reads the sidecar, none owns state (the
+    metrics' registry and cached counts are this app's)."""
+    prometheus = Metrics(sidecar)
 
     async def healthz(_: Request) -> Response:
         return _JSON({"status": "alive"})
@@ -89,8 +88,8 @@ def build_app(sidecar: Sidecar) -> Starlette:
         return _JSON({"id": event_id}, 202)
 
     async def metrics(_: Request) -> Response:
-        await sidecar.metrics.refresh()
-        return Response(generate_latest(sidecar.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        await prometheus.refresh()
+        return Response(generate_latest(prometheus.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def sagas(_: Request) -> Response:
         return _JSON(
@@ -246,81 +245,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         exc.status_code,
         headers=exc.headers,
     )
-
-
-_COUNTERS = (
-    ("deliveries", "Messages received from the broker"),
-    ("transitions", "Saga transitions committed"),
-    ("duplicates", "Redeliveries recognised by the inbox and skipped"),
-    ("parked", "Events parked until their instance can take them"),
-    ("conflicts", "Optimistic version conflicts retried"),
-    ("timers_fired", "Saga timers fired"),
-)
-
-
-class Metrics:
-    """Prometheus view of the engine's counters and the store's instance counts.
-
-    A private registry per sidecar (not the global one), so tests can run several.
-    Counts cost a query, so they are cached for ``Settings.counts_ttl`` seconds."""
-
-    def __init__(self, sidecar: Sidecar) -> None:
-        self.sidecar = sidecar
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(self)
-        self._counts: dict[str, int] = {}
-        self._counted_at = float("-inf")
-
-    async def refresh(self) -> None:
-        store = self.sidecar.store
-        if store is None or not self.sidecar.store_open:
-            return
-        if time.monotonic() - self._counted_at < self.sidecar.settings.counts_ttl:
-            return
-        try:
-            self._counts = await store.counts()
-            self._counted_at = time.monotonic()
-        except StoreError as exc:
-            log.warning("instance counts unavailable for /metrics", error=str(exc))
-
-    def collect(self) -> Iterable[Metric]:
-        engine = self.sidecar.engine
-        for name, doc in _COUNTERS:
-            family = CounterMetricFamily(f"sagawire_{name}", doc)
-            family.add_metric([], getattr(engine.stats, name) if engine else 0)
-            yield family
-        by_reason = CounterMetricFamily(
-            "sagawire_dead_letters",
-            "Messages sent to the dead-letter destination, by kind of reason (decode, limit,"
-            " envelope, payload, routing, rejected, expired, unloadable, unwritable, refused)",
-            labels=["reason"],
-        )
-        for reason, n in sorted((engine.stats.dead_letter_reasons if engine else {}).items()):
-            by_reason.add_metric([reason], n)
-        yield by_reason
-        yield CounterMetricFamily(
-            "sagawire_publish_refused",
-            "Outbox messages the broker refused for good (kept as failed: GET /outbox/failed)",
-            value=engine.relay.refused if engine else 0,
-        )
-        health = engine.store_health if engine else None
-        yield CounterMetricFamily(
-            "sagawire_store_outages",
-            "Times the store stopped answering (deliveries were held meanwhile)",
-            value=health.outages if health else 0,
-        )
-        yield GaugeMetricFamily(
-            "sagawire_store_up", "1 while the store answers", value=int(bool(health and health.up))
-        )
-        by_status = GaugeMetricFamily(
-            "sagawire_instances", "Saga instances by status", labels=["status"]
-        )
-        counts = {s.value: 0 for s in Status} | self._counts
-        for status, n in sorted(counts.items()):
-            by_status.add_metric([status], n)
-        yield by_status
-        ready, _ = self.sidecar.readiness()
-        yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

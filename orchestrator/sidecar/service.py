@@ -1,4 +1,10 @@
-"""The sidecar process: saga definitions + store + transport + engine, and a small HTTP API.
+"""The sidecar process: saga definitions + store + transport + engine, served over HTTP.
+
+This module is the process and only that: start-up, the run until a signal, shutdown,
+and the answers the HTTP API asks of it (readiness, accepting an event). The routes
+are in :mod:`~orchestrator.sidecar.http`, which sees this class only as the
+``SidecarView`` of :mod:`~orchestrator.sidecar.api`; the settings it runs with are in
+:mod:`~orchestrator.sidecar.settings`.
 
 Start-up is ordered so that each failure names its culprit (the CLI prints it on
 one line and exits 2): load the sagas, listen on the HTTP address, open the
@@ -20,7 +26,6 @@ import contextlib
 import signal
 import socket
 from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
 
 import structlog
 import uvicorn
@@ -33,8 +38,10 @@ from orchestrator.engine import Engine, EngineConfig
 from orchestrator.engine.correlate import Routed
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.language.loader import load_sagas
+from orchestrator.sidecar.api import NotAccepting
 from orchestrator.sidecar.gc_tuning import gc_settings, tune_gc
-from orchestrator.sidecar.http import Metrics, NotAccepting, build_app
+from orchestrator.sidecar.http import build_app
+from orchestrator.sidecar.settings import Settings
 from orchestrator.store import Store, open_store
 from schemas.codec import decode
 from schemas.envelope import CONTENT_TYPE
@@ -46,38 +53,10 @@ from schemas.errors import (
     StoreError,
     TransportError,
 )
-from schemas.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["NotAccepting", "Settings", "Sidecar", "build_app", "parse_listen"]
+__all__ = ["Sidecar"]
 
 log = structlog.get_logger("sagawire.service")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``HOST:PORT`` (or ``[v6]:PORT``) -> ``(host, port)``; ConfigError if malformed."""
-    host, sep, port_text = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"--http {value!r} is not HOST:PORT (e.g. 127.0.0.1:8080)")
-    return host, int(port_text)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """What ``sagawire run`` was told. URLs may hold secrets: log them redacted."""
-
-    sagas: str = "./sagas"
-    broker: str = "memory://"
-    store: str = "sqlite:///sagawire.db"
-    host: str = "127.0.0.1"
-    port: int = 8080
-    group: str = "sagawire"
-    http_grace: int = 5  # seconds requests in flight get at shutdown
-    memory_drain: float = 10.0  # seconds to finish accepted events on memory://
-    engine_grace: float = 2.0  # seconds the engine gets to return once stopping is set
-    counts_ttl: float = 5.0  # seconds /metrics reuses instance counts
-    limits: Limits = DEFAULT_LIMITS  # largest message / attribute taken (HTTP and broker)
-    publish_timeout: float = 4.0  # seconds POST /events waits for the broker's confirmation
 
 
 class _Server(uvicorn.Server):
@@ -104,7 +83,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 class Sidecar:
-    """One sidecar: owns the store, the transport, the engine and the HTTP server."""
+    """One sidecar: owns the store, the transport, the engine and the HTTP server.
+
+    Implements :class:`~orchestrator.sidecar.api.SidecarView` (by shape) for the app
+    :func:`~orchestrator.sidecar.http.build_app` makes of it."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -116,7 +98,6 @@ class Sidecar:
         self.phase = "starting"
         self.accepting = False
         self.address = ""
-        self.metrics = Metrics(self)
         self._store_open = False
         self._transport_started = False
         self._stop = asyncio.Event()

@@ -12,7 +12,8 @@ import pytest
 import structlog
 from typer.testing import CliRunner
 
-from orchestrator.sidecar.service import Sidecar, build_app
+from orchestrator.sidecar.http import build_app
+from orchestrator.sidecar.service import Sidecar
 
 
 @pytest.fixture

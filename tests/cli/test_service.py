@@ -26,7 +26,8 @@ import pytest
 
 from adapters.base import OutgoingMessage, Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
-from orchestrator.sidecar.service import Settings, Sidecar, parse_listen
+from orchestrator.sidecar.service import Sidecar
+from orchestrator.sidecar.settings import Settings, parse_listen
 from schemas.errors import ConfigError, StoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -265,7 +266,7 @@ async def test_stop_while_housekeeping_holds_the_engine_lock(tmp_path: Path) -> 
     task = asyncio.create_task(car.run())
     await _until(lambda: car.readiness()[0])
     assert car.engine is not None
-    async with car.engine._lock:
+    async with car.engine.lock:
         car.request_stop("test")
         await _until(car._stopping.is_set)  # the engine is told to stop while locked
         await asyncio.sleep(0.05)

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 from adapters.base import DEADLETTER, HEADER_REASON
 from adapters.memory import MemoryBroker, MemoryTransport
 from orchestrator.cli import app
-from orchestrator.sidecar.http import MAX_EVENT_BYTES
-from orchestrator.sidecar.service import Settings, Sidecar, build_app
+from orchestrator.sidecar.http import MAX_EVENT_BYTES, build_app
+from orchestrator.sidecar.service import Sidecar
+from orchestrator.sidecar.settings import Settings
 from tests.cli.test_cli import assert_one_line_error, run_args
 from tests.cli.test_service import order_placed
 
