@@ -66,7 +66,8 @@ def decode(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
     else:
         extra = envelope.__pydantic_extra__
         if _finite(envelope.data) and (not extra or _finite(list(extra.values()))):
-            limits.check_attributes(envelope.__dict__, extra)
+            if len(body) > limits.max_attribute_bytes:  # else no attribute can be longer
+                limits.check_attributes(envelope.__dict__, extra)
             return envelope
         # pydantic's parser reads NaN, Infinity and numbers beyond a double's range
         # (1e999) as floats; JSON has no such numbers, and a state holding one would be

@@ -14,19 +14,17 @@ nothing is half-applied.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from types import UnionType
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
 from pydantic_core import to_jsonable_python
 
 from orchestrator.engine.correlate import Routed
-from orchestrator.engine.model import Decision, Instance, TimerChange
+from orchestrator.engine.model import Decision, Instance, Message, TimerChange
+from orchestrator.language.assign import shared
 from orchestrator.language.definition import (
     INITIAL,
     TIMER_PREFIX,
@@ -41,7 +39,6 @@ from orchestrator.language.definition import (
 from orchestrator.language.statedata import state_dict, state_from_dict
 from orchestrator.language.status import Meta, Status
 from schemas.codec import describe_validation_error
-from schemas.envelope import Envelope
 
 if TYPE_CHECKING:
     from _hashlib import HASH
@@ -101,7 +98,6 @@ def command_id(saga: str, key: str, correlation_id: str) -> str:
 
 
 _FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
-_SHARED: dict[tuple[type[BaseModel], type[BaseModel]], tuple[tuple[str, ...], bool]] = {}
 
 
 def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
@@ -111,74 +107,11 @@ def _field_names(cls: type[BaseModel]) -> tuple[str, ...]:
     return names
 
 
-def _shared(payload: type[BaseModel], state: type[BaseModel]) -> tuple[tuple[str, ...], bool]:
-    """The fields ``payload`` shares with ``state``, and whether their (already validated)
-    values can be copied into the state without validating it again: only when the state
-    would accept each value unchanged. Worked out once per pair of models: this runs per
-    event."""
-    key = (payload, state)
-    plan = _SHARED.get(key)
-    if plan is None:
-        pf, sf = payload.model_fields, state.model_fields
-        names = tuple(n for n in pf if n in sf)
-        same = not _validates_itself(state) and _same_config(payload, state)
-        same = same and all(_assignable(pf[n], sf[n]) for n in names)
-        plan = _SHARED[key] = (names, same)
-    return plan
-
-
-def _validates_itself(model: type[BaseModel]) -> bool:
-    """``model`` runs code of its own when validated (field or model validators,
-    ``model_post_init``) or keeps values beside its fields (a ``cached_property``, such
-    as a cached computed field): a copied value would skip the one and leave the other
-    stale."""
-    d = model.__pydantic_decorators__
-    if d.field_validators or d.model_validators or d.validators or d.root_validators:
-        return True
-    if model.__pydantic_post_init__ is not None:
-        return True
-    return any(
-        isinstance(v, functools.cached_property) for c in model.__mro__ for v in vars(c).values()
-    )
-
-
-_STRING_RULES = (
-    "str_strip_whitespace",
-    "str_to_lower",
-    "str_to_upper",
-    "str_min_length",
-    "str_max_length",
-)
-"""Model settings that change or reject a string its type alone accepts (checked by
-:func:`_same_config`)."""
-
-
-def _same_config(source: type[BaseModel], target: type[BaseModel]) -> bool:
-    """``target`` applies no string rule that ``source`` did not already apply, and both
-    hold enums the same way (members, or their values under ``use_enum_values``)."""
-    s, t = source.model_config, target.model_config
-    if bool(s.get("use_enum_values")) != bool(t.get("use_enum_values")):
-        return False
-    return all(not t.get(k) or t.get(k) == s.get(k) for k in _STRING_RULES)
-
-
-def _assignable(source: FieldInfo, target: FieldInfo) -> bool:
-    """A value validated as ``source`` is valid, unchanged, as ``target``: the same type,
-    or a union that lists it (``str | None`` for ``str``), and no constraint of the
-    target's (``min_length``, ``gt``, a pattern...) that the source did not check too."""
-    if target.metadata and target.metadata != source.metadata:
-        return False
-    s, t = source.annotation, target.annotation
-    if s == t:
-        return True
-    return get_origin(t) in (Union, UnionType) and s in get_args(t)
-
-
 def _merge(model: type[BaseModel], state: BaseModel | None, payload: Any) -> BaseModel:
     """``state`` with the same-named fields of ``payload`` copied in (a new state from
     ``payload`` alone when ``state`` is None)."""
     if isinstance(payload, BaseModel):
-        names, same = _shared(type(payload), model)
+        names, same = shared(type(payload), model)
         if state is not None and same:
             values = payload.__dict__
             return _copy_with(state, {k: values[k] for k in names}) if names else state
@@ -297,16 +230,8 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
         )
 
 
-def _with(ctx: Context, *, state: BaseModel | None = None, meta: Meta | None = None) -> Context:
-    """``dataclasses.replace`` for the one hot case, without its per-call introspection."""
-    return Context(
-        ctx.state if state is None else state,
-        ctx.event,
-        ctx.envelope,
-        ctx.correlation_id,
-        ctx.meta if meta is None else meta,
-        ctx.now,
-    )
+_SOURCES: dict[str, str] = {}
+"""``sagawire/<saga>``, the ``source`` of what each saga sends, made once per saga."""
 
 
 def _apply(
@@ -316,74 +241,89 @@ def _apply(
     rows: tuple[Transition, ...],
     now: float,
 ) -> Decision:
+    """The transition of ``instance`` by ``event`` along the first of ``rows`` whose guard
+    holds: the row's actions, in order, make the messages, timers and bookkeeping.
+
+    One :class:`Context` serves the whole event and is updated in place: user code never
+    holds it (the DSL's wrappers pass it only ``state`` and ``event``), and a copy per
+    change cost more than the rest of a transition's bookkeeping. ``Meta`` is copied
+    once, on its first change, never mutated where the stored instance shares it."""
     env = event.envelope
+    cid = instance.correlation_id
+    meta = instance.meta
     data = instance.data
     if event.spec is not None and event.spec.merge and instance.version > 0:
         data = _merge(saga.state_model, data, event.payload)
     when = _when(now)
-    ctx = Context(data, event.payload, env, instance.correlation_id, instance.meta, when)
+    ctx = Context(data, event.payload, env, cid, meta, when)
     row: Transition | None = None
     for candidate in rows:
-        trial = _with(ctx, state=candidate.update(ctx)) if candidate.update else ctx
-        if candidate.guard is None or candidate.guard(trial):
-            row, ctx = candidate, trial
+        update, guard = candidate.update, candidate.guard
+        if update is not None:
+            ctx.state = update(ctx)
+        if guard is None or guard(ctx):
+            row = candidate
             break
+        ctx.state = data  # the next row is tried on the state as it was
     if row is None:
         return Decision(
             "reject", reason=f"no guard held for {env.type} in state {instance.state!r}"
         )
-    messages: list[Envelope] = []
+    messages: list[Message] = []
     timers: list[TimerChange] = []
-    known = instance.meta.timers is not None
-    live = set(instance.meta.timers or ())
+    known = meta.timers is not None
+    live = set(meta.timers) if meta.timers else set()
+    copied = False  # meta is still the stored instance's: copy before changing it
     if env.type.startswith(TIMER_PREFIX):
         live.discard(env.type[len(TIMER_PREFIX) :])  # it fired: the engine deletes its row
+    source = _SOURCES.get(saga.name) or _SOURCES.setdefault(saga.name, f"sagawire/{saga.name}")
     for action in row.actions:
         if isinstance(action, SendSpec):
-            if action.condition is not None and not action.condition(ctx):
+            send = action
+            if send.condition is not None and not send.condition(ctx):
                 continue
-            key = action.attempt_key
+            key = send.attempt_key
             if key is None:
                 attempt = None
                 mid = message_id(env.id, saga.name, len(messages))
             else:  # one command however often sent: the same id, the next attempt
-                attempts = dict(ctx.meta.attempts)
-                attempt = attempts.get(key, 0) + 1
-                attempts[key] = attempt
-                ctx = _with(ctx, meta=Meta(attempts, ctx.meta.failure, ctx.meta.timers))
-                mid = command_id(saga.name, key, instance.correlation_id)
-            payload = action.build(ctx)
-            if action.model is not None and not isinstance(payload, BaseModel):
+                if not copied:
+                    meta = ctx.meta = Meta(dict(meta.attempts), meta.failure, meta.timers)
+                    copied = True
+                attempt = meta.attempts.get(key, 0) + 1
+                meta.attempts[key] = attempt
+                mid = command_id(saga.name, key, cid)
+            if send.dump is not None:  # its JSON straight from the state's fields
+                messages.append(
+                    Message(send.type, mid, send.dump(ctx), source, when, cid, env.id, attempt)
+                )
+                continue
+            payload = send.build(ctx)
+            if not isinstance(payload, BaseModel) and send.model is not None:
                 # as build_from_state does: the validator itself, so both paths agree
-                payload = action.model.__pydantic_validator__.validate_python(payload, by_name=True)
+                payload = send.model.__pydantic_validator__.validate_python(payload, by_name=True)
             if isinstance(payload, BaseModel):  # model_dump(mode="json"), minus its wrapper
                 payload = payload.__pydantic_serializer__.to_python(payload, mode="json")
             elif payload is not None:
                 # a builder's own data (a Decimal, a datetime...) made JSON here, where a
                 # value that cannot be rejects the event instead of failing the commit
                 payload = to_jsonable_python(payload)
-            messages.append(
-                Envelope.new(
-                    action.type,
-                    payload,
-                    id=mid,
-                    source=f"sagawire/{saga.name}",
-                    time=when,
-                    correlationid=instance.correlation_id,
-                    causationid=env.id,
-                    attempt=attempt,
-                )
-            )
+            messages.append(Message(send.type, mid, payload, source, when, cid, env.id, attempt))
         elif isinstance(action, SetTimer):
-            after = action.after(ctx) if callable(action.after) else action.after
-            timers.append(TimerChange(action.name, now + float(after)))
+            after = action.after
+            seconds = after(ctx) if callable(after) else after
+            timers.append(TimerChange(action.name, now + float(seconds)))
             live.add(action.name)
         elif isinstance(action, CancelTimer):
-            if action.name in live or not known:
-                timers.append(TimerChange(action.name, None))
-            live.discard(action.name)
+            name = action.name
+            if name in live or not known:
+                timers.append(TimerChange(name, None))
+            live.discard(name)
         elif isinstance(action, SetFailure):
-            ctx = _with(ctx, meta=Meta(ctx.meta.attempts, action.reason(ctx), ctx.meta.timers))
+            if not copied:
+                meta = ctx.meta = Meta(dict(meta.attempts), meta.failure, meta.timers)
+                copied = True
+            meta.failure = action.reason(ctx)
     status = saga.final.get(row.target, Status.RUNNING)
     if status.final:
         cancelled = {t.name for t in timers if t.due is None}
@@ -391,11 +331,13 @@ def _apply(
         remaining = live if known else set(saga.timer_names)
         timers += [TimerChange(name, None) for name in sorted(remaining - cancelled)]
         live = set()
-    meta = Meta(ctx.meta.attempts, ctx.meta.failure, tuple(sorted(live)))
+    timer_names = tuple(sorted(live))
+    if copied:
+        meta.timers = timer_names
+    else:
+        meta = Meta(meta.attempts, meta.failure, timer_names)
     new = _next(instance, row.target, status, ctx.state, meta, now)
-    return Decision(
-        "applied", new, from_state=instance.state, messages=tuple(messages), timers=tuple(timers)
-    )
+    return Decision("applied", new, instance.state, tuple(messages), tuple(timers))
 
 
 def _next(

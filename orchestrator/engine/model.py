@@ -7,13 +7,14 @@ records; :mod:`orchestrator.engine.decide` produces :class:`Decision` from them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
 from orchestrator.language.status import Meta, Status
-from schemas.envelope import Envelope
 
-__all__ = ["Decision", "Instance", "Meta", "Status", "TimerChange"]
+__all__ = ["Decision", "Instance", "Message", "Meta", "Status", "TimerChange"]
 
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
@@ -40,6 +41,42 @@ class TimerChange:
 
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
+class Message:
+    """A message a transition sends: the attributes of its CloudEvent.
+
+    Plain data, not a pydantic :class:`~schemas.envelope.Envelope`: the engine made
+    every value itself (``data`` is JSON-ready already), so there is nothing to
+    validate, and :mod:`orchestrator.engine.persist` encodes it exactly once."""
+
+    type: str
+    id: str
+    data: Any
+    source: str
+    time: datetime
+    correlationid: str
+    causationid: str
+    attempt: int | None = None
+
+    def attributes(self) -> dict[str, Any]:
+        """The CloudEvent's attributes in the order :meth:`Envelope.attributes` gives
+        them, so the bytes are the same whichever builds them."""
+        out = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "time": self.time,
+            "datacontenttype": "application/json",
+            "correlationid": self.correlationid,
+            "causationid": self.causationid,
+        }
+        if self.attempt is not None:
+            out["attempt"] = self.attempt
+        out["data"] = self.data
+        return out
+
+
+@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
 class Decision:
     """The result of applying one event to one instance.
 
@@ -50,6 +87,6 @@ class Decision:
     kind: str
     instance: Instance | None = None
     from_state: str = ""
-    messages: tuple[Envelope, ...] = ()
+    messages: tuple[Message, ...] = ()
     timers: tuple[TimerChange, ...] = ()
     reason: str = ""

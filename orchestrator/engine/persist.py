@@ -7,10 +7,11 @@ envelopes) become the store's plain records here and nowhere else.
 from __future__ import annotations
 
 import orjson
+from pydantic_core import to_json
 
 from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
 from orchestrator.engine.correlate import Routed
-from orchestrator.engine.model import Decision, Instance
+from orchestrator.engine.model import Decision, Instance, Message
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.language.statedata import state_from_json, state_json
 from orchestrator.language.status import Meta, Status
@@ -22,10 +23,10 @@ from orchestrator.store.base import (
     TimerRecord,
     UnitOfWork,
 )
-from schemas.codec import encode
-from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.envelope import CONTENT_TYPE
 
 __all__ = [
+    "encode_message",
     "instance_from_record",
     "outbox_record",
     "outgoing",
@@ -37,16 +38,17 @@ __all__ = [
 
 
 def record_from_instance(instance: Instance) -> InstanceRecord:
-    return InstanceRecord(
-        saga=instance.saga,
-        correlation_id=instance.correlation_id,
-        state=instance.state,
-        status=instance.status._value_,  # .value goes through enum's descriptor
-        version=instance.version,
-        data=state_json(instance.data),
-        meta=orjson.dumps(instance.meta.to_json()),
-        created_at=instance.created_at,
-        updated_at=instance.updated_at,
+    meta = instance.meta
+    return InstanceRecord(  # positional: this runs once per transition
+        instance.saga,
+        instance.correlation_id,
+        instance.state,
+        instance.status._value_,  # .value goes through enum's descriptor
+        instance.version,
+        state_json(instance.data),
+        orjson.dumps({"attempts": meta.attempts, "failure": meta.failure, "timers": meta.timers}),
+        instance.created_at,
+        instance.updated_at,
     )
 
 
@@ -64,7 +66,7 @@ def instance_from_record(saga: SagaDefinition, record: InstanceRecord) -> Instan
     )
 
 
-def send_id(envelope: Envelope) -> str:
+def send_id(envelope: Message) -> str:
     """The id of one send of ``envelope``: the outbox row's key, JetStream's ``Nats-Msg-Id``
     and the ``sagawire-message-id`` header. A re-sent command keeps its CloudEvents ``id``
     (see :func:`~orchestrator.engine.decide.command_id`), so each attempt after the first gets
@@ -77,26 +79,31 @@ def send_id(envelope: Envelope) -> str:
     return f"{envelope.id}#{attempt}"
 
 
-def outbox_record(envelope: Envelope, key: str | None, now: float) -> OutboxRecord:
-    sid = send_id(envelope)
+def encode_message(message: Message) -> bytes:
+    """Structured-mode JSON bytes of ``message``, as :func:`schemas.codec.encode` writes
+    an envelope: orjson, and pydantic's serializer for what orjson cannot write (an
+    integer beyond 64 bits, valid JSON and valid for an ``int`` field)."""
+    attributes = message.attributes()
+    try:
+        return orjson.dumps(attributes)
+    except TypeError:
+        return to_json(attributes)
+
+
+def outbox_record(message: Message, key: str | None, now: float) -> OutboxRecord:
+    sid = send_id(message)
     return OutboxRecord(
-        id=sid,
-        destination=envelope.type,
-        key=key,
-        body=encode(envelope),
-        headers=((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
-        created_at=now,
+        sid,
+        message.type,
+        key,
+        encode_message(message),
+        ((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
+        now,
     )
 
 
 def outgoing(row: OutboxRecord) -> OutgoingMessage:
-    return OutgoingMessage(
-        destination=row.destination,
-        body=row.body,
-        message_id=row.id,
-        key=row.key,
-        headers=dict(row.headers),
-    )
+    return OutgoingMessage(row.destination, row.body, row.id, row.key, dict(row.headers))
 
 
 def unit_for(
@@ -105,39 +112,40 @@ def unit_for(
     now: float,
     fired_timer: str | None = None,
 ) -> UnitOfWork:
-    """The unit of work of an ``applied`` decision (its instance is the next version)."""
+    """The unit of work of an ``applied`` decision (its instance is the next version).
+    Records are built positionally and in one pass over the timers: this runs once per
+    transition."""
     after = decision.instance
     assert after is not None, "only applied decisions have a unit"
     saga, cid = after.saga, after.correlation_id
     env = event.envelope
     messages = decision.messages
-    cancelled = [(saga, cid, t.name) for t in decision.timers if t.due is None]
-    if fired_timer is not None:
-        cancelled.insert(0, (saga, cid, fired_timer))
-    outbox = tuple([outbox_record(m, cid, now) for m in messages]) if messages else ()
+    if messages:
+        outbox = tuple([outbox_record(m, cid, now) for m in messages])
+        # each send as the broker knows it: ``<type>:<id>``, ``#<attempt>`` after 1
+        commands = tuple([f"{o.destination}:{o.id}" for o in outbox])
+    else:
+        outbox = commands = ()
+    timers_set: list[TimerRecord] = []
+    cancelled: list[tuple[str, str, str]] = (
+        [] if fired_timer is None else [(saga, cid, fired_timer)]
+    )
+    for t in decision.timers:
+        if t.due is None:
+            cancelled.append((saga, cid, t.name))
+        else:
+            timers_set.append(TimerRecord(saga, cid, t.name, t.due))
+    history = HistoryRecord(
+        saga, cid, after.version, env.id, env.type, decision.from_state, after.state, commands, now
+    )
     return UnitOfWork(
-        instance=record_from_instance(after),
-        expected_version=after.version - 1,
-        inbox=(saga, env.id),
-        history=(
-            HistoryRecord(
-                saga=saga,
-                correlation_id=cid,
-                seq=after.version,
-                message_id=env.id,
-                message_type=env.type,
-                from_state=decision.from_state,
-                to_state=after.state,
-                # each send as the broker knows it: ``<type>:<id>``, ``#<attempt>`` after 1
-                commands=tuple([f"{o.destination}:{o.id}" for o in outbox]) if outbox else (),
-                at=now,
-            ),
-        ),
-        outbox=outbox,
-        timers_set=tuple(
-            [TimerRecord(saga, cid, t.name, t.due) for t in decision.timers if t.due is not None]
-        ),
-        timers_cancelled=tuple(cancelled),
+        record_from_instance(after),
+        after.version - 1,
+        (saga, env.id),
+        (history,),
+        outbox,
+        tuple(timers_set),
+        tuple(cancelled),
     )
 
 

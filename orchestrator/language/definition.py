@@ -95,6 +95,10 @@ class SendSpec:
     attempt_key: str | None = None
     from_state: bool = False  # payload filled from same-named state fields (checked at load)
     condition: Guard | None = None  # send only when this holds (on the updated state)
+    dump: Build | None = None
+    """The payload as JSON-ready data, where a faster way than ``build`` then dumping
+    exists (``from_state``: the state's own serializer, when it writes what the
+    command's would; see :mod:`orchestrator.language.assign`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from orchestrator.language.assign import copies_from
 from orchestrator.language.definition import (
     INITIAL,
     Action,
@@ -108,27 +109,68 @@ def build_from_state(model: type[BaseModel]) -> Callable[[Context], BaseModel]:
     """A payload builder filling ``model``'s fields from same-named state fields,
     then from ``reason`` and ``correlation_id`` of the context."""
     names = tuple(model.model_fields)
-    state_fields: dict[type[BaseModel], frozenset[str]] = {}
+    plans: dict[type[BaseModel], tuple[tuple[str, ...], bool, bool]] = {}
+
+    def plan(cls: type[BaseModel]) -> tuple[tuple[str, ...], bool, bool]:
+        """Which fields come from a state of ``cls``, and whether ``reason`` and
+        ``correlation_id`` come from the context: worked out once per state class."""
+        fields = cls.model_fields
+        taken = tuple(n for n in names if n in fields)
+        reason = "reason" in names and "reason" not in fields
+        cid = "correlation_id" in names and "correlation_id" not in fields
+        plans[cls] = (taken, reason, cid)
+        return plans[cls]
 
     def build(ctx: Context) -> BaseModel:
-        cls = type(ctx.state)
-        fields = state_fields.get(cls)
-        if fields is None:
-            fields = state_fields[cls] = frozenset(cls.model_fields)
-        values: dict[str, Any] = {}
-        for name in names:
-            if name in fields:
-                values[name] = getattr(ctx.state, name)
-            elif name == "reason":
-                values[name] = ctx.reason
-            elif name == "correlation_id":
-                values[name] = ctx.correlation_id
+        state = ctx.state
+        taken, reason, cid = plans.get(type(state)) or plan(type(state))
+        held = state.__dict__  # a model's field values, by field name
+        values: dict[str, Any] = {n: held[n] for n in taken}
+        if reason:
+            values["reason"] = ctx.reason
+        if cid:
+            values["correlation_id"] = ctx.correlation_id
         # model_validate minus its wrapper; looked up per call, as model_rebuild() may
         # replace the validator after this builder was made
         built: BaseModel = model.__pydantic_validator__.validate_python(values, by_name=True)
         return built
 
     return build
+
+
+def dump_from_state(model: type[BaseModel]) -> Callable[[Context], Any]:
+    """What ``build_from_state(model)`` then ``model_dump(mode="json")`` give, in one step
+    where that is the state's own JSON for the command's fields (every field taken from
+    the state unchanged: :func:`~orchestrator.language.assign.copies_from`); the two
+    steps otherwise. One command per event is built this way, so it is worth the care."""
+    build = build_from_state(model)
+    Plan = tuple[tuple[str, ...], tuple[str, ...], set[str], bool]
+    plans: dict[type[BaseModel], Plan | None] = {}
+
+    def plan(cls: type[BaseModel]) -> Plan | None:
+        copies = copies_from(cls, model)
+        if copies is None:
+            plans[cls] = None
+            return None
+        names, not_none = copies
+        in_order = tuple(n for n in cls.model_fields if n in names) == names
+        plans[cls] = (names, not_none, set(names), in_order)
+        return plans[cls]
+
+    def dump(ctx: Context) -> Any:
+        state = ctx.state
+        cls = type(state)
+        fast = plans[cls] if cls in plans else plan(cls)
+        if fast is not None:
+            names, not_none, include, in_order = fast
+            held = state.__dict__
+            if not not_none or all(held[n] is not None for n in not_none):
+                out = state.__pydantic_serializer__.to_python(state, mode="json", include=include)
+                return out if in_order else {n: out[n] for n in names}
+        built = build(ctx)
+        return built.__pydantic_serializer__.to_python(built, mode="json")
+
+    return dump
 
 
 @dataclass(frozen=True)
@@ -149,7 +191,14 @@ class Send:
 
             return SendSpec(self.type, build, self.model, attempt_key)
         if self.model is not None:
-            return SendSpec(self.type, build_from_state(self.model), self.model, attempt_key, True)
+            return SendSpec(
+                self.type,
+                build_from_state(self.model),
+                self.model,
+                attempt_key,
+                True,
+                dump=dump_from_state(self.model),
+            )
         return SendSpec(self.type, lambda ctx: {}, None, attempt_key)
 
 

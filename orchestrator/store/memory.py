@@ -73,7 +73,7 @@ class MemoryStore:
     ) -> list[Outcome]:
         self._check()
         outcomes: list[Outcome] = []
-        fallback = batch_time(units)
+        fallback: list[float] = []  # the batch's latest time, worked out if a unit needs it
         unborn: set[tuple[InstanceKey, int]] = set()  # versions this batch did not write
         for unit in units:
             if unit.inbox is not None and unit.inbox in self._inbox:
@@ -89,17 +89,21 @@ class MemoryStore:
                         unborn.add((unit.instance.key, unit.instance.version))
                     outcomes.append(Outcome.CONFLICT)
                     continue
-            self._apply(unit, fallback)
+            self._apply(unit, units, fallback)
             outcomes.append(Outcome.COMMITTED)
         for mid in published:
             self._outbox.pop(mid, None)
         self._compact_timers()
         return outcomes
 
-    def _apply(self, unit: UnitOfWork, fallback: float) -> None:
+    def _apply(self, unit: UnitOfWork, units: Sequence[UnitOfWork], fallback: list[float]) -> None:
         if unit.inbox is not None:  # dated as the durable stores date it (_plan.unit_time)
             at = unit_time(unit)
-            self._inbox[unit.inbox] = fallback if at is None else at
+            if at is None:
+                if not fallback:
+                    fallback.append(batch_time(units))
+                at = fallback[0]
+            self._inbox[unit.inbox] = at
         if unit.instance is not None:
             self._instances[unit.instance.key] = unit.instance
         for h in unit.history:
