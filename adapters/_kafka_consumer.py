@@ -128,13 +128,12 @@ class ConsumerRun:
         try:
             while True:
                 pump = self._pump
+                # The pump sets _arrived for each batch and once more when it ends, so a
+                # plain wait on it is enough (a task and asyncio.wait per batch cost more
+                # than the rest of handing a batch over).
                 while not self._ready and pump is not None and not pump.done():
                     self._arrived.clear()
-                    arrived = asyncio.ensure_future(self._arrived.wait())
-                    try:
-                        await asyncio.wait({arrived, pump}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        arrived.cancel()
+                    await self._arrived.wait()
                 if not self._ready:
                     if pump is not None and pump.done() and not pump.cancelled():
                         error = pump.exception()
@@ -151,6 +150,12 @@ class ConsumerRun:
     async def _fetch_loop(self) -> None:
         """Fetch, pause and rewind, one batch ahead of the caller, until stopped; see
         the module docstring for why it polls even when nothing is taken."""
+        try:
+            await self._fetch()
+        finally:
+            self._arrived.set()  # the caller waiting for a batch learns that none comes
+
+    async def _fetch(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         window = self._settings.max_in_flight
