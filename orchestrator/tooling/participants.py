@@ -24,10 +24,8 @@ note the wake-up time at once (see :mod:`orchestrator.tooling.demo`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,15 +33,22 @@ import orjson
 
 from adapters import open_transport
 from adapters.base import (
-    HEADER_CONTENT_TYPE,
-    HEADER_MESSAGE_ID,
     Delivery,
     OutgoingMessage,
     Topology,
     Transport,
 )
-from schemas.codec import encode
-from schemas.envelope import CONTENT_TYPE, Envelope
+from orchestrator.tooling.fates import (
+    BENCH,
+    SERVICES,
+    Behaviour,
+    Reply,
+    message,
+    order_placed,
+    parse,
+    reply_message,
+    uniform,
+)
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -58,80 +63,6 @@ __all__ = [
 ]
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """How badly the simulated services behave; probabilities are per command attempt.
-
-    ``refuse``: a reserve/charge/schedule is answered negatively (rejected,
-    declined, failed). ``silent``: it is not answered at all. ``undo_silent``: a
-    release/refund is not answered (two silent attempts in a row end the saga in
-    ``compensation_failed``). ``delay``: replies come after a uniform delay in this
-    range (seconds). ``lost``: a command answered (any of the above but silence) is
-    carried out but its reply is lost, so the saga times out and re-sends it, and the
-    re-send gets the first reply. ``always_succeed`` skips all of it: the bench's mode.
-
-    ``remember``: a service keeps the replies to its last ``remember`` commands (up to
-    twice that, ~0.6 KB each) to answer duplicates; a command it has forgotten would be
-    carried out again. The order saga re-sends within about a minute, so the default
-    covers ~150 commands a second per service.
-    """
-
-    refuse: float = 0.06
-    silent: float = 0.05
-    undo_silent: float = 0.45
-    delay: tuple[float, float] = (0.02, 0.4)
-    always_succeed: bool = False
-    lost: float = 0.0
-    remember: int = 10_000
-
-
-BENCH = Behaviour(
-    refuse=0.0, silent=0.0, undo_silent=0.0, delay=(0.0, 0.0), always_succeed=True, remember=1024
-)
-"""Answer every command at once, successfully, with as little work as possible. A
-command is never re-sent here (no silence), only redelivered, soon: a short memory
-keeps the bench's inline services out of the engine's measured memory."""
-
-
-@dataclass(frozen=True)
-class _Reply:
-    ok: str  # event type on success
-    refused: str | None  # event type of a negative answer; None for compensations
-    field: str | None  # the id field a success carries (reservation_id, ...)
-    reason: str = ""
-
-
-SERVICES: dict[str, dict[str, _Reply]] = {
-    "inventory": {
-        "inventory.reserve": _Reply(
-            "inventory.reserved", "inventory.rejected", "reservation_id", "out of stock"
-        ),
-        "inventory.release": _Reply("inventory.released", None, None),
-    },
-    "payment": {
-        "payment.charge": _Reply(
-            "payment.charged", "payment.declined", "payment_id", "card declined"
-        ),
-        "payment.refund": _Reply("payment.refunded", None, None),
-    },
-    "shipping": {
-        "shipping.schedule": _Reply(
-            "shipping.scheduled", "shipping.failed", "tracking_id", "no carrier available"
-        ),
-    },
-}
-"""Service name -> the commands it handles -> how it answers (the order saga's contract)."""
-
-
-def _uniform(seed: int, order_id: str, command: str, attempt: int) -> tuple[float, float]:
-    """Two numbers in [0, 1) fixed by the arguments: the fate and the delay of a reply."""
-    digest = hashlib.blake2b(
-        f"{seed}|{order_id}|{command}|{attempt}".encode(), digest_size=16
-    ).digest()
-    scale = float(1 << 64)
-    return (int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale)
 
 
 class Participant:
@@ -187,7 +118,7 @@ class Participant:
         done: list[Delivery] = []
         for d in batch:
             self.handled += 1
-            command = _parse(d.body)
+            command = parse(d.body)
             if command is None:
                 await self.transport.dead_letter(d, f"{self.name} simulator: not a command")
                 done.append(d)
@@ -196,7 +127,7 @@ class Participant:
             first = self._recent.get(key) or self._older.get(key)
             if first is not None:  # carried out already: the first reply again, nothing more
                 self.repeats += 1
-                out.append(_reply_message(first))
+                out.append(reply_message(first))
                 done.append(d)
                 continue
             reply, delay = self._answer(command)
@@ -234,7 +165,7 @@ class Participant:
             return False
         data = command["data"]
         order_id = str(data.get("order_id", "")) if isinstance(data, dict) else ""
-        lost, _ = _uniform(
+        lost, _ = uniform(
             self.seed, order_id, f"{command['type']}/lost", command.get("attempt") or 1
         )
         return lost < b.lost
@@ -256,7 +187,7 @@ class Participant:
         if b.always_succeed:
             return self._reply(command, spec.ok, order_id, spec), 0.0
         attempt = command.get("attempt") or 1
-        fate, spread = _uniform(self.seed, order_id, kind, attempt)
+        fate, spread = uniform(self.seed, order_id, kind, attempt)
         low, high = b.delay
         delay = round(low + (high - low) * spread, 2)  # 10 ms steps: replies coincide
         if spec.refused is None:  # a compensation: acknowledged, unless silent
@@ -274,7 +205,7 @@ class Participant:
         command: dict[str, Any],
         kind: str,
         order_id: str,
-        spec: _Reply,
+        spec: Reply,
         *,
         refused: bool = False,
     ) -> OutgoingMessage:
@@ -303,72 +234,7 @@ class Participant:
                 "data": data,
             }
         )
-        return _message(kind, body, reply_id, cid)
-
-
-def _message(kind: str, body: bytes, reply_id: str, key: str) -> OutgoingMessage:
-    return OutgoingMessage(
-        kind, body, reply_id, key, {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id}
-    )
-
-
-def _reply_message(body: bytes) -> OutgoingMessage:
-    """A reply sent before, from its bytes: sent again as it was (same id, same bytes)."""
-    raw = orjson.loads(body)
-    return _message(raw["type"], body, raw["id"], raw["correlationid"])
-
-
-def order_placed(
-    order_id: str,
-    *,
-    source: str,
-    message_id: str | None = None,
-    customer_id: str = "bench",
-    items: Sequence[dict[str, Any]] = ({"sku": "sku-1", "qty": 1},),
-    amount_cents: int = 1000,
-    time: datetime | None = None,
-) -> OutgoingMessage:
-    """The ``order.placed`` CloudEvent a shop sends to start an order saga, ready to
-    publish (keyed by the order id). The demo, the bench and the soak tests all place
-    their orders through this one function."""
-    mid = message_id or f"{order_id}/placed"
-    env = Envelope.new(
-        "order.placed",
-        {
-            "order_id": order_id,
-            "customer_id": customer_id,
-            "items": list(items),
-            "amount_cents": amount_cents,
-        },
-        id=mid,
-        source=source,
-        time=time,
-        correlationid=order_id,
-    )
-    return OutgoingMessage(
-        "order.placed",
-        encode(env),
-        mid,
-        order_id,
-        {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: mid},
-    )
-
-
-def _parse(body: bytes) -> dict[str, Any] | None:
-    """The fields a simulator needs, read straight from the JSON (no model validation:
-    these services must cost next to nothing in the bench)."""
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        not isinstance(raw, dict)
-        or not isinstance(raw.get("id"), str)
-        or not isinstance(raw.get("source"), str)
-        or not isinstance(raw.get("type"), str)
-    ):
-        return None
-    return raw
+        return message(kind, body, reply_id, cid)
 
 
 class Participants:
