@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,33 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+async def until_ready(
+    http: httpx.AsyncClient,
+    base: str,
+    exit_code: Callable[[], int | None],
+    tail: Callable[[], str],
+    timeout: float = READY_TIMEOUT,
+    interval: float = 0.05,
+) -> float:
+    """Poll ``base``'s ``/readyz`` until 200; the seconds it took. Fails at once, with the
+    log's tail, if the process exits first (``exit_code()`` not None)."""
+    start = time.monotonic()
+    last: object = None
+    while time.monotonic() - start < timeout:
+        code = exit_code()
+        if code is not None:
+            raise AssertionError(f"sidecar exited with {code} before ready:\n{tail()}")
+        try:
+            r = await http.get(f"{base}/readyz")
+            if r.status_code == 200:
+                return time.monotonic() - start
+            last = r.text
+        except httpx.TransportError as exc:
+            last = exc
+        await asyncio.sleep(interval)
+    raise AssertionError(f"/readyz not 200 after {timeout}s (last: {last!r}):\n{tail()}")
 
 
 class Sidecar:
@@ -70,22 +98,7 @@ class Sidecar:
 
     async def wait_ready(self, http: httpx.AsyncClient, timeout: float = READY_TIMEOUT) -> float:
         """Poll ``/readyz`` until 200; returns the seconds it took."""
-        start = time.monotonic()
-        last: object = None
-        while time.monotonic() - start < timeout:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"sidecar exited with {self.proc.returncode} before ready:\n{self.tail()}"
-                )
-            try:
-                r = await http.get(f"{self.base}/readyz")
-                if r.status_code == 200:
-                    return time.monotonic() - start
-                last = r.text
-            except httpx.TransportError as exc:
-                last = exc
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"/readyz not 200 after {timeout}s (last: {last!r}):\n{self.tail()}")
+        return await until_ready(http, self.base, self.proc.poll, self.tail, timeout, 0.1)
 
     async def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM, then wait for the exit code."""

@@ -19,7 +19,15 @@ from typing import IO
 
 import httpx
 
-from tests.e2e.sidecar import LOG_LEVEL_ENV, ORDER_SAGA, READY_TIMEOUT, ROOT, SAGAWIRE, free_port
+from tests.e2e.sidecar import (
+    LOG_LEVEL_ENV,
+    ORDER_SAGA,
+    READY_TIMEOUT,
+    ROOT,
+    SAGAWIRE,
+    free_port,
+    until_ready,
+)
 
 __all__ = ["FAST_SAGA", "ORDER_SAGA", "REFUSED_SAGAS", "SidecarSlot"]
 
@@ -110,21 +118,11 @@ class SidecarSlot:
 
     async def wait_ready(self, http: httpx.AsyncClient, timeout: float = READY_TIMEOUT) -> float:
         """Poll ``/readyz`` until 200; returns the seconds it took."""
-        start = time.monotonic()
-        last: object = None
-        while time.monotonic() - start < timeout:
-            if not self.running:
-                code = self.proc.returncode if self.proc else None
-                raise AssertionError(f"sidecar exited with {code} before ready:\n{self.tail()}")
-            try:
-                r = await http.get(f"{self.base}/readyz")
-                if r.status_code == 200:
-                    return time.monotonic() - start
-                last = r.text
-            except httpx.TransportError as exc:
-                last = exc
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"/readyz not 200 after {timeout}s (last: {last!r}):\n{self.tail()}")
+
+        def exit_code() -> int | None:
+            return None if self.running else (self.proc.returncode if self.proc else -1)
+
+        return await until_ready(http, self.base, exit_code, self.tail, timeout)
 
     async def kill(self) -> None:
         """``kill -9`` and reap."""
