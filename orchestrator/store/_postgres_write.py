@@ -84,10 +84,10 @@ _SQL_INSTANCE_INSERT = (
 )
 _SQL_HISTORY_INSERT = (
     f"INSERT INTO history ({s.HISTORY_COLUMNS}) "
-    "SELECT saga, cid, seq, mid, mtype, from_s, to_s, commands::jsonb, at FROM unnest("
+    "SELECT saga, cid, seq, mid, mtype, from_s, to_s, commands::jsonb, at, note FROM unnest("
     "$1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::text[], $7::text[], "
-    "$8::text[], $9::float8[]) WITH ORDINALITY "
-    "AS u(saga, cid, seq, mid, mtype, from_s, to_s, commands, at, ord) ORDER BY ord"
+    "$8::text[], $9::float8[], $10::text[]) WITH ORDINALITY "
+    "AS u(saga, cid, seq, mid, mtype, from_s, to_s, commands, at, note, ord) ORDER BY ord"
 )
 _SQL_OUTBOX_UPSERT = (
     f"INSERT INTO outbox ({s.OUTBOX_COLUMNS}) "
@@ -132,7 +132,7 @@ async def write_plan(conn: Any, plan: Plan, versions: dict[InstanceKey, int]) ->
             raise ConcurrentInsert  # another writer created one of them after our reads
     if plan.history:
         rows = [s.history_params(h) for h in plan.history]
-        await conn.execute(_SQL_HISTORY_INSERT, *columns(rows, 9))
+        await conn.execute(_SQL_HISTORY_INSERT, *columns(rows, 10))
     if plan.outbox:
         rows = [s.outbox_params(o) for o in plan.outbox]
         await conn.execute(_SQL_OUTBOX_UPSERT, *columns(rows, 6))

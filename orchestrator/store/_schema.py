@@ -67,7 +67,7 @@ __all__ = [
     "timer_params",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this build writes and understands."""
 
 SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -112,6 +112,7 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
             reason TEXT NOT NULL, failed_at REAL NOT NULL)""",
         "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
     ),
+    3: ("ALTER TABLE history ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
 }
 
 POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -161,6 +162,7 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
             reason text NOT NULL, failed_at double precision NOT NULL)""",
         "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
     ),
+    3: ("ALTER TABLE history ADD COLUMN note text NOT NULL DEFAULT ''",),
 }
 
 
@@ -203,7 +205,8 @@ INSTANCE_COLUMNS = (
     "saga, correlation_id, state, status, version, data, meta, created_at, updated_at"
 )
 HISTORY_COLUMNS = (
-    "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at"
+    "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at,"
+    " note"
 )
 OUTBOX_COLUMNS = "id, destination, key, body, headers, created_at"
 FAILED_COLUMNS = f"{OUTBOX_COLUMNS}, reason, failed_at"
@@ -232,7 +235,7 @@ def instance_from_row(r: Row) -> InstanceRecord:
 
 def history_from_row(r: Row) -> HistoryRecord:
     return HistoryRecord(
-        r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], decode_commands(r[7]), float(r[8])
+        r[0], r[1], int(r[2]), r[3], r[4], r[5], r[6], decode_commands(r[7]), float(r[8]), r[9]
     )
 
 
@@ -287,6 +290,7 @@ def history_params(h: HistoryRecord) -> tuple[Any, ...]:
         h.to_state,
         encode_commands(h.commands),
         h.at,
+        h.note,
     )
 
 

@@ -72,6 +72,9 @@ class HistoryRecord:
     to_state: str
     commands: tuple[str, ...]  # "type:id" of each message sent
     at: float
+    note: str = ""
+    """What else the entry records, in words: a deviation from the declared flow
+    (``deviation <kind>: ...``). Empty for a plain transition."""
 
 
 @dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
