@@ -289,7 +289,7 @@ def test_message_ids_are_uuid5_of_the_cause() -> None:
     value as uuid5 of (cause, saga, index), which other tools can recompute."""
     import uuid
 
-    from orchestrator.engine.decide import _NAMESPACE, message_id
+    from orchestrator.engine.sending import _NAMESPACE, message_id
 
     for i in range(3000):
         cause, saga, index = f"evt-{i}-{'x' * (i % 37)}", f"saga{i % 5}", i % 4

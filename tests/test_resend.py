@@ -24,8 +24,9 @@ from orchestrator import Status
 from orchestrator.engine import Engine
 from orchestrator.engine.clock import VirtualClock
 from orchestrator.engine.correlate import Routed
-from orchestrator.engine.decide import _COMMAND_NAMESPACE, command_id, decide
+from orchestrator.engine.decide import decide
 from orchestrator.engine.persist import outbox_record, outgoing, send_id
+from orchestrator.engine.sending import _COMMAND_NAMESPACE, command_id
 from orchestrator.language.definition import timer_event
 from orchestrator.store import open_store
 from orchestrator.testing import SagaHarness

@@ -1,29 +1,22 @@
 """Step 3: the pure transition. ``decide(saga, instance, event, now) -> Decision``.
 
-No I/O, no clock, no randomness: the ids of the messages it emits are derived,
-never drawn (uuid5), so replaying the same input yields the same output, byte for
-byte, and a command re-published after a crash keeps its id. A counted command
-(a step's command or compensation, see :attr:`SendSpec.attempt_key`) is one
-logical command however often it is sent: its id comes from the instance and
-the attempt key (:func:`command_id`), the same on every attempt, and only its
-``attempt`` grows. Any other message's id comes from the message that caused it
-(:func:`message_id`). Exceptions raised by user code (guards, updates, payload
-builders) become a ``reject`` decision naming the saga, state and event:
-nothing is half-applied.
+No I/O, no clock, no randomness: what it sends gets ids derived from its inputs
+(:mod:`orchestrator.engine.sending`), so replaying the same input yields the same
+output, byte for byte. A saga declared as rows is decided here; one declared as a
+flow of observed or parallel steps by :mod:`orchestrator.engine.flow`. Exceptions
+raised by user code (guards, updates, payload builders) become a ``reject``
+decision naming the saga, state and event: nothing is half-applied.
 """
 
 from __future__ import annotations
 
-import hashlib
-import uuid
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
 
 from orchestrator.engine.correlate import Routed
 from orchestrator.engine.model import Decision, Instance, Message, TimerChange
+from orchestrator.engine.sending import command_id, message, message_id, when
 from orchestrator.language.assign import shared
 from orchestrator.language.definition import (
     INITIAL,
@@ -40,62 +33,11 @@ from orchestrator.language.statedata import state_dict, state_from_dict
 from orchestrator.language.status import Meta, Status
 from schemas.codec import describe_validation_error
 
-if TYPE_CHECKING:
-    from _hashlib import HASH
-
-__all__ = ["ABORT_EVENT", "command_id", "decide", "message_id"]
+__all__ = ["ABORT_EVENT", "decide"]
 
 ABORT_EVENT = "sagawire.abort"
 """An operator's request to stop an instance where it is (``aborted``, timers cancelled,
 no compensation run). Its ``data`` may carry a ``reason``."""
-
-_NAMESPACE = uuid.UUID("6f1c3a9e-3b7d-4f7e-9a55-5a6177697265")
-
-
-_NS_SHA1 = hashlib.sha1(_NAMESPACE.bytes)
-"""SHA-1 already fed the namespace: each id copies it and hashes only its own name."""
-_VARIANT = {c: "89ab"[int(c, 16) & 0x3] for c in "0123456789abcdef"}
-"""The RFC 4122 variant bits set on a hex digit: what ``uuid.UUID(version=5)`` does."""
-
-
-def message_id(cause: str, saga: str, index: int) -> str:
-    """Deterministic id of the ``index``-th message caused by message ``cause``.
-
-    The same value as ``str(uuid.uuid5(namespace, ...))``, computed on the hex digest
-    (version digit, variant digit) without building a UUID object: this runs once per
-    emitted message."""
-    sha = _NS_SHA1.copy()
-    sha.update(f"{cause}/{saga}/{index}".encode())
-    h = sha.hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-
-
-_COMMAND_NAMESPACE = uuid.UUID("0d7c5a41-8e2b-4c6f-b1a3-636f6d6d616e")
-_KEYED: dict[tuple[str, str], HASH] = {}
-"""SHA-1 already fed the command namespace, the saga and the attempt key, per pair."""
-
-
-def command_id(saga: str, key: str, correlation_id: str) -> str:
-    """The id of counted command ``key`` of instance ``correlation_id`` of ``saga``: the
-    same on every attempt, so a participant that de-duplicates on it acts once.
-
-    ``str(uuid.uuid5(command namespace, f"{len(saga)}:{saga}{len(key)}:{key}{cid}"))``
-    (lengths make the name unambiguous whatever the names hold; hashing keeps the id 36
-    characters however long the correlation id). One logical command per (instance, key):
-    an instance is never deleted, so its correlation id names it for good, and a step's
-    command and its compensation (``undo:<step>``) are each sent in one run of attempts
-    only, the step form having no loops (the state-machine form counts no attempts)."""
-    prefix = _KEYED.get((saga, key))
-    if prefix is None:
-        prefix = hashlib.sha1(
-            _COMMAND_NAMESPACE.bytes + f"{len(saga)}:{saga}{len(key)}:{key}".encode()
-        )
-        _KEYED[(saga, key)] = prefix
-    sha = prefix.copy()
-    sha.update(correlation_id.encode())
-    h = sha.hexdigest()
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-
 
 _FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
 
@@ -152,22 +94,6 @@ def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:
     _set(new, "__pydantic_extra__", None)
     _set(new, "__pydantic_private__", None)
     return new
-
-
-_last_when: tuple[float, datetime] = (0.0, datetime.fromtimestamp(0.0, UTC))
-
-
-def _when(now: float) -> datetime:
-    """``datetime.fromtimestamp(now, UTC)``, kept for the last ``now``: the engine decides
-    a whole batch at one ``now``, and this runs per event. The pair is replaced in one
-    assignment, so engines on several threads never see one's time with another's."""
-    global _last_when
-    last = _last_when
-    if last[0] == now:
-        return last[1]
-    when = datetime.fromtimestamp(now, UTC)
-    _last_when = (now, when)
-    return when
 
 
 def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: float) -> Decision:
@@ -230,10 +156,6 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
         )
 
 
-_SOURCES: dict[str, str] = {}
-"""``sagawire/<saga>``, the ``source`` of what each saga sends, made once per saga."""
-
-
 def _apply(
     saga: SagaDefinition,
     instance: Instance,
@@ -254,8 +176,8 @@ def _apply(
     data = instance.data
     if event.spec is not None and event.spec.merge and instance.version > 0:
         data = _merge(saga.state_model, data, event.payload)
-    when = _when(now)
-    ctx = Context(data, event.payload, env, cid, meta, when)
+    at = when(now)
+    ctx = Context(data, event.payload, env, cid, meta, at)
     row: Transition | None = None
     for candidate in rows:
         update, guard = candidate.update, candidate.guard
@@ -276,7 +198,6 @@ def _apply(
     copied = False  # meta is still the stored instance's: copy before changing it
     if env.type.startswith(TIMER_PREFIX):
         live.discard(env.type[len(TIMER_PREFIX) :])  # it fired: the engine deletes its row
-    source = _SOURCES.get(saga.name) or _SOURCES.setdefault(saga.name, f"sagawire/{saga.name}")
     for action in row.actions:
         if isinstance(action, SendSpec):
             send = action
@@ -293,22 +214,7 @@ def _apply(
                 attempt = meta.attempts.get(key, 0) + 1
                 meta.attempts[key] = attempt
                 mid = command_id(saga.name, key, cid)
-            if send.dump is not None:  # its JSON straight from the state's fields
-                messages.append(
-                    Message(send.type, mid, send.dump(ctx), source, when, cid, env.id, attempt)
-                )
-                continue
-            payload = send.build(ctx)
-            if not isinstance(payload, BaseModel) and send.model is not None:
-                # as build_from_state does: the validator itself, so both paths agree
-                payload = send.model.__pydantic_validator__.validate_python(payload, by_name=True)
-            if isinstance(payload, BaseModel):  # model_dump(mode="json"), minus its wrapper
-                payload = payload.__pydantic_serializer__.to_python(payload, mode="json")
-            elif payload is not None:
-                # a builder's own data (a Decimal, a datetime...) made JSON here, where a
-                # value that cannot be rejects the event instead of failing the commit
-                payload = to_jsonable_python(payload)
-            messages.append(Message(send.type, mid, payload, source, when, cid, env.id, attempt))
+            messages.append(message(send, ctx, saga.name, mid, attempt, at))
         elif isinstance(action, SetTimer):
             after = action.after
             seconds = after(ctx) if callable(after) else after

@@ -51,6 +51,30 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
     for s in starts:
         if s not in defn.events:
             problems.append(f"start event {s!r} is not declared in events=[Event({s!r}, ...)]")
+    if defn.flow is None:
+        problems.extend(_check_rows(defn, starts, finals))
+    else:
+        problems.extend(_check_sends(defn, _flow_sends(defn), "flow"))
+
+    for s in starts:
+        spec = defn.events.get(s)
+        if spec is None or spec.model is None:
+            continue
+        missing = [n for n in _required(defn.state_model) if n not in spec.model.model_fields]
+        if missing:
+            problems.append(
+                f"state model {defn.state_model.__name__} requires {', '.join(missing)}, which"
+                f" start event {s!r} ({spec.model.__name__}) does not carry: give them defaults"
+            )
+
+    problems.extend(_incomplete_models(defn))
+    problems.extend(_unstorable(defn.state_model, defn.state_model.__name__, set()))
+    raise_problems(defn.name, problems)
+
+
+def _check_rows(defn: SagaDefinition, starts: set[str], finals: dict[str, Status]) -> list[str]:
+    """The state-machine form's checks: how it starts, timers, reachable states, exits."""
+    problems: list[str] = []
     if not defn.transitions.get(INITIAL):
         problems.append(
             f"nothing starts it: add a row When({INITIAL!r}, <start event>) or a start event"
@@ -125,20 +149,16 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
                 " with no timeout: add When(state, Timeout(name)) and set the timer on entry"
             )
 
-    for s in starts:
-        spec = defn.events.get(s)
-        if spec is None or spec.model is None:
-            continue
-        missing = [n for n in _required(defn.state_model) if n not in spec.model.model_fields]
-        if missing:
-            problems.append(
-                f"state model {defn.state_model.__name__} requires {', '.join(missing)}, which"
-                f" start event {s!r} ({spec.model.__name__}) does not carry: give them defaults"
-            )
+    return problems
 
-    problems.extend(_incomplete_models(defn))
-    problems.extend(_unstorable(defn.state_model, defn.state_model.__name__, set()))
-    raise_problems(defn.name, problems)
+
+def _flow_sends(defn: SagaDefinition) -> list[SendSpec]:
+    flow = defn.flow
+    if flow is None:
+        return []
+    specs = [s.send for s in flow.steps] + [s.compensate for s in flow.steps]
+    specs += [flow.on_completed, flow.on_compensated, flow.on_compensation_failed]
+    return [spec for spec in specs if spec is not None]
 
 
 _SECRETS = (SecretStr, SecretBytes, Secret)
@@ -192,6 +212,7 @@ def _incomplete_models(defn: SagaDefinition) -> list[str]:
     for rows in defn.transitions.values():
         for t in rows:
             models.update((a.model, None) for a in t.actions if isinstance(a, SendSpec) and a.model)
+    models.update((spec.model, None) for spec in _flow_sends(defn) if spec.model is not None)
     problems = []
     for model in models:
         if not model.__pydantic_complete__ and not model.model_rebuild(raise_errors=False):

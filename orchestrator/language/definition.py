@@ -11,29 +11,43 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 from pydantic import BaseModel
 
-from orchestrator.language.status import Meta, Status
-from schemas.envelope import Envelope
-
-ModelType = type[BaseModel]
-"""A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
+from orchestrator.language.actions import (
+    Action,
+    Build,
+    CancelTimer,
+    Context,
+    Guard,
+    ModelType,
+    SendSpec,
+    SetFailure,
+    SetTimer,
+    Update,
+)
+from orchestrator.language.flowdef import Flow
+from orchestrator.language.status import Status
 
 __all__ = [
     "INITIAL",
     "TIMER_PREFIX",
+    "Action",
+    "Build",
     "CancelTimer",
     "Context",
     "EventSpec",
+    "Guard",
+    "ModelType",
     "SagaDefinition",
     "SendSpec",
+    "SetFailure",
     "SetTimer",
     "StepInfo",
     "Transition",
+    "Update",
     "timer_event",
 ]
 
@@ -48,31 +62,6 @@ def timer_event(name: str) -> str:
     return TIMER_PREFIX + name
 
 
-@dataclass(slots=True)  # not frozen: built per message, frozen __init__ costs 3x
-class Context:
-    """What guards, updates and payload builders see. Read-only."""
-
-    state: BaseModel
-    event: Any  # the validated payload model, or the raw ``data`` when none is declared
-    envelope: Envelope
-    correlation_id: str
-    meta: Meta
-    now: datetime
-
-    @property
-    def reason(self) -> str | None:
-        """Why the saga failed (a failure reply's ``reason``, or a timeout), if it did."""
-        return self.meta.failure
-
-    def attempt(self, key: str) -> int:
-        return self.meta.attempt(key)
-
-
-Guard = Callable[[Context], bool]
-Update = Callable[[Context], BaseModel]
-Build = Callable[[Context], Any]
-
-
 @dataclass(frozen=True, slots=True)
 class EventSpec:
     """An event the saga consumes: its payload model and how it is correlated."""
@@ -83,43 +72,6 @@ class EventSpec:
     correlate_desc: str = "correlationid attribute"
     starts: bool = False
     merge: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class SendSpec:
-    """Send one message. ``attempt_key`` makes it a counted attempt (for retries)."""
-
-    type: str
-    build: Build
-    model: ModelType | None = None
-    attempt_key: str | None = None
-    from_state: bool = False  # payload filled from same-named state fields (checked at load)
-    condition: Guard | None = None  # send only when this holds (on the updated state)
-    dump: Build | None = None
-    """The payload as JSON-ready data, where a faster way than ``build`` then dumping
-    exists (``from_state``: the state's own serializer, when it writes what the
-    command's would; see :mod:`orchestrator.language.assign`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SetTimer:
-    name: str
-    after: float | Callable[[Context], float]
-
-
-@dataclass(frozen=True, slots=True)
-class CancelTimer:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class SetFailure:
-    """Record why the saga failed (read back as ``Context.reason``)."""
-
-    reason: Callable[[Context], str]
-
-
-Action = SendSpec | SetTimer | CancelTimer | SetFailure
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,13 +96,14 @@ class StepInfo:
     """Introspection of a step saga's step (for docs and graphs)."""
 
     name: str
-    command: str
+    command: str | None  # None: an observed step (choreography)
     success: tuple[str, ...]
     failure: tuple[str, ...]
     compensation: str | None
     compensated_by: str | None
     timeout: float
     attempts: int
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +120,12 @@ class SagaDefinition:
     steps: tuple[StepInfo, ...] = ()
     park_for: float = 60.0
     source: str = ""
+    flow: Flow | None = None
+    """The steps of a saga that observes or branches (the engine interprets it); its
+    ``transitions`` are then empty."""
+    deviations: str | None = None
+    """What an event that breaks the declared flow does (``record`` or ``fail``); None:
+    such an event is parked, then dead-lettered, as an orchestrated saga's is."""
     timer_names: frozenset[str] = field(default_factory=frozenset)
     """Every timer any row sets (all are cancelled when the instance finishes)."""
     _by_state_event: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
@@ -187,6 +146,8 @@ class SagaDefinition:
             for a in t.actions
             if isinstance(a, SetTimer)
         }
+        if self.flow is not None:
+            names |= self.flow.timer_names()
         object.__setattr__(self, "timer_names", frozenset(names))
         object.__setattr__(self, "events", MappingProxyType(dict(self.events)))
         object.__setattr__(self, "transitions", MappingProxyType(dict(self.transitions)))
@@ -209,7 +170,7 @@ class SagaDefinition:
 
     def produces(self) -> tuple[str, ...]:
         """Message types this saga may send."""
-        out: dict[str, None] = {}
+        out: dict[str, None] = dict.fromkeys(self.flow.sends()) if self.flow else {}
         for rows in self.transitions.values():
             for t in rows:
                 out.update(dict.fromkeys(t.sends))
@@ -217,6 +178,8 @@ class SagaDefinition:
 
     def to_mermaid(self) -> str:
         """A Mermaid ``stateDiagram-v2`` of the definition (for docs and the admin view)."""
+        if self.flow is not None:
+            return self.flow.to_mermaid(self.start_events[0] if self.start_events else "start")
         lines = ["stateDiagram-v2"]
         for rows in self.transitions.values():
             for t in rows:

@@ -26,7 +26,7 @@ Both compile (and are checked, see :mod:`orchestrator.language.checks`) into one
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -218,16 +218,25 @@ class Retry:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a :class:`StepSaga`."""
+    """One step of a :class:`StepSaga`.
+
+    With ``send``, sagawire sends the command and waits for its ``success`` or
+    ``failure`` reply within ``timeout`` (re-sent per ``retry``). Without it, the step
+    is *observed*: another service does it on its own, and sagawire waits for its
+    event within ``timeout``, the step's deadline (choreography). ``after`` names the
+    steps it follows (default: the step declared before it; ``[]``: it starts with
+    the saga), so two steps after the same one run side by side."""
 
     name: str
-    send: Send
+    _: KW_ONLY
     success: Event | Sequence[Event]
+    send: Send | None = None
     failure: Event | Sequence[Event] = ()
     compensate: Send | None = None
     compensated_by: Event | None = None
     timeout: float | None = None
     retry: Retry = field(default_factory=Retry)
+    after: Sequence[str] | None = None
 
     @property
     def successes(self) -> tuple[Event, ...]:

@@ -45,6 +45,7 @@ from orchestrator.language.definition import (
     Transition,
     timer_event,
 )
+from orchestrator.language.flow import compile_flow
 from orchestrator.language.parts import Correlate, Event, Retry, Send, Step
 from orchestrator.language.status import Status
 
@@ -85,6 +86,7 @@ class _Compiler:
             sends = (self.on_completed.spec(),) if self.on_completed else ()
             return sends, COMPLETED
         step = self.steps[k]
+        assert step.send is not None, "the straight line commands every step"
         return (
             step.send.spec(attempt_key=step.name),
             SetTimer(f"{step.name}.timeout", step.timeout or 0.0),
@@ -172,6 +174,7 @@ class _Compiler:
                     )
                 )
             tries = step.retry.attempts
+            assert step.send is not None, "the straight line commands every step"
             self.waiting(
                 step.name,
                 step.name,
@@ -251,7 +254,25 @@ def compile_steps(
     on_compensated: Send | None,
     on_compensation_failed: Send | None,
     park_for: float,
+    deviations: str | None = None,
 ) -> SagaDefinition:
+    """The definition of a step saga: state-machine rows when sagawire commands every
+    step, one after the other; a :class:`~orchestrator.language.flowdef.Flow` when a
+    step is observed, a step names the steps it comes ``after``, or the saga declares
+    what a deviation from its flow does."""
+    if deviations is not None or any(s.send is None or s.after is not None for s in steps):
+        return compile_flow(
+            name,
+            state=state,
+            start=start,
+            steps=steps,
+            correlate=correlate,
+            on_completed=on_completed,
+            on_compensated=on_compensated,
+            on_compensation_failed=on_compensation_failed,
+            park_for=park_for,
+            deviations=deviations or "record",
+        )
     raise_problems(name, _step_problems(steps))
     events: dict[str, EventSpec] = {start.type: start.spec(starts=True, default=correlate)}
     for step in steps:
@@ -296,7 +317,7 @@ def compile_steps(
         steps=tuple(
             StepInfo(
                 name=s.name,
-                command=s.send.type,
+                command=s.send.type if s.send is not None else None,
                 success=tuple(e.type for e in s.successes),
                 failure=tuple(e.type for e in s.failures),
                 compensation=s.compensate.type if s.compensate else None,
@@ -323,10 +344,14 @@ def StepSaga(
     on_compensated: Send | None = None,
     on_compensation_failed: Send | None = None,
     park_for: float = 60.0,
+    deviations: str | None = None,
 ) -> SagaDefinition:
-    """Declare a straight-line saga: each step sends a command and waits for a
-    success or failure reply; on failure or timeout of step *k*, the compensations
-    of the completed steps run in reverse order."""
+    """Declare a step saga: each step sends a command and waits for a success or
+    failure reply (or, without ``send=``, waits for another service's event within
+    its deadline); on failure or timeout of a step, the compensations of the steps
+    done run in reverse order. ``deviations`` (``"record"``, the default for a saga
+    that observes, or ``"fail"``) says what an event that breaks the declared flow
+    does; ``park_for`` is how long an early event waits for its step."""
     return compile_steps(
         name,
         state=state,
@@ -337,4 +362,5 @@ def StepSaga(
         on_compensated=on_compensated,
         on_compensation_failed=on_compensation_failed,
         park_for=park_for,
+        deviations=deviations,
     )

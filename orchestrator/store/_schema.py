@@ -205,8 +205,7 @@ INSTANCE_COLUMNS = (
     "saga, correlation_id, state, status, version, data, meta, created_at, updated_at"
 )
 HISTORY_COLUMNS = (
-    "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at,"
-    " note"
+    "saga, correlation_id, seq, message_id, message_type, from_state, to_state, commands, at, note"
 )
 OUTBOX_COLUMNS = "id, destination, key, body, headers, created_at"
 FAILED_COLUMNS = f"{OUTBOX_COLUMNS}, reason, failed_at"
