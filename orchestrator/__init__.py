@@ -14,6 +14,7 @@ declared and checked), ``engine/`` (the pure core and the stages around it),
 from orchestrator.engine.model import Instance
 from orchestrator.language import (
     INITIAL,
+    Deviation,
     Event,
     Retry,
     SagaDefinition,
@@ -28,6 +29,7 @@ from orchestrator.language import (
 
 __all__ = [
     "INITIAL",
+    "Deviation",
     "Event",
     "Instance",
     "Retry",

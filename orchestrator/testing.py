@@ -195,3 +195,13 @@ class SagaHarness:
         self, correlation_id: str, saga: str | None = None
     ) -> Sequence[HistoryRecord]:
         return await self.store.history((saga or self._default_saga, correlation_id))
+
+    async def deviations(self, correlation_id: str, saga: str | None = None) -> list[str]:
+        """The deviations from its declared flow an instance recorded, in order
+        (``<kind>: <type> <id> <what happened>``)."""
+        prefix = "deviation "
+        return [
+            h.note[len(prefix) :]
+            for h in await self.history(correlation_id, saga)
+            if h.note.startswith(prefix)
+        ]

@@ -28,6 +28,8 @@ class Item:
     delivery: Delivery | None = None
     parked: ParkedRecord | None = None
     timer: str | None = None
+    late: bool = False
+    """A parked message whose grace period ended (a deviation, for a tracking saga)."""
 
 
 @dataclass(frozen=True, slots=True)

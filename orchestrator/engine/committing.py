@@ -94,6 +94,8 @@ class Committer:
                     working.mark_parked(key)
                 if decision is not None and decision.instance is not None:
                     stats.transitions += 1
+                    if decision.deviation:
+                        stats.deviated(item.routed.saga.name, decision.deviation.split(":", 1)[0])
                     working.mark_moved(key)
                     committed.extend([outgoing(o) for o in unit.outbox])
                     if debug:

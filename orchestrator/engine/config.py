@@ -46,6 +46,13 @@ class Stats:
     timers_fired: int = 0
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
     """Dead letters by kind of reason (``MessageError.kind``, ``rejected``, ``expired``...)."""
+    deviations: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Events that broke a saga's declared flow, by (saga, kind): ``early``,
+    ``repeated``, ``contradicting``, ``late``, ``unexpected``."""
+
+    def deviated(self, saga: str, kind: str) -> None:
+        key = (saga, kind)
+        self.deviations[key] = self.deviations.get(key, 0) + 1
 
     def dead_lettered(self, kind: str) -> None:
         self.dead_letters += 1

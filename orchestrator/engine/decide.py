@@ -15,10 +15,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.engine.correlate import Routed
+from orchestrator.engine.flow import decide_flow, deviation
 from orchestrator.engine.model import Decision, Instance, Message, TimerChange
 from orchestrator.engine.sending import command_id, message, message_id, when
 from orchestrator.language.assign import shared
 from orchestrator.language.definition import (
+    DEVIATION_EVENT,
     INITIAL,
     TIMER_PREFIX,
     CancelTimer,
@@ -96,14 +98,29 @@ def _copy_with(state: BaseModel, update: dict[str, Any]) -> BaseModel:
     return new
 
 
-def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: float) -> Decision:
-    """Apply ``event`` to ``instance`` (None when none exists yet)."""
+def decide(
+    saga: SagaDefinition,
+    instance: Instance | None,
+    event: Routed,
+    now: float,
+    *,
+    late: bool = False,
+) -> Decision:
+    """Apply ``event`` to ``instance`` (None when none exists yet). ``late``: the event
+    was parked and its grace period ended; a saga that tracks deviations records it as
+    one (see :mod:`orchestrator.engine.flow`), where another would dead-letter it."""
     env = event.envelope
     is_timer = env.type.startswith(TIMER_PREFIX)
     if instance is None:
         if is_timer:
             return Decision("ignore", reason="timer for an instance that does not exist")
         if event.spec is None or not event.spec.starts:
+            if late:  # its grace period is over, and there is still nothing to record it on
+                return Decision(
+                    "reject",
+                    reason=f"saga {saga.name!r}: no instance {event.correlation_id!r} began"
+                    f" within {saga.park_for:g}s of {env.type} {env.id}",
+                )
             return Decision(
                 "park", reason=f"no {saga.name!r} instance {event.correlation_id!r} yet"
             )
@@ -121,6 +138,9 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
     elif instance.status.final:
         if is_timer:
             return Decision("ignore", reason="timer for a finished instance")
+        if saga.deviations is not None and (event.spec is None or not event.spec.starts):
+            ended = f"arrived after the saga ended ({instance.status.value})"
+            return deviation(instance, event, now, "late", ended)
         return Decision(
             "reject",
             reason=f"saga {saga.name!r} instance {instance.correlation_id!r}"
@@ -129,6 +149,15 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
         )
     if env.type == ABORT_EVENT:
         return _abort(saga, instance, event, now)
+    if saga.flow is not None:
+        current = instance
+        try:
+            return decide_flow(
+                saga, saga.flow, current, event, now, lambda: _merged(saga, current, event),
+                late=late,
+            )  # fmt: skip
+        except Exception as exc:  # user code failed: reject the event, as below
+            return _failed(saga, instance, event, exc)
     rows = saga.candidates(instance.state, env.type)
     if not rows:
         if is_timer:
@@ -140,20 +169,53 @@ def decide(saga: SagaDefinition, instance: Instance | None, event: Routed, now: 
                 f" {instance.correlation_id!r} already exists (state"
                 f" {instance.state!r}); duplicate start {env.type} {env.id}",
             )
+        if late and saga.deviations is not None:
+            return _deviating(saga, instance, event, now)
         return Decision("park", reason=f"{env.type} is not accepted in state {instance.state!r}")
     try:
         return _apply(saga, instance, event, rows, now)
     except Exception as exc:  # user code failed: reject the event, keep the instance as it was
-        detail = (
-            describe_validation_error(exc, "field")
-            if isinstance(exc, ValidationError)
-            else f"{type(exc).__name__}: {exc}"
-        )
-        return Decision(
-            "reject",
-            reason=f"saga {saga.name!r} failed in state {instance.state!r}"
-            f" on {env.type} {env.id}: {detail}",
-        )
+        return _failed(saga, instance, event, exc)
+
+
+def _failed(saga: SagaDefinition, instance: Instance, event: Routed, exc: Exception) -> Decision:
+    """User code failed on ``event``: it is rejected, the instance stays as it was."""
+    env = event.envelope
+    detail = (
+        describe_validation_error(exc, "field")
+        if isinstance(exc, ValidationError)
+        else f"{type(exc).__name__}: {exc}"
+    )
+    return Decision(
+        "reject",
+        reason=f"saga {saga.name!r} failed in state {instance.state!r}"
+        f" on {env.type} {env.id}: {detail}",
+    )
+
+
+def _merged(saga: SagaDefinition, instance: Instance, event: Routed) -> BaseModel:
+    """The state with ``event``'s data merged in, if its declaration merges."""
+    if event.spec is not None and event.spec.merge:
+        return _merge(saga.state_model, instance.data, event.payload)
+    return instance.data
+
+
+def _deviating(saga: SagaDefinition, instance: Instance, event: Routed, now: float) -> Decision:
+    """A state machine's event that its state never took within the grace period: a
+    deviation, recorded; under the ``fail`` policy, the state's ``Deviation()`` rows
+    run (the event's data is not merged: it broke the flow)."""
+    env = event.envelope
+    detail = f"not accepted in state {instance.state!r} within {saga.park_for:g}s"
+    rows = saga.candidates(instance.state, DEVIATION_EVENT) if saga.deviations == "fail" else ()
+    if not rows:
+        return deviation(instance, event, now, "unexpected", detail)
+    plain = Routed(event.saga, None, env, event.correlation_id, event.payload)
+    try:
+        decided = _apply(saga, instance, plain, rows, now)
+    except Exception as exc:
+        return _failed(saga, instance, event, exc)
+    decided.deviation = f"unexpected: {env.type} {env.id} {detail}"
+    return decided
 
 
 def _apply(
@@ -268,7 +330,8 @@ def _abort(saga: SagaDefinition, instance: Instance, event: Routed, now: float) 
     data = event.envelope.data if isinstance(event.envelope.data, dict) else {}
     reason = str(data.get("reason") or "aborted by an operator")
     live = saga.timer_names if instance.meta.timers is None else instance.meta.timers
-    meta = Meta(instance.meta.attempts, reason, ())
+    old = instance.meta
+    meta = Meta(old.attempts, reason, (), dict(old.steps), old.done)
     new = _next(instance, "aborted", Status.ABORTED, instance.data, meta, now)
     timers = tuple(TimerChange(name, None) for name in sorted(live))
     return Decision("applied", new, from_state=instance.state, timers=timers)

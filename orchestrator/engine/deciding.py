@@ -69,8 +69,10 @@ class Decider:
                 mark = (saga.name, item.routed.envelope.id)
                 if item.timer is None and mark in seen:
                     self.stats.duplicates += 1
+                    if item.parked is not None:  # applied meanwhile: its row goes
+                        batch.add(UnitOfWork(unparked=(mark,)), item, None)
                     continue
-                decision = decide(saga, current, item.routed, now)
+                decision = decide(saga, current, item.routed, now, late=item.late)
                 if decision.kind == "applied":
                     after = self._applied(item, decision, batch, now)
                     if after is None:

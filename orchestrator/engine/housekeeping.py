@@ -140,13 +140,28 @@ class Housekeeper:
             return False
 
     async def _expire_parked(self, now: float) -> None:
-        """Dead-letter parked messages that waited their time, then unpark them. In this
-        order so that no message is lost between the two: a dead letter the broker
+        """Parked messages that waited their time: for a saga that tracks deviations
+        from its flow, each is decided once more as one (recorded, never a dead letter:
+        :mod:`orchestrator.engine.flow`); any other is dead-lettered, then unparked. In
+        this order so that no message is lost between the two: a dead letter the broker
         cannot take now is tried again (held); an unpark that fails after the dead
         letter went out only means the message is dead-lettered again next pass."""
         expired = await self.store.expired_parked(now, limit=self.config.max_batch)
         if not expired:
             return
+        sagas = self.intake.router.sagas
+        late = []
+        for p in expired:
+            saga = sagas.get(p.saga)
+            item = self.intake.late_item(p) if saga and saga.deviations is not None else None
+            if item is not None:
+                late.append(item)
+        if late:
+            batch = Batch()
+            await self.pipeline.decide_items(late, batch)
+            await self.pipeline.complete(batch)
+            taken = {id(i.parked) for i in late}
+            expired = [p for p in expired if id(p) not in taken]
         done: list[tuple[str, str]] = []
         for p in expired:
             d = Delivery(destination=p.destination, body=p.body, headers={})

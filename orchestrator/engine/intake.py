@@ -61,7 +61,7 @@ class Intake:
                 waiting.setdefault(item.routed.key, []).append(item)
         return waiting
 
-    def _from_parked(self, p: ParkedRecord) -> Item | None:
+    def _from_parked(self, p: ParkedRecord, late: bool = False) -> Item | None:
         if p.saga not in self.router.sagas:
             return None
         try:
@@ -70,8 +70,13 @@ class Intake:
             return None
         for r in self.router.route(env):
             if isinstance(r, Routed) and r.saga.name == p.saga:
-                return Item(r, parked=p)
+                return Item(r, parked=p, late=late)
         return None
+
+    def late_item(self, p: ParkedRecord) -> Item | None:
+        """A parked message whose grace period ended, to be decided as a deviation by a
+        saga that tracks them (None if it no longer decodes or routes)."""
+        return self._from_parked(p, late=True)
 
     def timer_item(self, t: TimerRecord) -> Item | None:
         """A fired timer as an item (None if its saga is not loaded here)."""

@@ -90,3 +90,6 @@ class Decision:
     messages: tuple[Message, ...] = ()
     timers: tuple[TimerChange, ...] = ()
     reason: str = ""
+    deviation: str = ""
+    """``<kind>: <what happened>`` when the event broke the saga's declared flow
+    (recorded in the history and counted; the flow went on or failed, per its policy)."""

@@ -46,7 +46,11 @@ def record_from_instance(instance: Instance) -> InstanceRecord:
         instance.status._value_,  # .value goes through enum's descriptor
         instance.version,
         state_json(instance.data),
-        orjson.dumps({"attempts": meta.attempts, "failure": meta.failure, "timers": meta.timers}),
+        orjson.dumps(
+            {"attempts": meta.attempts, "failure": meta.failure, "timers": meta.timers}
+            if not meta.steps
+            else meta.to_json()
+        ),
         instance.created_at,
         instance.updated_at,
     )
@@ -135,8 +139,18 @@ def unit_for(
             cancelled.append((saga, cid, t.name))
         else:
             timers_set.append(TimerRecord(saga, cid, t.name, t.due))
+    note = f"deviation {decision.deviation}" if decision.deviation else ""
     history = HistoryRecord(
-        saga, cid, after.version, env.id, env.type, decision.from_state, after.state, commands, now
+        saga,
+        cid,
+        after.version,
+        env.id,
+        env.type,
+        decision.from_state,
+        after.state,
+        commands,
+        now,
+        note,
     )
     return UnitOfWork(
         record_from_instance(after),

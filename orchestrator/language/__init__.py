@@ -17,12 +17,13 @@ Imports nothing of the engine: the engine reads definitions, never the other way
 from orchestrator.language.definition import INITIAL, SagaDefinition
 from orchestrator.language.loader import load_sagas
 from orchestrator.language.machine import StateMachine
-from orchestrator.language.parts import Event, Retry, Send, Step, Timeout, When
+from orchestrator.language.parts import Deviation, Event, Retry, Send, Step, Timeout, When
 from orchestrator.language.status import Meta, Status
 from orchestrator.language.steps import StepSaga
 
 __all__ = [
     "INITIAL",
+    "Deviation",
     "Event",
     "Meta",
     "Retry",

@@ -14,6 +14,7 @@ from typing import get_args, get_origin
 from pydantic import BaseModel, Secret, SecretBytes, SecretStr
 
 from orchestrator.language.definition import (
+    DEVIATION_EVENT,
     INITIAL,
     TIMER_PREFIX,
     SagaDefinition,
@@ -102,6 +103,13 @@ def _check_rows(defn: SagaDefinition, starts: set[str], finals: dict[str, Status
                     )
                 if state == INITIAL:
                     problems.append(f"{INITIAL!r} cannot wait for Timeout({timer!r})")
+                continue
+            if t.event == DEVIATION_EVENT:
+                if defn.deviations != "fail":
+                    problems.append(
+                        f"state {state!r} has a Deviation() row, which runs only under"
+                        " deviations='fail': declare the policy or remove the row"
+                    )
                 continue
             if t.event not in defn.events:
                 problems.append(

@@ -32,6 +32,7 @@ from orchestrator.language.flowdef import Flow
 from orchestrator.language.status import Status
 
 __all__ = [
+    "DEVIATION_EVENT",
     "INITIAL",
     "TIMER_PREFIX",
     "Action",
@@ -55,6 +56,10 @@ INITIAL = "initial"
 """The pseudo-state before an instance exists; start events are accepted in it."""
 
 TIMER_PREFIX = "timer:"
+
+DEVIATION_EVENT = "sagawire.deviation"
+"""What a state machine's ``When(state, Deviation())`` rows take: an event that broke
+the declared flow, under the saga's ``deviations="fail"`` policy."""
 
 
 def timer_event(name: str) -> str:

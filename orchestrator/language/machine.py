@@ -8,8 +8,9 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from orchestrator.language.checks import check
+from orchestrator.language.checks import check, raise_problems
 from orchestrator.language.definition import INITIAL, SagaDefinition, Transition
+from orchestrator.language.flowdef import DEVIATION_POLICIES
 from orchestrator.language.parts import Correlate, Event, When
 from orchestrator.language.status import Status
 
@@ -26,10 +27,21 @@ def StateMachine(
     transitions: Iterable[When],
     correlate: Correlate = None,
     park_for: float = 60.0,
+    deviations: str | None = None,
 ) -> SagaDefinition:
     """Declare a state machine saga. ``start`` names the events that create an
     instance (accepted in :data:`INITIAL`); ``final`` maps final states to their
-    status (``completed``, ``compensated``, ``compensation_failed``, ``aborted``)."""
+    status (``completed``, ``compensated``, ``compensation_failed``, ``aborted``).
+
+    ``deviations``: what an event its state does not take within ``park_for`` does.
+    None (the default): it is dead-lettered. ``"record"``: it is recorded in the
+    history and counted, and the saga goes on (a tracker of flows that others run).
+    ``"fail"``: recorded, then the state's ``When(state, Deviation())`` rows run."""
+    if deviations is not None and deviations not in DEVIATION_POLICIES:
+        raise_problems(
+            name,
+            [f"deviations={deviations!r} is not one of {', '.join(map(repr, DEVIATION_POLICIES))}"],
+        )
     starts = {start} if isinstance(start, str) else set(start)
     specs = {e.type: e.spec(starts=e.type in starts, default=correlate) for e in events}
     rows = [w.compile() for w in transitions]
@@ -47,6 +59,7 @@ def StateMachine(
         states=states,
         kind="machine",
         park_for=park_for,
+        deviations=deviations,
     )
     check(definition, declared_starts=starts)
     return definition

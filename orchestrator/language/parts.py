@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 from orchestrator.language.assign import copies_from
 from orchestrator.language.definition import (
+    DEVIATION_EVENT,
     INITIAL,
     Action,
     CancelTimer,
@@ -52,6 +53,7 @@ ModelType = type[BaseModel]
 __all__ = [
     "INITIAL",
     "Correlate",
+    "Deviation",
     "Event",
     "Retry",
     "Send",
@@ -262,6 +264,17 @@ class Timeout:
         return timer_event(self.name)
 
 
+@dataclass(frozen=True)
+class Deviation:
+    """The event, for :class:`When`, of an event that broke the declared flow (not taken
+    by its state within ``park_for``), under the saga's ``deviations="fail"`` policy:
+    ``When("booking", Deviation()).fail("off script").to("cancelling")``."""
+
+    @property
+    def type(self) -> str:
+        return DEVIATION_EVENT
+
+
 class When:
     """One row of a state machine: in ``state``, on ``event`` [if ``guard``] ... go to.
 
@@ -275,12 +288,12 @@ class When:
     def __init__(
         self,
         state: str,
-        event: str | Timeout,
+        event: str | Timeout | Deviation,
         *,
         guard: Callable[[Any, Any], bool] | None = None,
     ) -> None:
         self.state = state
-        self.event = event.type if isinstance(event, Timeout) else event
+        self.event = event.type if isinstance(event, Timeout | Deviation) else event
         self._guard = guard
         self._update: Callable[[Any, Any], BaseModel | dict[str, Any]] | None = None
         self._actions: list[Action] = []

@@ -42,12 +42,27 @@ class Meta:
     timers: tuple[str, ...] | None = ()
     """Timers set and not yet fired or cancelled, so that cancelling touches only rows
     that exist (None: unknown, cancel by name regardless)."""
+    steps: dict[str, str] = field(default_factory=dict)
+    """A flow's steps by status (``active``, ``done``, ``failed``, ``abandoned``,
+    ``undoing``, ``undone``, ``undo_failed``; a step not yet started is absent)."""
+    done: tuple[str, ...] = ()
+    """A flow's steps in the order they were done: compensated in the reverse order."""
 
     def attempt(self, key: str) -> int:
         return self.attempts.get(key, 0)
 
     def to_json(self) -> dict[str, Any]:
-        return {"attempts": self.attempts, "failure": self.failure, "timers": self.timers}
+        """Stored form; a flow's keys only when there are some, so the meta of every
+        other saga stays as it always was."""
+        raw: dict[str, Any] = {
+            "attempts": self.attempts,
+            "failure": self.failure,
+            "timers": self.timers,
+        }
+        if self.steps:
+            raw["steps"] = self.steps
+            raw["done"] = self.done
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Meta:
@@ -56,4 +71,6 @@ class Meta:
             attempts=dict(raw.get("attempts", {})),
             failure=raw.get("failure"),
             timers=None if timers is None else tuple(timers),
+            steps=dict(raw.get("steps", {})),
+            done=tuple(raw.get("done", ())),
         )
