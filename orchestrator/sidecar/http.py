@@ -143,8 +143,15 @@ def build_app(sidecar: SidecarView) -> Starlette:
                         "to_state": h.to_state,
                         "commands": list(h.commands),
                         "at": h.at,
+                        "note": h.note,
                     }
                     for h in history
+                ],
+                "steps": dict(inst.meta.steps),
+                "deviations": [
+                    {"seq": h.seq, "message_id": h.message_id, "at": h.at, "note": h.note}
+                    for h in history
+                    if h.note.startswith("deviation ")
                 ],
             }
         )

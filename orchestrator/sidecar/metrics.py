@@ -77,6 +77,15 @@ class Metrics:
         for reason, n in sorted((engine.stats.dead_letter_reasons if engine else {}).items()):
             by_reason.add_metric([reason], n)
         yield by_reason
+        deviations = CounterMetricFamily(
+            "sagawire_deviations",
+            "Events that broke a saga's declared flow (recorded, never dead-lettered), by"
+            " saga and kind (early, repeated, contradicting, late, unexpected)",
+            labels=["saga", "kind"],
+        )
+        for (saga, kind), n in sorted((engine.stats.deviations if engine else {}).items()):
+            deviations.add_metric([saga, kind], n)
+        yield deviations
         yield CounterMetricFamily(
             "sagawire_publish_refused",
             "Outbox messages the broker refused for good (kept as failed: GET /outbox/failed)",

@@ -26,6 +26,7 @@ import pytest
 
 from adapters.base import OutgoingMessage, Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
+from orchestrator.sidecar.http import build_app
 from orchestrator.sidecar.service import Sidecar
 from orchestrator.sidecar.settings import Settings, parse_listen
 from schemas.errors import ConfigError, StoreError
@@ -531,3 +532,51 @@ async def test_an_abort_that_did_not_take_is_a_409(
     r = await client.post("/instances/order/o-6/abort")
     assert r.status_code == 409
     assert "did not take" in r.json()["error"]
+
+
+async def test_a_tracked_flow_shows_its_steps_and_deviations(tmp_path: Path) -> None:
+    """The checkout choreography over HTTP: an instance's view names each step's status
+    and lists its deviations with their message ids; /metrics counts them by kind."""
+    name = uuid.uuid4().hex
+    car = Sidecar(
+        Settings(
+            sagas=str(ROOT / "sagas" / "checkout.py"), broker=f"memory://{name}", store="memory://"
+        )
+    )
+    await car.open()
+    try:
+        assert car.engine is not None and car.transport is not None
+        app = build_app(car)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://sidecar"
+        ) as c:
+
+            async def post(event: dict[str, Any]) -> None:
+                r = await c.post("/events", content=orjson.dumps(event))
+                assert r.status_code == 202, r.text
+                await car.engine.handle(car.transport.poll(car.engine.topology))  # type: ignore[union-attr, attr-defined]
+
+            await post(order_placed("o-1", correlationid="o-1"))
+            reserved = {"order_id": "o-1", "reservation_id": "r-1"}
+            for eid in ("res-1", "res-2"):
+                await post(
+                    {
+                        "specversion": "1.0",
+                        "id": eid,
+                        "source": "inventory",
+                        "type": "inventory.reserved",
+                        "correlationid": "o-1",
+                        "data": reserved,
+                    }
+                )
+            view = (await c.get("/instances/checkout/o-1")).json()
+            assert view["state"] == "payment"
+            assert view["steps"] == {"inventory": "done", "payment": "active"}
+            (dev,) = view["deviations"]
+            assert dev["message_id"] == "res-2"
+            assert dev["note"].startswith("deviation repeated: inventory.reserved res-2")
+            metrics = (await c.get("/metrics")).text
+            assert 'sagawire_deviations_total{kind="repeated",saga="checkout"} 1.0' in metrics
+    finally:
+        await car.close()
+        MemoryBroker.forget(name)
