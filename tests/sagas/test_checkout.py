@@ -354,3 +354,30 @@ def _checkout(**kw: Any) -> Any:
         park_for=GRACE,
         **kw,
     )
+
+
+async def test_a_flow_reloaded_from_the_store_goes_on_where_it_was() -> None:
+    """Each step's status and the done order live in the stored instance, not only in
+    the engine's memory: after the cache is dropped (a restart) the flow goes on."""
+    async with SagaHarness(checkout) as h:
+        await h.send("order.placed", placed())
+        await reserve(h)
+        await charge(h)
+        h.engine.working.distrust()  # as after a restart: the next event reads the store
+        inst = await h.instance(OID)
+        assert inst.meta.steps == {"inventory": "done", "payment": "done", "shipping": "active"}
+        assert inst.meta.done == ("inventory", "payment")
+        await h.send("shipping.failed", {"order_id": OID, "reason": "no carrier"})
+        assert [m.type for m in h.sent()] == ["payment.refund"]
+
+
+async def test_an_operator_abort_stops_a_flow_where_it_is() -> None:
+    async with SagaHarness(checkout) as h:
+        await h.send("order.placed", placed())
+        await reserve(h)
+        inst = await h.engine.abort("checkout", OID, "fraud")
+        assert inst is not None and inst.status is Status.ABORTED
+        assert inst.meta.steps == {"inventory": "done", "payment": "active"}
+        assert h.sent() == []
+        await h.advance(DEADLINE + 1)  # its timers went with it
+        assert h.sent() == []
