@@ -41,8 +41,10 @@ delivery budget:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
+
+from schemas.binary import NEUTRAL_SPECVERSION, Binding, to_binding
 
 __all__ = [
     "DEADLETTER",
@@ -56,6 +58,7 @@ __all__ = [
     "Topology",
     "Transport",
     "dead_letter_message",
+    "in_binding",
 ]
 
 DEADLETTER = "sagawire.deadletter"
@@ -194,6 +197,23 @@ def dead_letter_message(delivery: Delivery, reason: str) -> OutgoingMessage:
         key=delivery.key,
         headers=headers,
     )
+
+
+def in_binding(messages: Sequence[OutgoingMessage], binding: Binding) -> Sequence[OutgoingMessage]:
+    """``messages`` as a broker of ``binding`` carries them: a CloudEvent in binary mode
+    (an outbox row of ``--content-mode binary``, a client's publish) has its attribute
+    headers renamed from the neutral form (``ce-id``) to the binding's (``ce_id`` on
+    Kafka, ``cloudEvents_id`` on AMQP; see :mod:`schemas.binary`). Every other message,
+    dead letters included (they keep the original's headers), is left as it is; a call
+    with none to rename returns ``messages`` itself."""
+    if not any(NEUTRAL_SPECVERSION in m.headers for m in messages):
+        return messages
+    return [
+        replace(m, headers=to_binding(m.headers, binding))
+        if NEUTRAL_SPECVERSION in m.headers and m.destination != DEADLETTER
+        else m
+        for m in messages
+    ]
 
 
 async def close_stream(stream: AsyncIterator[list[Delivery]]) -> None:

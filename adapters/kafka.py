@@ -66,7 +66,15 @@ from adapters._kafka_produce import (
     send_batches,
 )
 from adapters._kafka_settings import KafkaSettings, translate_error
-from adapters.base import Delivery, OutgoingMessage, Readiness, Topology, dead_letter_message
+from adapters.base import (
+    Delivery,
+    OutgoingMessage,
+    Readiness,
+    Topology,
+    dead_letter_message,
+    in_binding,
+)
+from schemas.binary import KAFKA
 from schemas.errors import PublishRefused, SagawireError, TransportError
 
 __all__ = ["KafkaTransport"]
@@ -182,6 +190,7 @@ class KafkaTransport:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._require_started()
+        messages = in_binding(messages, KAFKA)  # binary mode: ce_ headers
         refused: dict[str, str] = {}
         ready: list[OutgoingMessage] = []
         limit = self.settings.max_message_bytes

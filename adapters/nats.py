@@ -72,7 +72,9 @@ from adapters.base import (
     Readiness,
     Topology,
     dead_letter_message,
+    in_binding,
 )
+from schemas.binary import NATS
 from schemas.errors import TransportError
 
 __all__ = ["HEADER_KEY", "NatsTransport"]
@@ -360,6 +362,7 @@ class NatsTransport:
     # -- publishing ---------------------------------------------------------------
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        messages = in_binding(messages, NATS)  # binary mode: ce- headers, ce-datacontenttype
         await self._publish(
             [(m, f"{m.destination}/{m.message_id}" if m.message_id else "") for m in messages]
         )

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 
 import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
@@ -51,7 +52,9 @@ from adapters.base import (
     Readiness,
     Topology,
     dead_letter_message,
+    in_binding,
 )
+from schemas.binary import AMQP
 from schemas.errors import TransportError
 
 __all__ = ["HEADER_KEY", "RabbitTransport"]
@@ -155,8 +158,8 @@ class RabbitTransport:
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         self._require_started()
-        if messages:
-            await self._publisher.publish(messages)
+        if messages:  # binary mode: cloudEvents_ application properties (headers)
+            await self._publisher.publish(in_binding(messages, AMQP))
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.publish([dead_letter_message(delivery, reason)])
@@ -254,6 +257,13 @@ def _to_delivery(lane: Lane, message: AbstractIncomingMessage) -> Delivery:
 
 
 def _text(value: object) -> str:
+    """A header value as text. An AMQP timestamp, a boolean (as a foreign publisher's
+    binary-mode CloudEvent may carry ``cloudEvents_time``) in its CloudEvents
+    canonical string: RFC 3339, ``true``/``false``."""
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return str(value)

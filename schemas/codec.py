@@ -13,13 +13,19 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from schemas.envelope import Envelope
 from schemas.errors import DecodeError, EnvelopeError
 from schemas.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["decode", "describe_validation_error", "encode", "envelope_json_schema"]
+__all__ = [
+    "decode",
+    "decode_json",
+    "describe_validation_error",
+    "encode",
+    "envelope_json_schema",
+]
 
 
 def _default(value: Any) -> Any:
@@ -87,6 +93,19 @@ def decode(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Envelope:
         ) from None
     limits.check_attributes(envelope.__dict__, envelope.__pydantic_extra__)
     return envelope
+
+
+def decode_json(body: bytes, what: str = "body") -> Any:
+    """Any JSON value of ``body`` (the data of a binary-mode or plain message), as
+    :func:`decode` reads ``data``: integers beyond 64 bits kept, NaN, Infinity and
+    numbers beyond a double's range refused. DecodeError naming ``what`` otherwise."""
+    try:
+        value = from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise DecodeError(f"{what} is not JSON: {exc}") from None
+    if not _finite(value):
+        raise DecodeError(f"{what} is not JSON: a number is NaN, Infinity or out of range")
+    return value
 
 
 def _finite(value: Any) -> bool:

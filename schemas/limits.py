@@ -50,6 +50,15 @@ class Limits:
                 f" {self.max_message_bytes} bytes (max_message_bytes)"
             )
 
+    def check_wire_size(self, size: int) -> None:
+        """LimitError if a message of ``size`` bytes, its body and headers together (a
+        binary-mode or plain message, whose attributes are headers), is too large."""
+        if size > self.max_message_bytes:
+            raise LimitError(
+                f"message of {size} bytes (body and headers) is larger than the limit of"
+                f" {self.max_message_bytes} bytes (max_message_bytes)"
+            )
+
     def check_attributes(self, attributes: dict[str, Any], extra: dict[str, Any] | None) -> None:
         """LimitError naming the first attribute longer than :attr:`max_attribute_bytes`.
 

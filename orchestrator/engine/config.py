@@ -6,9 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orchestrator.engine.model import Decision, Instance
+from schemas.errors import ConfigError
 from schemas.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["EngineConfig", "Observer", "Stats"]
+__all__ = ["CONTENT_MODES", "EngineConfig", "Observer", "Stats"]
+
+CONTENT_MODES = ("structured", "binary")
+"""How the engine writes the CloudEvents it sends (it reads both, and plain JSON)."""
 
 Observer = Callable[[Instance, Decision], None]
 """Called after commit for every applied transition (demo progress, bench latency)."""
@@ -33,6 +37,20 @@ class EngineConfig:
     """Running instances kept in memory between messages (0 disables the cache)."""
     limits: Limits = DEFAULT_LIMITS
     """Largest incoming message and attribute: larger ones are dead letters."""
+    content_mode: str = "structured"
+    """How commands and outcome events go out: ``structured`` (the whole CloudEvent as
+    a JSON body) or ``binary`` (``data`` as the body, each attribute in a header under
+    the broker's binding prefix: ``ce_`` Kafka, ``ce-`` NATS, ``cloudEvents_`` AMQP)."""
+
+    def __post_init__(self) -> None:
+        if self.content_mode not in CONTENT_MODES:
+            raise ConfigError(
+                f"content mode {self.content_mode!r} is not one of {', '.join(CONTENT_MODES)}"
+            )
+
+    @property
+    def binary(self) -> bool:
+        return self.content_mode == "binary"
 
 
 @dataclass

@@ -35,9 +35,11 @@ log = structlog.get_logger("sagawire.engine")
 class Decider:
     """Decisions for one batch; the units of work they make."""
 
-    def __init__(self, working: WorkingSet, stats: Stats) -> None:
+    def __init__(self, working: WorkingSet, stats: Stats, *, binary: bool = False) -> None:
         self.working = working
         self.stats = stats
+        self.binary = binary
+        """Units send their messages in CloudEvents binary content mode."""
 
     def decide_batch(self, batch: Batch, reads: Reads, now: float) -> None:
         """Decide every item of the batch, per instance in arrival order. No I/O."""
@@ -201,7 +203,7 @@ class Decider:
         """Add the unit of work of an applied decision; None (and the event rejected) if
         its records cannot be made, say a state value that has no JSON form."""
         try:
-            unit = unit_for(item.routed, decision, now, fired_timer=item.timer)
+            unit = unit_for(item.routed, decision, now, item.timer, self.binary)
         except Exception as exc:
             env = item.routed.envelope
             reason = (

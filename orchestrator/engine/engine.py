@@ -76,7 +76,7 @@ class Engine:
         self.relay = Relay(store, transport, lock, lambda: working.published, clock, health)
         self.intake = intake = Intake(self.router, config.limits)
         self.reader = reader = Reader(store, working, intake)
-        self.decider = decider = Decider(working, stats)
+        self.decider = decider = Decider(working, stats, binary=config.binary)
         self.committer = committer = Committer(
             store, transport, working, self.relay, health, stats, self.observers, config
         )

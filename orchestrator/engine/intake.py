@@ -1,25 +1,39 @@
 """Step 1 of the data flow: bytes become items to decide.
 
-A delivery's bytes are decoded into an envelope (:mod:`schemas.codec`, within the
-configured limits) and routed to the instance of each saga that consumes its type
-(:mod:`orchestrator.engine.correlate`). What cannot be decoded or routed becomes a
-dead letter with its reason and kind, here, before anything reads the store. Parked
-messages and fired timers come back into the engine through here too, as items.
+A delivery's bytes are decoded into an envelope within the configured limits and routed
+to the instance of each saga that consumes its type
+(:mod:`orchestrator.engine.correlate`). A delivery is read as
+
+1. a structured CloudEvent (:mod:`schemas.codec`) when its ``content-type`` says so,
+   the common case, decided by that one header;
+2. else a binary-mode CloudEvent (:mod:`schemas.binary`) when its headers carry the
+   CloudEvents attributes (``ce_``, ``ce-``, ``cloudEvents_``, ``cloudEvents:``);
+3. else a structured CloudEvent again (senders that set no ``content-type``);
+4. else, on a destination some saga declared ``plain``, a plain JSON event
+   (:mod:`schemas.plain`).
+
+What cannot be decoded or routed becomes a dead letter with its reason and kind, here,
+before anything reads the store. Parked messages and fired timers come back into the
+engine through here too, as items.
 """
 
 from __future__ import annotations
 
-from adapters.base import Delivery
+from collections.abc import Sequence
+
+from adapters.base import HEADER_CONTENT_TYPE, Delivery
 from orchestrator.engine.batch import Batch, Item
 from orchestrator.engine.correlate import Routed, Router
-from orchestrator.language.definition import timer_event
+from orchestrator.language.definition import SagaDefinition, timer_event
 from orchestrator.store.base import InstanceKey, ParkedRecord, TimerRecord
+from schemas.binary import binary_prefix, decode_binary, header
 from schemas.codec import decode
-from schemas.envelope import Envelope
-from schemas.errors import MessageError
+from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.errors import DefinitionError, LimitError, MessageError
 from schemas.limits import Limits
+from schemas.plain import Plain
 
-__all__ = ["Intake"]
+__all__ = ["Intake", "plain_destinations"]
 
 
 class Intake:
@@ -28,6 +42,8 @@ class Intake:
     def __init__(self, router: Router, limits: Limits) -> None:
         self.router = router
         self.limits = limits
+        self.plain = plain_destinations(list(router.sagas.values()))
+        """How to read a message that is no CloudEvent, by destination (event type)."""
         self._serial = 0
 
     def parse(self, deliveries: list[Delivery]) -> Batch:
@@ -40,7 +56,10 @@ class Intake:
         dead = batch.dead
         for d in deliveries:
             try:
-                env = decode(d.body, limits)
+                if d.headers.get(HEADER_CONTENT_TYPE) == CONTENT_TYPE:
+                    env = decode(d.body, limits)
+                else:
+                    env = self.envelope(d)
             except MessageError as exc:
                 dead.append((d, exc.reason, exc.kind))
                 continue
@@ -50,6 +69,27 @@ class Intake:
                 else:
                     dead.append((d, r.reason, r.kind))
         return batch
+
+    def envelope(self, d: Delivery) -> Envelope:
+        """The envelope of a delivery whose ``content-type`` is not the structured
+        CloudEvents one (see the module docstring for the order in which it is tried)."""
+        headers, body, limits = d.headers, d.body, self.limits
+        content_type = header(headers, HEADER_CONTENT_TYPE)
+        if content_type is not None and content_type.lower().startswith("application/cloudevents"):
+            return decode(body, limits)  # structured, whatever else the headers say
+        if binary_prefix(headers) is not None:
+            return decode_binary(headers, body, limits)
+        plain = self.plain.get(d.destination)
+        if plain is None:
+            return decode(body, limits)
+        if b'"specversion"' in body:  # else it cannot be a structured CloudEvent
+            try:
+                return decode(body, limits)
+            except LimitError:
+                raise
+            except MessageError:
+                pass
+        return plain.envelope(d.destination, headers, body, limits)
 
     def parked_items(self, parked: list[ParkedRecord]) -> dict[InstanceKey, list[Item]]:
         """Parked messages as items, per instance, in the order read (parked order);
@@ -65,7 +105,7 @@ class Intake:
         if p.saga not in self.router.sagas:
             return None
         try:
-            env = decode(p.body)
+            env = decode(p.body, self.limits)
         except MessageError:
             return None
         for r in self.router.route(env):
@@ -91,3 +131,21 @@ class Intake:
             correlationid=t.correlation_id,
         )
         return Item(Routed(saga, None, env, t.correlation_id, {}), timer=t.name)
+
+
+def plain_destinations(sagas: Sequence[SagaDefinition]) -> dict[str, Plain]:
+    """The destinations some saga declared ``plain``, with how to read them. Two sagas
+    that consume one event must read it the same way: a message is read once, for all."""
+    found: dict[str, tuple[Plain, str]] = {}
+    for saga in sagas:
+        for spec in saga.events.values():
+            if spec.plain is None:
+                continue
+            seen = found.setdefault(spec.type, (spec.plain, saga.name))
+            if seen[0] != spec.plain:
+                raise DefinitionError(
+                    f"sagas {seen[1]!r} and {saga.name!r} declare plain event {spec.type!r}"
+                    f" differently ({seen[0]} and {spec.plain}): a message is read once,"
+                    " for every saga; declare the same Plain(...) in both"
+                )
+    return {t: p for t, (p, _) in found.items()}

@@ -23,7 +23,11 @@ from orchestrator.store.base import (
     TimerRecord,
     UnitOfWork,
 )
-from schemas.envelope import CONTENT_TYPE
+from schemas.binary import encode_binary
+from schemas.codec import decode, encode
+from schemas.envelope import CONTENT_TYPE, Envelope
+from schemas.errors import MessageError
+from schemas.limits import Limits
 
 __all__ = [
     "encode_message",
@@ -94,16 +98,26 @@ def encode_message(message: Message) -> bytes:
         return to_json(attributes)
 
 
-def outbox_record(message: Message, key: str | None, now: float) -> OutboxRecord:
+def outbox_record(
+    message: Message, key: str | None, now: float, binary: bool = False
+) -> OutboxRecord:
+    """The outbox row of one send. Structured mode (the default): the CloudEvent as the
+    body. ``binary``: CloudEvents binary content mode, ``data`` as the body and each
+    attribute in a header of the neutral form (:mod:`schemas.binary`), which the
+    transport renames to its broker's binding when it publishes."""
     sid = send_id(message)
-    return OutboxRecord(
-        sid,
-        message.type,
-        key,
-        encode_message(message),
-        ((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
-        now,
-    )
+    if not binary:
+        return OutboxRecord(
+            sid,
+            message.type,
+            key,
+            encode_message(message),
+            ((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
+            now,
+        )
+    body, headers = encode_binary(message.attributes())
+    headers[HEADER_MESSAGE_ID] = sid
+    return OutboxRecord(sid, message.type, key, body, tuple(headers.items()), now)
 
 
 def outgoing(row: OutboxRecord) -> OutgoingMessage:
@@ -115,17 +129,18 @@ def unit_for(
     decision: Decision,
     now: float,
     fired_timer: str | None = None,
+    binary: bool = False,
 ) -> UnitOfWork:
     """The unit of work of an ``applied`` decision (its instance is the next version).
     Records are built positionally and in one pass over the timers: this runs once per
-    transition."""
+    transition. ``binary``: its messages go out in CloudEvents binary content mode."""
     after = decision.instance
     assert after is not None, "only applied decisions have a unit"
     saga, cid = after.saga, after.correlation_id
     env = event.envelope
     messages = decision.messages
     if messages:
-        outbox = tuple([outbox_record(m, cid, now) for m in messages])
+        outbox = tuple([outbox_record(m, cid, now, binary) for m in messages])
         # each send as the broker knows it: ``<type>:<id>``, ``#<attempt>`` after 1
         commands = tuple([f"{o.destination}:{o.id}" for o in outbox])
     else:
@@ -173,10 +188,28 @@ def parked_unit(
                 correlation_id=event.correlation_id,
                 message_id=event.envelope.id,
                 destination=destination,
-                body=body,
+                body=parked_body(event.envelope, body),
                 parked_at=now,
                 expires=now + park_for,
                 reason=reason,
             ),
         )
     )
+
+
+def parked_body(envelope: Envelope, body: bytes) -> bytes:
+    """What a parked row keeps of a delivery: its own bytes when they are the structured
+    CloudEvent ``envelope`` came from (the common case), else ``envelope`` encoded in
+    structured mode. A binary-mode or plain delivery's headers are not stored, and its
+    body alone would no longer decode when the row is read back."""
+    if body[:1] == b"{" and b'"specversion"' in body:
+        try:
+            if decode(body, _UNLIMITED).id == envelope.id:
+                return body
+        except MessageError:
+            pass
+    return encode(envelope)
+
+
+_UNLIMITED = Limits(max_message_bytes=1 << 62, max_attribute_bytes=1 << 62)
+"""A delivery that was parked passed the configured limits already."""

@@ -30,6 +30,7 @@ from orchestrator.language.actions import (
 )
 from orchestrator.language.flowdef import Flow
 from orchestrator.language.status import Status
+from schemas.plain import Plain
 
 __all__ = [
     "DEVIATION_EVENT",
@@ -77,6 +78,9 @@ class EventSpec:
     correlate_desc: str = "correlationid attribute"
     starts: bool = False
     merge: bool = True
+    plain: Plain | None = None
+    """How a message on this event's destination that is no CloudEvent at all is read
+    (:class:`~schemas.plain.Plain`); None: such a message is a dead letter."""
 
 
 @dataclass(frozen=True, slots=True)

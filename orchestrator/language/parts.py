@@ -46,6 +46,8 @@ from orchestrator.language.definition import (
     timer_event,
 )
 from orchestrator.language.statedata import state_dict, state_from_dict
+from schemas.errors import DefinitionError
+from schemas.plain import Plain
 
 ModelType = type[BaseModel]
 """A pydantic model class (an alias: dataclasses below have a field named ``type``)."""
@@ -55,6 +57,7 @@ __all__ = [
     "Correlate",
     "Deviation",
     "Event",
+    "Plain",
     "Retry",
     "Send",
     "Step",
@@ -73,16 +76,36 @@ class Event:
     ``correlationid`` attribute is absent: a field name of ``data`` or a function
     of the (validated) data. ``merge`` copies same-named data fields into the state,
     which must accept them under its own rules (constraints, validators); if it does
-    not, the event is dead-lettered and the instance stays as it was."""
+    not, the event is dead-lettered and the instance stays as it was.
+
+    ``plain`` takes the event from services that publish no CloudEvents at all: a bare
+    JSON body on the destination named ``type``. ``plain=True`` (or ``Plain()``): its id
+    is a hash of destination and body; ``Plain(id_header="x-request-id",
+    correlation_header=...)`` reads them from headers (:mod:`schemas.plain`). Its
+    correlation comes from ``correlate`` (or the saga's), unless ``correlation_header``
+    is given. CloudEvents (structured or binary) on that destination are still read as
+    such."""
 
     type: str
     model: ModelType | None = None
     correlate: Correlate = None
     merge: bool = True
+    _: KW_ONLY
+    plain: Plain | bool = False
 
     def spec(self, *, starts: bool = False, default: Correlate = None) -> EventSpec:
         how = self.correlate if self.correlate is not None else default
         fn, desc = _correlator(how)
+        plain = Plain() if self.plain is True else self.plain or None
+        if plain is not None and fn is None and plain.correlation_header is None:
+            raise DefinitionError(
+                f"Event({self.type!r}, plain=...) has no correlation: a plain JSON event"
+                " carries no correlationid attribute; give it correlate='<data field>'"
+                " (on the Event or the saga) or Plain(correlation_header='<header>')"
+            )
+        if plain is not None and plain.correlation_header is not None:
+            where = f"correlationid attribute (header {plain.correlation_header!r} if plain)"
+            desc = desc.replace("correlationid attribute", where, 1)
         return EventSpec(
             type=self.type,
             model=self.model,
@@ -90,6 +113,7 @@ class Event:
             correlate_desc=desc,
             starts=starts,
             merge=self.merge,
+            plain=plain,
         )
 
 

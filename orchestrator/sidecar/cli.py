@@ -115,6 +115,15 @@ def run(
             help="Largest CloudEvents attribute (id, type, correlationid...); larger: dead letter.",
         ),
     ] = DEFAULT_LIMITS.max_attribute_bytes,
+    content_mode: Annotated[
+        str,
+        typer.Option(
+            envvar="SAGAWIRE_CONTENT_MODE",
+            help="How commands and outcome events are written: structured (the CloudEvent"
+            " as the body) or binary (data as the body, attributes as ce_/ce-/cloudEvents_"
+            " headers). Both modes, and plain JSON events, are read either way.",
+        ),
+    ] = "structured",
     debug: DebugOpt = False,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT."""
@@ -127,6 +136,11 @@ def run(
             limits = Limits(max_message_bytes, max_attribute_bytes)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if content_mode not in ("structured", "binary"):
+            raise ConfigError(
+                f"--content-mode {content_mode!r} is not one of: structured, binary"
+                " (SAGAWIRE_CONTENT_MODE)"
+            )
         settings = Settings(
             sagas=sagas,
             broker=broker,
@@ -135,6 +149,7 @@ def run(
             port=port,
             group=group,
             limits=limits,
+            content_mode=content_mode,
         )
         try:
             code = asyncio.run(Sidecar(settings).run())

@@ -43,6 +43,7 @@ from orchestrator.sidecar.gc_tuning import gc_settings, tune_gc
 from orchestrator.sidecar.http import build_app
 from orchestrator.sidecar.settings import Settings
 from orchestrator.store import Store, open_store
+from schemas.binary import to_binary
 from schemas.codec import decode
 from schemas.envelope import CONTENT_TYPE
 from schemas.errors import (
@@ -142,7 +143,7 @@ class Sidecar:
                 self.sagas,
                 self.store,
                 self.transport,
-                config=EngineConfig(group=s.group, limits=s.limits),
+                config=EngineConfig(group=s.group, limits=s.limits, content_mode=s.content_mode),
             )
             self.phase = "declaring topology"
             await self.engine.prepare()
@@ -369,12 +370,12 @@ class Sidecar:
         key = env.correlationid
         if key is None:  # the saga's own correlation, so a partitioned broker keeps order
             key = next((r.correlation_id for r in routes if isinstance(r, Routed)), None)
+        headers = {"content-type": CONTENT_TYPE, HEADER_MESSAGE_ID: env.id}
+        if self.settings.content_mode == "binary":  # as the sidecar's own messages go out
+            body, headers = to_binary(env)
+            headers[HEADER_MESSAGE_ID] = env.id
         message = OutgoingMessage(
-            destination=env.type,
-            body=body,
-            message_id=env.id,
-            key=key,
-            headers={"content-type": CONTENT_TYPE, HEADER_MESSAGE_ID: env.id},
+            destination=env.type, body=body, message_id=env.id, key=key, headers=headers
         )
         limit = self.settings.publish_timeout
         try:  # a broker that just went away is noticed by a request that times out

@@ -41,3 +41,4 @@ class Settings:
     counts_ttl: float = 5.0  # seconds /metrics reuses instance counts
     limits: Limits = DEFAULT_LIMITS  # largest message / attribute taken (HTTP and broker)
     publish_timeout: float = 4.0  # seconds POST /events waits for the broker's confirmation
+    content_mode: str = "structured"  # how sent CloudEvents are written: structured, binary
