@@ -12,8 +12,9 @@ in-memory transport and store: what passes here passes on a broker.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -26,6 +27,7 @@ from orchestrator.engine.model import Instance
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import HistoryRecord
 from orchestrator.store.memory import MemoryStore
+from schemas.binary import binary_prefix, decode_binary
 from schemas.codec import decode, encode
 from schemas.envelope import CONTENT_TYPE, Envelope
 
@@ -48,19 +50,27 @@ class SagaHarness:
     """Drive sagas deterministically: send events, advance time, inspect results."""
 
     def __init__(
-        self, *sagas: SagaDefinition, start: float = 1_767_225_600.0, max_batch: int = 256
+        self,
+        *sagas: SagaDefinition,
+        start: float = 1_767_225_600.0,
+        max_batch: int = 256,
+        config: EngineConfig | None = None,
     ) -> None:
+        """``config`` (its ``group`` and ``max_batch`` are the harness's) tries other
+        engine settings: ``content_mode="binary"``, limits, back-off."""
         self.broker = MemoryBroker(record=True)
         self.transport = MemoryTransport(self.broker)
         self.store = MemoryStore()
         self.clock = VirtualClock(start)
+        base = config or EngineConfig()
         self.engine = Engine(
             list(sagas),
             self.store,
             self.transport,
             clock=self.clock,
-            config=EngineConfig(group="sagawire", max_batch=max_batch),
+            config=dataclasses.replace(base, group="sagawire", max_batch=max_batch),
         )
+        self._raw: set[int] = set()
         self._mine: set[str] = set()
         self._default_saga = sagas[0].name if sagas else ""
 
@@ -134,9 +144,15 @@ class SagaHarness:
         if process:
             await self.process()
 
-    async def send_raw(self, destination: str, body: bytes) -> None:
-        """Publish arbitrary bytes (malformed input tests)."""
-        await self.transport.publish([OutgoingMessage(destination, body, "")])
+    async def send_raw(
+        self, destination: str, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish bytes as they are, with ``headers`` if given: malformed input, a
+        binary-mode CloudEvent (attributes in ``ce_``/``ce-`` headers), a plain JSON
+        event from a service that knows nothing of CloudEvents."""
+        message = OutgoingMessage(destination, body, "", None, dict(headers or {}))
+        self._raw.add(id(message))
+        await self.transport.publish([message])
         await self.process()
 
     async def process(self) -> int:
@@ -167,10 +183,11 @@ class SagaHarness:
         """Messages the engine published (not the ones the test sent), in order."""
         out = []
         for m in self.broker.published():
-            if m.destination == DEADLETTER or m.message_id in self._mine:
+            if m.destination == DEADLETTER or m.message_id in self._mine or id(m) in self._raw:
                 continue
             if type is None or m.destination == type:
-                out.append(decode(m.body))
+                binary = binary_prefix(m.headers) is not None
+                out.append(decode_binary(m.headers, m.body) if binary else decode(m.body))
         return out
 
     def commands(

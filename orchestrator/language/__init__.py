@@ -17,7 +17,16 @@ Imports nothing of the engine: the engine reads definitions, never the other way
 from orchestrator.language.definition import INITIAL, SagaDefinition
 from orchestrator.language.loader import load_sagas
 from orchestrator.language.machine import StateMachine
-from orchestrator.language.parts import Deviation, Event, Retry, Send, Step, Timeout, When
+from orchestrator.language.parts import (
+    Deviation,
+    Event,
+    Plain,
+    Retry,
+    Send,
+    Step,
+    Timeout,
+    When,
+)
 from orchestrator.language.status import Meta, Status
 from orchestrator.language.steps import StepSaga
 
@@ -26,6 +35,7 @@ __all__ = [
     "Deviation",
     "Event",
     "Meta",
+    "Plain",
     "Retry",
     "SagaDefinition",
     "Send",
