@@ -11,7 +11,10 @@ functions (a lazy import defers the cost, not the dependency). The rules:
 * the layers point one way (``MAY_IMPORT``): ``schemas`` is the contract and imports
   nothing of ours; ``adapters`` imports only ``schemas``; inside ``orchestrator/``,
   language <- engine <- sidecar <- tooling, with ``store`` beside the language (it
-  knows rows, not sagas);
+  knows rows, not sagas), and ``client`` (the services' library) beside the engine: it
+  knows transports, envelopes and, for durable de-duplication, the stores' URLs and
+  errors, never a saga, so a service imports no engine; tooling's simulated services
+  use it;
 * the composition roots (``orchestrator/__init__.py``, ``cli.py``, ``testing.py``) may
   import anything and are imported by no layer; ``sagas/`` (the shipped examples) import
   only the public DSL and ``schemas``, and nothing imports them;
@@ -41,7 +44,7 @@ COMPOSITION_ROOTS = frozenset({"orchestrator", "orchestrator.cli", "orchestrator
 """They put the layers together (the public DSL, the ``sagawire`` command line, the test
 harness): exempt as importers. No layer imports them (``sagas`` excepted, below)."""
 
-SUBPACKAGES = ("language", "engine", "store", "sidecar", "tooling")
+SUBPACKAGES = ("language", "engine", "store", "client", "sidecar", "tooling")
 
 MAY_IMPORT: dict[str, frozenset[str]] = {
     "schemas": frozenset({"schemas"}),
@@ -50,11 +53,22 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "language": frozenset({"language", "errors", "schemas"}),
     "store": frozenset({"store", "errors", "schemas"}),
     "engine": frozenset({"engine", "language", "store", "adapters", "errors", "schemas"}),
+    "client": frozenset({"client", "store", "adapters", "errors", "schemas"}),
     "sidecar": frozenset(
         {"sidecar", "engine", "language", "store", "adapters", "errors", "schemas"}
     ),
     "tooling": frozenset(
-        {"tooling", "sidecar", "engine", "language", "store", "adapters", "errors", "schemas"}
+        {
+            "tooling",
+            "sidecar",
+            "engine",
+            "client",
+            "language",
+            "store",
+            "adapters",
+            "errors",
+            "schemas",
+        }
     ),
     "sagas": frozenset({"sagas", "language", "schemas"}),
 }

@@ -1,10 +1,9 @@
-"""What the simulated services answer: the order saga's contract, their fates, the bytes.
+"""What the simulated services answer: the order saga's contract, their fates, the first order.
 
 :mod:`orchestrator.tooling.participants` runs the services; this module holds what
 they are made of: which commands each handles and how it answers (:data:`SERVICES`),
 how badly they behave (:class:`Behaviour`, and the fate of each command attempt, a pure
-function of the seed), and the CloudEvents they read and send, built and parsed with
-orjson alone, as a service in another codebase would.
+function of the seed), and the ``order.placed`` event a shop sends to start a saga.
 """
 
 from __future__ import annotations
@@ -15,8 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import orjson
-
 from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
 from schemas.codec import encode
 from schemas.envelope import CONTENT_TYPE, Envelope
@@ -25,10 +22,7 @@ __all__ = [
     "BENCH",
     "SERVICES",
     "Behaviour",
-    "message",
     "order_placed",
-    "parse",
-    "reply_message",
     "uniform",
 ]
 
@@ -107,18 +101,6 @@ def uniform(seed: int, order_id: str, command: str, attempt: int) -> tuple[float
     return (int.from_bytes(digest[:8], "big") / scale, int.from_bytes(digest[8:], "big") / scale)
 
 
-def message(kind: str, body: bytes, reply_id: str, key: str) -> OutgoingMessage:
-    return OutgoingMessage(
-        kind, body, reply_id, key, {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: reply_id}
-    )
-
-
-def reply_message(body: bytes) -> OutgoingMessage:
-    """A reply sent before, from its bytes: sent again as it was (same id, same bytes)."""
-    raw = orjson.loads(body)
-    return message(raw["type"], body, raw["id"], raw["correlationid"])
-
-
 def order_placed(
     order_id: str,
     *,
@@ -153,20 +135,3 @@ def order_placed(
         order_id,
         {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: mid},
     )
-
-
-def parse(body: bytes) -> dict[str, Any] | None:
-    """The fields a simulator needs, read straight from the JSON (no model validation:
-    these services must cost next to nothing in the bench)."""
-    try:
-        raw = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if (
-        not isinstance(raw, dict)
-        or not isinstance(raw.get("id"), str)
-        or not isinstance(raw.get("source"), str)
-        or not isinstance(raw.get("type"), str)
-    ):
-        return None
-    return raw

@@ -1,54 +1,55 @@
 """Simulated inventory, payment and shipping services for ``sagawire demo`` and the bench.
 
-Each service is a consumer group of its own (``sim-inventory``, ...) on any
-transport: it reads the order saga's commands and answers with the CloudEvents
-a real service would send (``correlationid`` copied, ``causationid`` = the
-command's id, published before the command is acked). What a service does with
-one command — answer, refuse, or stay silent so the saga's timeout and retry
-fire — is a pure function of ``(seed, order id, command type, attempt)``, not of
-arrival order, so concurrency and batching never change an outcome: the same
-seed gives the same sagas on every run and every broker.
+Each is a :class:`~orchestrator.client.Service` (the client library any Python service
+would use) with a consumer group of its own (``sim-inventory``, ...) on any transport:
+it reads the order saga's commands and answers with the events a real service would
+send. The library keeps the participant's side of the contract (README): the reply
+carries ``correlationid`` and ``causationid``, goes out before the command is acked,
+and a command already carried out (the same ``id`` and ``source``, redelivered,
+re-published or re-sent by the saga after a timeout) is answered with the first reply
+again, byte for byte, and never carried out twice.
 
-They keep the participant's side of the contract (README): a command already
-carried out — the same ``id`` and ``source``, redelivered, re-published or re-sent
-by the saga after a timeout — is answered with the first reply again, byte for
-byte, and never carried out twice. A silent command counts as lost on its way in
-(nothing was done, so its re-send is new to the service); ``Behaviour.lost``
-loses replies instead (done, but the saga does not hear of it until it re-sends).
+What a service does with one command (answer, refuse, or stay silent so the saga's
+timeout and retry fire) is a pure function of ``(seed, order id, command type,
+attempt)``, not of arrival order (:mod:`orchestrator.tooling.fates`), so concurrency and
+batching never change an outcome: the same seed gives the same sagas on every run and
+every broker. A silent command counts as lost on its way in: the handler returns
+:data:`~orchestrator.client.IGNORE`, so nothing is done or remembered and its re-send
+is new to the service. ``Behaviour.lost`` loses replies instead: the command is carried
+out and its reply remembered, but the network (:class:`_Lossy`) drops the first send of
+it, so the saga hears of it only when it re-sends and gets the first reply again.
 
-Replies may be delayed. The ``sleep`` callable given to a service is *called*
-the moment the reply is decided and only awaited later, so a virtual clock can
-note the wake-up time at once (see :mod:`orchestrator.tooling.demo`).
+Replies may be delayed. The ``sleep`` callable given to a service is *called* the
+moment the reply is decided and only awaited later, so a virtual clock can note the
+wake-up time at once (see :mod:`orchestrator.tooling.demo`); the handler returns that
+wait, and the library holds the command unacked until the reply is sent.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from adapters import open_transport
 from adapters.base import (
     Delivery,
     OutgoingMessage,
+    Readiness,
     Topology,
     Transport,
 )
+from orchestrator.client import IGNORE, Emit, Outcome, RecentReplies, Service, reply_id
+from orchestrator.client.events import reply_message
 from orchestrator.tooling.fates import (
     BENCH,
     SERVICES,
     Behaviour,
-    Reply,
-    message,
     order_placed,
-    parse,
-    reply_message,
     uniform,
 )
+from schemas.envelope import Envelope
 from schemas.errors import ConfigError
 
 __all__ = [
@@ -66,12 +67,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 class Participant:
-    """One simulated service consuming its commands as group ``sim-<name>``.
+    """One simulated service, a :class:`~orchestrator.client.Service` consuming its
+    commands as group ``sim-<name>`` and answering as source ``sim/<name>``.
 
-    A delayed reply holds its command unacked until it is sent, so a crash
-    mid-delay means redelivery, as with a real service. Replies are kept by command
-    ``(source, id)`` (see ``Behaviour.remember``): a duplicate is answered with its
-    first reply again (``repeats`` counts those).
+    ``handled`` counts the commands it received, ``repeats`` the copies it answered
+    with a first reply again.
     """
 
     def __init__(
@@ -89,152 +89,171 @@ class Participant:
         self.seed = seed
         self.behaviour = behaviour
         self.sleep = sleep
-        self.max_batch = max_batch
+        self.source = f"sim/{name}"
         self.replies = SERVICES[name]
-        self.topology = Topology(
-            consumes=tuple(self.replies),
-            produces=tuple(t for r in self.replies.values() for t in (r.ok, r.refused) if t),
+        self._lose: set[str] = set()
+        lossy = behaviour.lost > 0 and not behaviour.always_succeed
+        self.memory = RecentReplies(behaviour.remember)
+        self.service = Service(
+            name,
+            _Lossy(transport, self._lose) if lossy else transport,
+            source=self.source,
             group=f"sim-{name}",
+            replies=self.memory,
+            max_batch=max_batch,
         )
-        self.handled = 0
-        self.repeats = 0
-        # The first reply's bytes by command (source, id), in two generations: the newer
-        # fills up to ``remember``, then becomes the older (and the older is dropped).
-        self._recent: dict[tuple[str, str], bytes] = {}
-        self._older: dict[tuple[str, str], bytes] = {}
-        self._later: set[asyncio.Future[None]] = set()
+        for kind, spec in self.replies.items():
+            emits = tuple(t for t in (spec.ok, spec.refused) if t)
+            self.service.add(kind, self._handle, emits=emits)
+
+    @property
+    def topology(self) -> Topology:
+        return self.service.topology
+
+    @property
+    def handled(self) -> int:
+        return self.service.stats.received
+
+    @property
+    def repeats(self) -> int:
+        return self.service.stats.duplicates
+
+    async def start(self) -> None:
+        """Declare the service's queue (its transport is started by the caller)."""
+        await self.service.start()
 
     async def run(self) -> None:
         """Answer commands until the transport's stream ends (close) or the task is cancelled."""
-        try:
-            async for batch in self.transport.consume(self.topology, max_batch=self.max_batch):
-                await self._handle(batch)
-        finally:
-            for f in list(self._later):
-                f.cancel()
+        await self.service.run()
 
-    async def _handle(self, batch: Sequence[Delivery]) -> None:
-        out: list[OutgoingMessage] = []
-        done: list[Delivery] = []
-        for d in batch:
-            self.handled += 1
-            command = parse(d.body)
-            if command is None:
-                await self.transport.dead_letter(d, f"{self.name} simulator: not a command")
-                done.append(d)
-                continue
-            key = (sys.intern(command["source"]), command["id"])
-            first = self._recent.get(key) or self._older.get(key)
-            if first is not None:  # carried out already: the first reply again, nothing more
-                self.repeats += 1
-                out.append(reply_message(first))
-                done.append(d)
-                continue
-            reply, delay = self._answer(command)
-            if reply is None:  # silent: the command is "lost" before the service saw it
-                done.append(d)
-                continue
-            self._keep(key, reply.body)
-            if self._loses_reply(command):  # carried out; the saga will re-send it
-                done.append(d)
-            elif delay > 0:
-                # Start the wait now (a virtual clock registers the wake-up here), send later.
-                wait = asyncio.ensure_future(self.sleep(delay))
-                task = asyncio.ensure_future(self._reply_later(wait, reply, d))
-                for f in (wait, task):
-                    self._later.add(f)
-                    f.add_done_callback(self._later.discard)
-            else:
-                out.append(reply)
-                done.append(d)
-        if out:
-            await self.transport.publish(out)
-        if done:
-            await self.transport.ack(done)
+    def _handle(self, data: Any, command: Envelope) -> Outcome | Awaitable[Outcome]:
+        """The library's handler: the reply now, the reply after a wait, or silence."""
+        reply, delay = self._decide(command.type, data, command.attempt or 1)
+        if reply is None:  # silent: the command is "lost" before the service saw it
+            return IGNORE
+        if self._loses_reply(command.type, data, command.attempt or 1):
+            self._lose.add(reply_id(self.source, command.source, command.id))
+            return reply
+        if delay > 0:
+            # Start the wait now (a virtual clock registers the wake-up here), send later.
+            return _after(asyncio.ensure_future(self.sleep(delay)), reply)
+        return reply
 
-    def _keep(self, key: tuple[str, str], body: bytes) -> None:
-        if len(self._recent) >= self.behaviour.remember:
-            self._older, self._recent = self._recent, {}
-        # A copy of the exact size: orjson's output holds a 4 KiB buffer whatever its length.
-        self._recent[key] = bytes(memoryview(body))
-
-    def _loses_reply(self, command: dict[str, Any]) -> bool:
-        """Whether the reply to ``command`` is lost (``Behaviour.lost``), fixed like its fate."""
+    def _loses_reply(self, kind: str, data: Any, attempt: int) -> bool:
+        """Whether the reply to a command is lost (``Behaviour.lost``), fixed like its fate."""
         b = self.behaviour
         if b.always_succeed or b.lost <= 0:
             return False
-        data = command["data"]
-        order_id = str(data.get("order_id", "")) if isinstance(data, dict) else ""
-        lost, _ = uniform(
-            self.seed, order_id, f"{command['type']}/lost", command.get("attempt") or 1
-        )
+        lost, _ = uniform(self.seed, _order_id(data), f"{kind}/lost", attempt)
         return lost < b.lost
 
-    async def _reply_later(
-        self, wait: asyncio.Future[None], reply: OutgoingMessage, delivery: Delivery
-    ) -> None:
-        await wait
-        await self.transport.publish([reply])
-        await self.transport.ack([delivery])
-
-    def _answer(self, command: dict[str, Any]) -> tuple[OutgoingMessage | None, float]:
-        """The reply to ``command`` (None: stay silent) and how long to wait before sending it."""
-        kind: str = command["type"]
+    def _decide(self, kind: str, data: Any, attempt: int) -> tuple[Emit | None, float]:
+        """The reply to a ``kind`` command (None: stay silent) and how long to wait
+        before sending it."""
         spec = self.replies[kind]
-        data = command["data"]
-        order_id = str(data.get("order_id", "")) if isinstance(data, dict) else ""
+        order_id = _order_id(data)
         b = self.behaviour
         if b.always_succeed:
-            return self._reply(command, spec.ok, order_id, spec), 0.0
-        attempt = command.get("attempt") or 1
+            return _reply(spec.ok, order_id, spec.field), 0.0
         fate, spread = uniform(self.seed, order_id, kind, attempt)
         low, high = b.delay
         delay = round(low + (high - low) * spread, 2)  # 10 ms steps: replies coincide
         if spec.refused is None:  # a compensation: acknowledged, unless silent
             if fate < b.undo_silent:
                 return None, 0.0
-            return self._reply(command, spec.ok, order_id, spec), delay
+            return _reply(spec.ok, order_id, None), delay
         if fate < b.silent:
             return None, 0.0
         if fate < b.silent + b.refuse:
-            return self._reply(command, spec.refused, order_id, spec, refused=True), delay
-        return self._reply(command, spec.ok, order_id, spec), delay
+            return Emit(spec.refused, {"order_id": order_id, "reason": spec.reason}), delay
+        return _reply(spec.ok, order_id, spec.field), delay
 
-    def _reply(
-        self,
-        command: dict[str, Any],
-        kind: str,
-        order_id: str,
-        spec: Reply,
-        *,
-        refused: bool = False,
-    ) -> OutgoingMessage:
-        data: dict[str, str] = {"order_id": order_id}
-        if refused:
-            data["reason"] = spec.reason
-        elif spec.field is not None:
-            data[spec.field] = f"{spec.field[:3]}-{order_id}"
-        cid = command.get("correlationid") or order_id
-        # Derived from the command id: a redelivered command gets the same reply id,
-        # which the engine's inbox then ignores.
-        reply_id = f"{command['id']}/{kind}"
-        # The CloudEvent as a plain dict, not an Envelope: the same bytes as
-        # encode(Envelope.new(...)), at half the cost, since the bench runs these
-        # services in the engine's process.
-        body = orjson.dumps(
-            {
-                "specversion": "1.0",
-                "id": reply_id,
-                "source": f"sim/{self.name}",
-                "type": kind,
-                "time": datetime.now(UTC),
-                "datacontenttype": "application/json",
-                "correlationid": cid,
-                "causationid": command["id"],
-                "data": data,
-            }
+    def _answer(self, command: dict[str, Any]) -> tuple[OutgoingMessage | None, float]:
+        """The message :meth:`_decide` makes of a command given as its JSON attributes
+        (what the service would send for it, and after how long)."""
+        reply, delay = self._decide(command["type"], command["data"], command.get("attempt") or 1)
+        if reply is None:
+            return None, 0.0
+        cause = Envelope.new(
+            command["type"],
+            command["data"],
+            id=command["id"],
+            source=command.get("source") or "sagawire",
+            correlationid=command.get("correlationid"),
         )
-        return message(kind, body, reply_id, cid)
+        now = datetime.now(UTC)
+        message = reply_message(
+            cause, reply, source=self.source, index=0, now=now, key=cause.correlationid
+        )
+        return message, delay
+
+    # The memory of replies, as the tests look at it.
+    def _keep(self, key: tuple[str, str], body: bytes) -> None:
+        self.memory.put(key, (OutgoingMessage("", body, ""),))
+
+    @property
+    def _recent(self) -> dict[tuple[str, str], Any]:
+        return self.memory.recent
+
+    @property
+    def _older(self) -> dict[tuple[str, str], Any]:
+        return self.memory.older
+
+
+def _order_id(data: Any) -> str:
+    return str(data.get("order_id", "")) if isinstance(data, dict) else ""
+
+
+def _reply(kind: str, order_id: str, field: str | None) -> Emit:
+    data = {"order_id": order_id}
+    if field is not None:
+        data[field] = f"{field[:3]}-{order_id}"
+    return Emit(kind, data)
+
+
+async def _after(wait: Awaitable[None], reply: Emit) -> Emit:
+    await wait
+    return reply
+
+
+class _Lossy:
+    """A transport whose network loses the first send of the replies named in ``lose``
+    (``Behaviour.lost``): a reply sent again, the same id, goes through."""
+
+    def __init__(self, inner: Transport, lose: set[str]) -> None:
+        self.inner = inner
+        self.lose = lose
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def declare(self, topology: Topology) -> None:
+        await self.inner.declare(topology)
+
+    def consume(self, topology: Topology, *, max_batch: int = 256) -> AsyncIterator[list[Delivery]]:
+        return self.inner.consume(topology, max_batch=max_batch)
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        kept = [m for m in messages if m.message_id not in self.lose]
+        self.lose.difference_update(m.message_id for m in messages)
+        if kept:
+            await self.inner.publish(kept)
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        await self.inner.ack(deliveries)
+
+    async def nack(self, deliveries: Sequence[Delivery], *, delay: float = 0.0) -> None:
+        await self.inner.nack(deliveries, delay=delay)
+
+    async def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        await self.inner.dead_letter(delivery, reason)
+
+    @property
+    def readiness(self) -> Readiness:
+        return self.inner.readiness
 
 
 class Participants:
@@ -282,7 +301,7 @@ async def start_participants(
                 name, transport, seed=seed, behaviour=behaviour, sleep=sleep, max_batch=max_batch
             )
             services.append(p)
-            await transport.declare(p.topology)
+            await p.start()
     except BaseException:
         for p in services:
             await p.transport.close()
