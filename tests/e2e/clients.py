@@ -11,7 +11,11 @@ client does three things for the driver:
 * publishes bytes to a destination (a CloudEvent ``type``) the way a participant
   would;
 * after :meth:`RawClient.start`, puts every message on the watched destinations
-  into :attr:`RawClient.incoming` as a :class:`Seen`, headers decoded to text.
+  into :attr:`RawClient.incoming` as a :class:`Seen`, headers decoded to text;
+* :meth:`ServiceClient.subscribe` gives a service a consumer of its own (a Kafka
+  consumer group, NATS durable consumers, a RabbitMQ queue) that hands each message
+  to the service and acknowledges it after, as a real service would consume beside
+  the sidecar.
 
 The sidecar declares the topology (it owns it); clients start after ``/readyz``.
 """
@@ -22,7 +26,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -60,6 +64,19 @@ class RawClient(Protocol):
     async def close(self) -> None: ...
 
 
+Handler = Callable[[Seen], Awaitable[None]]
+
+
+class ServiceClient(RawClient, Protocol):
+    failures: list[BaseException]
+    """What ended a :meth:`subscribe` consumer (an exception from its handler)."""
+
+    async def subscribe(self, name: str, destinations: Sequence[str], handle: Handler) -> None:
+        """Consume ``destinations`` as service ``name``, with a consumer identity of its
+        own (never the sidecar's); each message goes to ``handle``, then is acked."""
+        ...
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return bytes(value).decode("utf-8", "replace")
@@ -94,9 +111,11 @@ class NatsClient:
             f"{self.server}?stream={self.stream}&subject_prefix={self.prefix}&ack_wait=5"
         )
         self.incoming: asyncio.Queue[Seen] = asyncio.Queue()
+        self.failures: list[BaseException] = []
         self._nc: Any = None
         self._js: Any = None
         self._watch: frozenset[str] = frozenset()
+        self._pullers: list[asyncio.Task[None]] = []
 
     async def connect(self) -> NatsClient:
         self._nc = await nats.connect(self.server)
@@ -131,6 +150,34 @@ class NatsClient:
             headers = {k: _text(v) for k, v in (msg.headers or {}).items()}
             self.incoming.put_nowait(Seen(destination, msg.data, headers, time.monotonic()))
 
+    async def subscribe(self, name: str, destinations: Sequence[str], handle: Handler) -> None:
+        """Durable pull consumers ``<name>__<destination>`` on the test's stream, one per
+        destination (nats-server 2.9 filters a consumer on one subject only), from the
+        stream's first message; each acked after ``handle``."""
+        for destination in destinations:
+            durable = f"{name}__{destination.replace('.', '_')}"
+            sub = await self._js.pull_subscribe(
+                f"{self.prefix}.{destination}", durable=durable, stream=self.stream
+            )
+            self._pullers.append(asyncio.create_task(self._pull(sub, destination, handle)))
+
+    async def _pull(self, sub: Any, destination: str, handle: Handler) -> None:
+        try:
+            while True:
+                try:
+                    msgs = await sub.fetch(batch=64, timeout=0.5)
+                except TimeoutError:
+                    continue
+                for msg in msgs:
+                    headers = {k: _text(v) for k, v in (msg.headers or {}).items()}
+                    await handle(Seen(destination, msg.data, headers, time.monotonic()))
+                    await msg.ack()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failures.append(exc)
+            raise
+
     async def publish(self, destination: str, body: bytes, *, key: str | None = None) -> None:
         # No Nats-Msg-Id on purpose: a duplicate must reach the sidecar, whose
         # inbox (not JetStream's de-duplication) is under test.
@@ -139,6 +186,7 @@ class NatsClient:
         )
 
     async def close(self) -> None:
+        await _cancel(self._pullers)
         if self._nc is None:
             return
         with contextlib.suppress(nats.js.errors.NotFoundError):
@@ -163,10 +211,13 @@ class RabbitClient:
         self.group = f"e2e-{_token()}"
         self.broker_url = f"{self.server}?exchange={self.exchange_name}"
         self.incoming: asyncio.Queue[Seen] = asyncio.Queue()
+        self.failures: list[BaseException] = []
         self._conn: Any = None
         self._channel: Any = None
         self._exchange: Any = None
         self._consumers: list[tuple[Any, str]] = []
+        self._services: list[asyncio.Task[None]] = []
+        self._service_queues: list[str] = []
 
     async def connect(self) -> RabbitClient:
         self._conn = await aio_pika.connect(self.server)
@@ -197,6 +248,35 @@ class RabbitClient:
             Seen(message.routing_key or "", message.body, headers, time.monotonic())
         )
 
+    async def subscribe(self, name: str, destinations: Sequence[str], handle: Handler) -> None:
+        """A durable queue ``<exchange>.<name>`` bound to ``destinations`` on a channel
+        of its own; messages handled one at a time, each acked after ``handle``."""
+        channel = await self._conn.channel()
+        await channel.set_qos(prefetch_count=64)
+        exchange = await channel.declare_exchange(
+            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue_name = f"{self.exchange_name}.{name}"
+        queue = await channel.declare_queue(queue_name, durable=True)
+        self._service_queues.append(queue_name)
+        for destination in destinations:
+            await queue.bind(exchange, routing_key=destination)
+        self._services.append(asyncio.create_task(self._serve(queue, handle)))
+
+    async def _serve(self, queue: Any, handle: Handler) -> None:
+        try:
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    headers = {k: _text(v) for k, v in (message.headers or {}).items()}
+                    seen = Seen(message.routing_key or "", message.body, headers, time.monotonic())
+                    await handle(seen)
+                    await message.ack()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failures.append(exc)
+            raise
+
     async def publish(self, destination: str, body: bytes, *, key: str | None = None) -> None:
         await self._exchange.publish(
             aio_pika.Message(
@@ -208,13 +288,15 @@ class RabbitClient:
         )
 
     async def close(self) -> None:
+        await _cancel(self._services)
         if self._conn is None:
             return
         ch = self._channel
         for consumer, tag in self._consumers:  # before deleting: no "cancelled by broker"
             with contextlib.suppress(Exception):
                 await consumer.cancel(tag)
-        for queue in (f"sagawire.{self.group}", f"{self.exchange_name}.deadletter"):
+        queues = (f"sagawire.{self.group}", f"{self.exchange_name}.deadletter")
+        for queue in (*queues, *self._service_queues):
             with contextlib.suppress(Exception):
                 await ch.queue_delete(queue)
         with contextlib.suppress(Exception):
@@ -240,10 +322,13 @@ class KafkaClient:
         # for the dead member before the restarted sidecar gets its partitions.
         self.broker_url = f"kafka://{bootstrap}?topic_prefix={self.prefix}&session_timeout_ms=6000"
         self.incoming: asyncio.Queue[Seen] = asyncio.Queue()
+        self.failures: list[BaseException] = []
         self._producer: Any = None
         self._consumer: Any = None
         self._poller: asyncio.Task[None] | None = None
         self._topics: list[str] = []
+        self._services: list[asyncio.Task[None]] = []
+        self._service_consumers: list[Any] = []
 
     async def connect(self) -> KafkaClient:
         self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
@@ -282,6 +367,41 @@ class KafkaClient:
                         Seen(destination, r.value or b"", headers, time.monotonic())
                     )
 
+    async def subscribe(self, name: str, destinations: Sequence[str], handle: Handler) -> None:
+        """A consumer group ``<group>.<name>`` of its own on ``destinations``' topics,
+        from the earliest offset; offsets committed after ``handle`` took a batch.
+        A 2 s session: Tansu holds a group join about that long."""
+        consumer = AIOKafkaConsumer(
+            *(self.prefix + d for d in destinations),
+            bootstrap_servers=self.bootstrap,
+            group_id=f"{self.group}.{name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=2000,
+            heartbeat_interval_ms=500,
+            fetch_max_wait_ms=50,
+        )
+        await consumer.start()
+        self._service_consumers.append(consumer)
+        self._services.append(asyncio.create_task(self._consume(consumer, handle)))
+
+    async def _consume(self, consumer: Any, handle: Handler) -> None:
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=200)
+                for tp, records in batches.items():
+                    destination = tp.topic.removeprefix(self.prefix)
+                    for r in records:
+                        headers = {k: _text(v) for k, v in (r.headers or ())}
+                        await handle(Seen(destination, r.value or b"", headers, time.monotonic()))
+                if batches:
+                    await consumer.commit()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self.failures.append(exc)
+            raise
+
     async def publish(self, destination: str, body: bytes, *, key: str | None = None) -> None:
         await self._producer.send_and_wait(
             self.prefix + destination,
@@ -291,6 +411,10 @@ class KafkaClient:
         )
 
     async def close(self) -> None:
+        await _cancel(self._services)
+        for consumer in self._service_consumers:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -308,3 +432,12 @@ class KafkaClient:
                 await admin.delete_topics(existing)
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    tasks.clear()
