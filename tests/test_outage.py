@@ -253,3 +253,18 @@ async def test_every_dead_letter_is_counted_by_its_kind() -> None:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+def test_the_counters_log_as_json_with_deviations_counted() -> None:
+    """The stop line logs every counter; deviations are keyed by (saga, kind), which a
+    JSON log line cannot take as keys: that made the sidecar exit 1 on SIGTERM."""
+    import orjson
+
+    from orchestrator.engine.config import Stats
+
+    stats = Stats()
+    stats.deviated("checkout", "repeated")
+    stats.dead_lettered("decode")
+    line = orjson.loads(orjson.dumps(stats.summary()))
+    assert line["deviations"] == {"checkout/repeated": 1}
+    assert line["dead_letter_reasons"] == {"decode": 1}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from orchestrator.engine.model import Decision, Instance
 from schemas.errors import ConfigError
@@ -67,6 +68,13 @@ class Stats:
     deviations: dict[tuple[str, str], int] = field(default_factory=dict)
     """Events that broke a saga's declared flow, by (saga, kind): ``early``,
     ``repeated``, ``contradicting``, ``late``, ``unexpected``."""
+
+    def summary(self) -> dict[str, Any]:
+        """The counters as a log line can write them (JSON keys are strings: a tuple key
+        once made the stop line raise, and the sidecar exit 1 on SIGTERM)."""
+        out: dict[str, Any] = dict(vars(self))
+        out["deviations"] = {f"{saga}/{kind}": n for (saga, kind), n in self.deviations.items()}
+        return out
 
     def deviated(self, saga: str, kind: str) -> None:
         key = (saga, kind)

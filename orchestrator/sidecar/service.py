@@ -268,7 +268,7 @@ class Sidecar:
             await self._stop_engine(engine_task)
         await self.close()
         if self.engine is not None:
-            log.info("stopped", **vars(self.engine.stats))
+            log.info("stopped", **self.engine.stats.summary())
 
     async def _stop_engine(self, engine_task: asyncio.Future[None]) -> None:
         """Wait for ``Engine.run`` to drain; if it does not, end consumption by closing
