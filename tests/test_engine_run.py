@@ -295,3 +295,37 @@ def test_message_ids_are_uuid5_of_the_cause() -> None:
         cause, saga, index = f"evt-{i}-{'x' * (i % 37)}", f"saga{i % 5}", i % 4
         expected = str(uuid.uuid5(_NAMESPACE, f"{cause}/{saga}/{index}"))
         assert message_id(cause, saga, index) == expected
+
+
+async def test_timers_wait_for_the_consumer_to_catch_up_after_a_start() -> None:
+    """A restarted sidecar must not judge a deadline before it has read what was
+    published while it was down: its timers wait until the broker has been ready
+    ``catch_up`` seconds with nothing left to read (or ``catch_up_limit``)."""
+    broker = MemoryBroker(record=True)
+    engine = await quick_engine(
+        MemoryStore(), MemoryTransport(broker), housekeeping_interval=0.05, catch_up=1.0
+    )
+    client = MemoryTransport(broker)
+    await client.start()
+    loop = asyncio.get_running_loop()
+    async with running(engine):
+        started = loop.time()
+        await client.publish([event("job.started", "a")])
+        await wait_until(lambda: _status(engine, "a", Status.RUNNING))
+        await asyncio.sleep(0.6)  # the step's 0.3 s timeout is due, but held
+        assert (await engine.instance("quick", "a")).status is Status.RUNNING  # type: ignore[union-attr]
+        await wait_until(lambda: _status(engine, "a", Status.COMPENSATED), timeout=5)
+        assert loop.time() - started >= 0.9
+
+
+async def test_a_busy_broker_cannot_hold_timers_past_the_limit() -> None:
+    broker = MemoryBroker(record=True)
+    transport = MemoryTransport(broker)
+    engine = await quick_engine(
+        MemoryStore(), transport, housekeeping_interval=0.05, catch_up=60.0, catch_up_limit=0.5
+    )
+    client = MemoryTransport(broker)
+    await client.start()
+    async with running(engine):
+        await client.publish([event("job.started", "a")])
+        await wait_until(lambda: _status(engine, "a", Status.COMPENSATED), timeout=5)

@@ -38,6 +38,16 @@ class EngineConfig:
     """Running instances kept in memory between messages (0 disables the cache)."""
     limits: Limits = DEFAULT_LIMITS
     """Largest incoming message and attribute: larger ones are dead letters."""
+    catch_up: float = 0.0
+    """Seconds, after :meth:`Engine.run` starts, that timers wait for the consumer to
+    catch up: its broker ready that long and nothing left to read. A deadline judged
+    while a restarted sidecar has not yet read the events published while it was down
+    would fail flows that went well (and an early event parked before the restart would
+    expire before the event it waited for is read). 0: timers fire at once, as a harness
+    and the bench want; the sidecar sets 5 (see ``catch_up_limit``)."""
+    catch_up_limit: float = 30.0
+    """Seconds after which timers fire whether caught up or not (a broker busy without
+    pause would otherwise hold them for ever)."""
     content_mode: str = "structured"
     """How commands and outcome events go out: ``structured`` (the whole CloudEvent as
     a JSON body) or ``binary`` (``data`` as the body, each attribute in a header under

@@ -37,6 +37,10 @@ class Consumer:
         """Subscribed and taking batches (``/readyz``)."""
         self.handling = False
         """A batch is being handled now: stopping waits for it instead of cancelling."""
+        self.idle = False
+        """Waiting for a batch, none read ahead: what the broker held has been taken."""
+        self.idle_at = float("-inf")
+        """When it last began to wait so (loop time)."""
 
     async def run(self, stopping: asyncio.Event, stopped: Callable[[], bool]) -> None:
         """Consume until ``stopping`` is set (or ``stopped()`` says so), the stream ends
@@ -61,13 +65,16 @@ class Consumer:
             if not queue.empty():
                 return queue.get_nowait()
             getter = asyncio.ensure_future(queue.get())
+            self.idle, self.idle_at = True, asyncio.get_running_loop().time()
             try:
                 await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
             except BaseException:
+                self.idle = False
                 if getter.done() and not getter.cancelled():
                     unhandled.extend(getter.result())
                 getter.cancel()  # no pending getter left behind to be destroyed
                 raise
+            self.idle = False
             if getter.done():
                 return getter.result()
             getter.cancel()

@@ -151,12 +151,35 @@ class Engine:
         """Whether the store answers (``/readyz``, ``POST /events``)."""
         return self.health
 
+    def _caught_up(self, since: float, ready_at: list[float]) -> bool:
+        """Whether timers may fire (see ``EngineConfig.catch_up``): the consumer's broker
+        has been ready ``catch_up`` seconds and nothing has been left to read since (or
+        ``catch_up_limit`` has passed). ``ready_at`` holds when readiness was first seen."""
+        config = self.config
+        if config.catch_up <= 0:
+            return True
+        now = asyncio.get_running_loop().time()
+        if now - since >= config.catch_up_limit:
+            return True
+        if not (self.consumer.consuming and self.transport.readiness.ready):
+            return False
+        if not ready_at:
+            ready_at.append(now)
+        settled = ready_at[0] + config.catch_up
+        consumer = self.consumer
+        return now >= settled and (consumer.idle or consumer.idle_at >= settled)
+
     async def _housekeeping(self, stopping: asyncio.Event) -> None:
         interval = self.config.housekeeping_interval
         next_prune = self.clock.now()
+        since = asyncio.get_running_loop().time()
+        ready_at: list[float] = []
+        caught_up = False
         while not (stopping.is_set() or self._stop):
             try:
-                await self.fire_due()
+                caught_up = caught_up or self._caught_up(since, ready_at)
+                if caught_up:
+                    await self.fire_due()
                 if self.clock.now() >= next_prune:
                     await self.prune()
                     next_prune = self.clock.now() + self.config.prune_interval

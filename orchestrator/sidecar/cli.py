@@ -124,6 +124,16 @@ def run(
             " headers). Both modes, and plain JSON events, are read either way.",
         ),
     ] = "structured",
+    catch_up: Annotated[
+        float,
+        typer.Option(
+            envvar="SAGAWIRE_CATCH_UP",
+            min=0.0,
+            help="Seconds timers wait at start for the consumer to read what was published"
+            " while the sidecar was down (its broker ready that long, nothing left to read;"
+            " 30 s at most), so no deadline is judged on a backlog. 0: at once.",
+        ),
+    ] = 5.0,
     debug: DebugOpt = False,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT."""
@@ -150,6 +160,7 @@ def run(
             group=group,
             limits=limits,
             content_mode=content_mode,
+            catch_up=catch_up,
         )
         try:
             code = asyncio.run(Sidecar(settings).run())

@@ -143,7 +143,12 @@ class Sidecar:
                 self.sagas,
                 self.store,
                 self.transport,
-                config=EngineConfig(group=s.group, limits=s.limits, content_mode=s.content_mode),
+                config=EngineConfig(
+                    group=s.group,
+                    limits=s.limits,
+                    content_mode=s.content_mode,
+                    catch_up=s.catch_up,
+                ),
             )
             self.phase = "declaring topology"
             await self.engine.prepare()

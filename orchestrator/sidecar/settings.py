@@ -42,3 +42,4 @@ class Settings:
     limits: Limits = DEFAULT_LIMITS  # largest message / attribute taken (HTTP and broker)
     publish_timeout: float = 4.0  # seconds POST /events waits for the broker's confirmation
     content_mode: str = "structured"  # how sent CloudEvents are written: structured, binary
+    catch_up: float = 5.0  # seconds timers wait, at start, for the consumer to catch up
