@@ -85,7 +85,7 @@ class ConsumerRun:
         self._consumer = AIOKafkaConsumer(
             group_id=topology.group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="latest" if settings.start == "new" else "earliest",
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
@@ -317,6 +317,30 @@ class ConsumerRun:
                 translate_error(err, "commit", self._settings.redacted_url),
             )
 
+    async def _pin_new(self, assigned: set[TopicPartition]) -> None:
+        """``start=new``: a partition the group never committed starts at its end, and
+        that end is committed at once. Without the commit, a partition that got no
+        record before this member stopped would start at its end *again* next time,
+        skipping what was published meanwhile. Seek and commit name the same offset,
+        so nothing after it is skipped and nothing before it is acted on."""
+        try:
+            async with asyncio.timeout(FINAL_COMMIT_TIMEOUT):
+                fresh = [tp for tp in assigned if await self._consumer.committed(tp) is None]
+                if not fresh:
+                    return
+                ends = await self._consumer.end_offsets(fresh)
+                for tp, end in ends.items():
+                    self._consumer.seek(tp, end)
+                await self._consumer.commit(ends)
+        except (TimeoutError, kafka_errors.KafkaError) as err:
+            # Not fatal: the partitions start at "latest" anyway; the next assignment
+            # pins them again.
+            log.warning(
+                "kafka start=new: could not pin the start of group %s (%s)",
+                self._topology.group,
+                translate_error(err, "commit", self._settings.redacted_url),
+            )
+
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Commit acked offsets before partitions move; start clean on new ones."""
@@ -329,4 +353,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._run.tracker.assign(assigned)
+        if self._run._settings.start == "new":
+            await self._run._pin_new(assigned)
         self._run.joined = True

@@ -54,6 +54,12 @@ busy_fetch_wait_ms    10         the same while records flow (any broker). Apach
                                  each hop. Default: 10, or ``fetch_max_wait_ms`` when
                                  only that is given (one wait for every fetch, as
                                  before). Why two: :mod:`adapters._kafka_fetch_wait`
+start                 all        where a new consumer group begins: ``all`` the topics
+                                 hold (earliest), or only ``new`` records (latest). It
+                                 applies when the group has no committed offsets: a
+                                 tracker joining a system with history it must not act
+                                 on wants ``new``; a group that exists goes on from
+                                 where it was
 idempotence           false      idempotent producer (brokers that support it; Tansu does not)
 transactions          false      wrap each publish batch in a Kafka transaction (implies
                                  idempotence); correctness never rests on it
@@ -93,6 +99,7 @@ _OPTIONS = {
     "instance_id",
     "max_poll_interval_ms",
     "max_message_bytes",
+    "start",
     "fetch_max_wait_ms",
     "busy_fetch_wait_ms",
     "idempotence",
@@ -119,6 +126,7 @@ class KafkaSettings:
     instance_id: str | None = None
     max_poll_interval_ms: int = 300000
     max_message_bytes: int = 1048576
+    start: str = "all"
     fetch_max_wait_ms: int = 50
     busy_fetch_wait_ms: int = 10
     idempotence: bool = False
@@ -149,6 +157,9 @@ class KafkaSettings:
         if mechanism not in _MECHANISMS:
             raise ConfigError(f"sasl_mechanism={mechanism!r} in {safe!r}; one of {_MECHANISMS}")
         transactions = _flag(q, "transactions", safe)
+        start = q.get("start", "all")
+        if start not in ("all", "new"):
+            raise ConfigError(f"start={start!r} in {safe!r}; all or new")
         return cls(
             bootstrap=hosts,
             redacted_url=safe,
@@ -160,6 +171,7 @@ class KafkaSettings:
             instance_id=q.get("instance_id") or env.get("SAGAWIRE_KAFKA_INSTANCE_ID") or None,
             max_poll_interval_ms=_positive(q, "max_poll_interval_ms", 300000, safe),
             max_message_bytes=_positive(q, "max_message_bytes", 1048576, safe),
+            start=start,
             fetch_max_wait_ms=_positive(q, "fetch_max_wait_ms", 50, safe),
             # A fetch_max_wait_ms given alone keeps its old meaning for every fetch.
             busy_fetch_wait_ms=_positive(

@@ -22,6 +22,8 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 ``ping_interval``   3          seconds between pings; 2 unanswered = disconnected
 ``reconnect_wait``  1          seconds between reconnect attempts
 ``double_ack``      false      ``true``: wait for the server to confirm every ack
+``start``           all        (note 4) where a new consumer begins: ``all`` the stream
+                               holds, or only ``new`` messages
 ``token``, ``creds``           auth token / path of a ``.creds`` file
 ``tls_ca``, ``tls_cert``,      CA bundle / client certificate and key (``tls://``)
 ``tls_key``
@@ -52,6 +54,11 @@ link that drops for seconds at a time, raise it. :meth:`NatsTransport.declare
 
 Environment (used when the URL does not say): ``SAGAWIRE_NATS_USER``,
 ``SAGAWIRE_NATS_PASSWORD``, ``SAGAWIRE_NATS_TOKEN``, ``SAGAWIRE_NATS_CREDS``.
+
+Note 4: it applies when the group's durable consumer is created, and never after: a
+consumer that exists goes on from where it was. ``start=new`` is for a tracker joining
+a system whose stream already holds history it must not act on (old checkouts it would
+complete or compensate); a sidecar that orchestrates wants ``all``.
 """
 
 from __future__ import annotations
@@ -91,6 +98,7 @@ class NatsOptions:
     ping_interval: float = 3.0
     reconnect_wait: float = 1.0
     double_ack: bool = False
+    start: str = "all"
     user: str | None = None
     password: str | None = None
     token: str | None = None
@@ -132,6 +140,9 @@ class NatsOptions:
                 f"bad ack_wait={ack_wait:g} in {display}: want >= 1 (seconds); the leases of"
                 " held messages are renewed every third of it"
             )
+        start = q.get("start", "all")
+        if start not in ("all", "new"):
+            raise ConfigError(f"bad start={start!r} in {display}: all or new")
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         token = q.get("token")
@@ -156,6 +167,7 @@ class NatsOptions:
             ping_interval=_positive(q, "ping_interval", 3.0, display),
             reconnect_wait=_positive(q, "reconnect_wait", 1.0, display),
             double_ack=q.get("double_ack", "").lower() in _TRUE,
+            start=start,
             user=user,
             password=password,
             token=token or env.get("SAGAWIRE_NATS_TOKEN") or None,

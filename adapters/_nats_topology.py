@@ -51,13 +51,18 @@ class ConsumerPlan:
     subjects: tuple[str, ...]
 
     def config(
-        self, *, ack_wait: float, max_deliver: int, max_ack_pending: int
+        self,
+        *,
+        ack_wait: float,
+        max_deliver: int,
+        max_ack_pending: int,
+        deliver: api.DeliverPolicy = api.DeliverPolicy.ALL,
     ) -> api.ConsumerConfig:
         one = len(self.subjects) == 1
         return api.ConsumerConfig(
             name=self.name,
             durable_name=self.name,
-            deliver_policy=api.DeliverPolicy.ALL,
+            deliver_policy=deliver,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=ack_wait,
             max_deliver=max_deliver,

@@ -50,7 +50,7 @@ from collections.abc import AsyncIterator, Sequence
 import nats
 import nats.errors
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 
 from adapters._nats_consumer import Fetching
 from adapters._nats_errors import declaration_error, is_not_found
@@ -167,12 +167,27 @@ class NatsTransport:
                 ack_wait=self.options.ack_wait,
                 max_deliver=self.options.max_deliver,
                 max_ack_pending=self.options.max_ack_pending,
+                deliver=await self._deliver_policy(js, plan.name),
             )
             try:
                 await js.add_consumer(self.options.stream, config)
             except nats.errors.Error as exc:
                 raise self._declaration_error(exc, f"declare consumer {plan.name!r}") from exc
         self._declared.add(topology)
+
+    async def _deliver_policy(self, js: JetStreamContext, name: str) -> api.DeliverPolicy:
+        """``start=new``: a consumer created now begins with the next message; one that
+        exists keeps its policy (JetStream cannot change it, and it goes on from where
+        it was anyway)."""
+        if self.options.start != "new":
+            return api.DeliverPolicy.ALL
+        try:
+            info = await js.consumer_info(self.options.stream, name)
+        except nats.errors.Error as exc:
+            if is_not_found(exc):
+                return api.DeliverPolicy.NEW
+            raise self._declaration_error(exc, f"read consumer {name!r}") from exc
+        return info.config.deliver_policy or api.DeliverPolicy.ALL
 
     async def _ensure_stream(self, js: JetStreamContext, subjects: Sequence[str]) -> None:
         """Create the stream, or add the subjects it lacks. Re-reads after an update

@@ -101,6 +101,47 @@ class TestKafkaTransport(TransportContract, ReconnectContract):
         finally:
             await t.close()
 
+    async def test_start_new_skips_history_once_and_then_goes_on_from_where_it_was(
+        self, kafka_broker: Tansu, names: Names
+    ) -> None:
+        """A tracker joining with ``start=new`` sees none of the topic's history; when it
+        comes back, its group has offsets and gets what was published while it was away."""
+        topo = self.topology(names, "a")
+        topic = names.dest("a")
+        producer = KafkaTransport.from_url(kafka_broker.url)
+        await producer.start()
+        try:
+            await producer.declare(topo)
+            await producer.publish([msg(topic, i) for i in range(3)])  # history
+            tracker = KafkaTransport.from_url(f"{kafka_broker.url}&start=new")
+            await tracker.start()
+            await tracker.declare(topo)
+            async with Receiver(tracker, topo) as rx:
+                # The group's position is fixed once it is assigned: until then a new
+                # record may land before "latest", so publish until one arrives.
+                n = 100
+                while not rx.deliveries:
+                    await producer.publish([msg(topic, n)])
+                    n += 1
+                    await rx.quiet(0.5)
+                await rx.quiet(0.5)
+                assert all(int(d.body[5:-1]) >= 100 for d in rx.deliveries), "history seen"
+                await tracker.ack(list(rx.deliveries))
+            await tracker.close()
+            await producer.publish([msg(topic, i) for i in (4, 5)])  # while away
+            again = KafkaTransport.from_url(f"{kafka_broker.url}&start=new")
+            await again.start()
+            try:
+                async with Receiver(again, topo) as rx2:
+                    got = await rx2.wait_for(2, timeout=30)
+                    assert len(await rx2.quiet(0.5)) == 2
+                    await again.ack(got)
+                assert sorted(int(d.body[5:-1]) for d in got) == [4, 5]
+            finally:
+                await again.close()
+        finally:
+            await producer.close()
+
     async def test_same_key_same_partition_in_order(
         self, open_transport: Callable[[], Awaitable[Transport]], names: Names, kafka_broker: Tansu
     ) -> None:
@@ -409,6 +450,7 @@ def test_credentials_from_env_and_missing_ones_are_a_config_error() -> None:
         "kafka://h:9092?security_protocol=TLS",
         "kafka://h:9092?sasl_mechanism=GSSAPI",
         "kafka://h:9092?acks=1",
+        "kafka://h:9092?start=latest",
         "kafka://",
     ],
 )

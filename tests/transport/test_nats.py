@@ -460,3 +460,49 @@ async def test_a_modern_server_gets_one_consumer_for_all_subjects(
     finally:
         await t.close()
         await nc.close()
+
+
+async def test_start_new_skips_history_once_and_then_goes_on_from_where_it_was(
+    stream: str, names: Names
+) -> None:
+    """A tracker joining a system with history (``start=new``) sees none of it; when it
+    comes back, its consumer exists and gets what was published while it was away."""
+    topo = Topology(consumes=(names.dest("a"),), group=names.group)
+    producer = NatsTransport.from_url(url(stream))
+    await producer.start()
+    try:
+        await producer.declare(Topology(consumes=(), produces=(names.dest("a"),)))
+        await producer.publish([msg(names.dest("a"), i) for i in range(3)])  # history
+        tracker = NatsTransport.from_url(url(stream, extra="start=new"))
+        await tracker.start()
+        await tracker.declare(topo)
+        async with Receiver(tracker, topo) as rx:
+            await producer.publish([msg(names.dest("a"), 3)])
+            (d,) = await rx.wait_for(1)
+            assert d.body == msg(names.dest("a"), 3).body
+            assert len(await rx.quiet(0.5)) == 1
+            await tracker.ack([d])
+        await tracker.close()
+        await producer.publish([msg(names.dest("a"), i) for i in (4, 5)])  # while away
+        again = NatsTransport.from_url(url(stream, extra="start=new"))
+        await again.start()
+        try:
+            await again.declare(topo)
+            async with Receiver(again, topo) as rx2:
+                got = await rx2.wait_for(2)
+                assert len(await rx2.quiet(0.5)) == 2
+                await again.ack(got)
+            assert sorted(d.body for d in got) == sorted(
+                msg(names.dest("a"), i).body for i in (4, 5)
+            )
+        finally:
+            await again.close()
+    finally:
+        await producer.close()
+
+
+def test_start_is_all_or_new() -> None:
+    assert NatsOptions.from_url("nats://h?stream=S").start == "all"
+    assert NatsOptions.from_url("nats://h?stream=S&start=new").start == "new"
+    with pytest.raises(ConfigError, match="start='latest'"):
+        NatsOptions.from_url("nats://h?stream=S&start=latest")
