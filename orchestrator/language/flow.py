@@ -28,6 +28,21 @@ COMPENSATION_FAILED = "compensation_failed"
 RESERVED = {INITIAL, COMPLETED, COMPENSATED, COMPENSATION_FAILED, "compensating"}
 
 
+def step_info(s: Step, after: tuple[str, ...] = ()) -> StepInfo:
+    """What the API and the console show of a step (and the graph is drawn from)."""
+    return StepInfo(
+        name=s.name,
+        command=s.send.type if s.send is not None else None,
+        success=tuple(e.type for e in s.successes),
+        failure=tuple(e.type for e in s.failures),
+        compensation=s.compensate.type if s.compensate else None,
+        compensated_by=s.compensated_by.type if s.compensated_by else None,
+        timeout=float(s.timeout or 0.0),
+        attempts=s.retry.attempts,
+        after=after,
+    )
+
+
 def _after(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
     """Each step's prerequisites: those it names, else the step declared before it."""
     out: dict[str, tuple[str, ...]] = {}
@@ -184,20 +199,7 @@ def compile_flow(
         final=finals,
         states=tuple(states),
         kind="flow",
-        steps=tuple(
-            StepInfo(
-                name=s.name,
-                command=s.send.type if s.send is not None else None,
-                success=tuple(e.type for e in s.successes),
-                failure=tuple(e.type for e in s.failures),
-                compensation=s.compensate.type if s.compensate else None,
-                compensated_by=s.compensated_by.type if s.compensated_by else None,
-                timeout=float(s.timeout or 0.0),
-                attempts=s.retry.attempts,
-                after=after[s.name],
-            )
-            for s in steps
-        ),
+        steps=tuple(step_info(s, after[s.name]) for s in steps),
         park_for=park_for,
         flow=flow,
         deviations=deviations,

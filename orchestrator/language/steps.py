@@ -41,11 +41,10 @@ from orchestrator.language.definition import (
     SendSpec,
     SetFailure,
     SetTimer,
-    StepInfo,
     Transition,
     timer_event,
 )
-from orchestrator.language.flow import compile_flow
+from orchestrator.language.flow import compile_flow, step_info
 from orchestrator.language.parts import Correlate, Event, Retry, Send, Step
 from orchestrator.language.status import Status
 
@@ -314,19 +313,7 @@ def compile_steps(
         final={k: v for k, v in finals.items() if k in reachable_finals},
         states=tuple(s for s in states if s in reachable_finals or s not in finals),
         kind="steps",
-        steps=tuple(
-            StepInfo(
-                name=s.name,
-                command=s.send.type if s.send is not None else None,
-                success=tuple(e.type for e in s.successes),
-                failure=tuple(e.type for e in s.failures),
-                compensation=s.compensate.type if s.compensate else None,
-                compensated_by=s.compensated_by.type if s.compensated_by else None,
-                timeout=float(s.timeout or 0.0),
-                attempts=s.retry.attempts,
-            )
-            for s in steps
-        ),
+        steps=tuple(step_info(s) for s in steps),
         park_for=park_for,
     )
     check(definition, declared_starts={start.type})
