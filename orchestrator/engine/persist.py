@@ -6,10 +6,13 @@ envelopes) become the store's plain records here and nowhere else.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from pydantic_core import to_json
 
 from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
+from orchestrator.engine import tracing
 from orchestrator.engine.correlate import Routed
 from orchestrator.engine.model import Decision, Instance, Message
 from orchestrator.language.definition import SagaDefinition
@@ -37,6 +40,7 @@ __all__ = [
     "parked_unit",
     "record_from_instance",
     "send_id",
+    "traced",
     "unit_for",
 ]
 
@@ -87,35 +91,53 @@ def send_id(envelope: Message) -> str:
     return f"{envelope.id}#{attempt}"
 
 
-def encode_message(message: Message) -> bytes:
+def encode_message(message: Message, trace: dict[str, str] | None = None) -> bytes:
     """Structured-mode JSON bytes of ``message``, as :func:`schemas.codec.encode` writes
     an envelope: orjson, and pydantic's serializer for what orjson cannot write (an
-    integer beyond 64 bits, valid JSON and valid for an ``int`` field)."""
-    attributes = message.attributes()
+    integer beyond 64 bits, valid JSON and valid for an ``int`` field). ``trace``: the
+    trace context it carries (:mod:`orchestrator.engine.tracing`)."""
+    attributes = traced(message, trace)
     try:
         return orjson.dumps(attributes)
     except TypeError:
         return to_json(attributes)
 
 
+def traced(message: Message, trace: dict[str, str] | None) -> dict[str, Any]:
+    """``message``'s attributes with the extension attributes of ``trace`` (if any),
+    where :meth:`Envelope.attributes` puts extensions: before ``data``."""
+    attributes = message.attributes()
+    if trace is None:
+        return attributes
+    data = attributes.pop("data")
+    attributes.update(trace)
+    attributes["data"] = data
+    return attributes
+
+
 def outbox_record(
-    message: Message, key: str | None, now: float, binary: bool = False
+    message: Message,
+    key: str | None,
+    now: float,
+    binary: bool = False,
+    trace: dict[str, str] | None = None,
 ) -> OutboxRecord:
     """The outbox row of one send. Structured mode (the default): the CloudEvent as the
     body. ``binary``: CloudEvents binary content mode, ``data`` as the body and each
     attribute in a header of the neutral form (:mod:`schemas.binary`), which the
-    transport renames to its broker's binding when it publishes."""
+    transport renames to its broker's binding when it publishes. ``trace``: the trace
+    context the message carries (``traceparent``, ``tracestate``), None for none."""
     sid = send_id(message)
     if not binary:
         return OutboxRecord(
             sid,
             message.type,
             key,
-            encode_message(message),
+            encode_message(message, trace),
             ((HEADER_CONTENT_TYPE, CONTENT_TYPE), (HEADER_MESSAGE_ID, sid)),
             now,
         )
-    body, headers = encode_binary(message.attributes())
+    body, headers = encode_binary(traced(message, trace))
     headers[HEADER_MESSAGE_ID] = sid
     return OutboxRecord(sid, message.type, key, body, tuple(headers.items()), now)
 
@@ -133,14 +155,17 @@ def unit_for(
 ) -> UnitOfWork:
     """The unit of work of an ``applied`` decision (its instance is the next version).
     Records are built positionally and in one pass over the timers: this runs once per
-    transition. ``binary``: its messages go out in CloudEvents binary content mode."""
+    transition. ``binary``: its messages go out in CloudEvents binary content mode. They
+    carry the trace context of ``event``, or of its span when tracing is on
+    (:func:`orchestrator.engine.tracing.continued`, which makes that span)."""
     after = decision.instance
     assert after is not None, "only applied decisions have a unit"
     saga, cid = after.saga, after.correlation_id
     env = event.envelope
+    trace = tracing.continued(event, after)
     messages = decision.messages
     if messages:
-        outbox = tuple([outbox_record(m, cid, now, binary) for m in messages])
+        outbox = tuple([outbox_record(m, cid, now, binary, trace) for m in messages])
         # each send as the broker knows it: ``<type>:<id>``, ``#<attempt>`` after 1
         commands = tuple([f"{o.destination}:{o.id}" for o in outbox])
     else:

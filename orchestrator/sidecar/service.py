@@ -34,7 +34,7 @@ from adapters import open_transport
 from adapters._util import redact_url
 from adapters.base import HEADER_MESSAGE_ID, OutgoingMessage, Transport
 from adapters.memory import MemoryTransport
-from orchestrator.engine import Engine, EngineConfig
+from orchestrator.engine import Engine, EngineConfig, tracing
 from orchestrator.engine.correlate import Routed
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.language.loader import load_sagas
@@ -123,6 +123,8 @@ class Sidecar:
         if not self.sagas:
             self.load()
         s = self.settings
+        if getattr(s, "otel", False):  # a span per handled message (the otel extra)
+            tracing.enable()
         self.phase = "opening store"
         self.store = open_store(s.store)
         try:
