@@ -15,6 +15,10 @@ their own rather than a column on ``outbox``: the relay's ``pending_outbox`` sca
 on the hot path, stays a plain read of ``outbox`` that no failed row can slow
 down or slip into, and ``mark_published`` of a failed id finds nothing to delete.
 
+Version 4 adds the indexes of the operator's listing (:data:`_LIST_INDEXES` says
+which filter each serves) and ``deadletters``: what the engine dead-lettered, kept
+for the operator to list and redrive (``Store.keep_dead_letters``).
+
 Ordering columns: ``pending_outbox``, ``history`` and ``parked`` read back in
 insertion order, so each of those tables has an increasing integer (the SQLite
 rowid, a PostgreSQL identity column); an upsert keeps a row's position.
@@ -67,8 +71,28 @@ __all__ = [
     "timer_params",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The schema this build writes and understands."""
+
+_LIST_INDEXES = (
+    ("instances_recent", "(updated_at, saga, correlation_id)"),
+    ("instances_saga", "(saga, status, updated_at)"),
+    ("instances_status_recent", "(status, updated_at)"),
+    ("instances_correlation", "(correlation_id)"),
+)
+"""The indexes of the operator's listing (``Store.find``), newest first in each:
+
+- no filter, or only a time range: ``instances_recent``, read backwards;
+- ``saga`` (with or without ``status``, ``state``, a time range, and the stuck
+  instances, which are ``running``): ``instances_saga`` (``state`` is then a filter
+  on the rows of one saga and status, a short walk);
+- ``status`` alone: ``instances_status_recent`` (it replaces version 1's
+  ``instances_status``, which ``counts`` can use as well);
+- ``correlation_id``: ``instances_correlation`` (at most a row per saga).
+
+``updated_at`` moves at every transition, so each of these is written by every
+commit: four is what the filters need, not one more (the cost is in
+docs/performance.md)."""
 
 SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -113,6 +137,18 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
     ),
     3: ("ALTER TABLE history ADD COLUMN note TEXT NOT NULL DEFAULT ''",),
+    4: (
+        *(f"CREATE INDEX {name} ON instances {columns}" for name, columns in _LIST_INDEXES),
+        "DROP INDEX instances_status",
+        """CREATE TABLE deadletters (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id TEXT NOT NULL, type TEXT NOT NULL, saga TEXT NOT NULL,
+            correlation_id TEXT NOT NULL, destination TEXT NOT NULL, key TEXT,
+            body BLOB NOT NULL, headers TEXT NOT NULL, kind TEXT NOT NULL,
+            reason TEXT NOT NULL, at REAL NOT NULL,
+            redriven_at REAL, redriven_by TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX deadletters_at ON deadletters (at)",
+    ),
 }
 
 POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -163,6 +199,18 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX outbox_failed_at ON outbox_failed (failed_at)",
     ),
     3: ("ALTER TABLE history ADD COLUMN note text NOT NULL DEFAULT ''",),
+    4: (
+        *(f"CREATE INDEX {name} ON instances {columns}" for name, columns in _LIST_INDEXES),
+        "DROP INDEX instances_status",
+        """CREATE TABLE deadletters (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id text NOT NULL, type text NOT NULL, saga text NOT NULL,
+            correlation_id text NOT NULL, destination text NOT NULL, key text,
+            body bytea NOT NULL, headers jsonb NOT NULL, kind text NOT NULL,
+            reason text NOT NULL, at double precision NOT NULL,
+            redriven_at double precision, redriven_by text NOT NULL DEFAULT '')""",
+        "CREATE INDEX deadletters_at ON deadletters (at)",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "NEXT_TIMER_DUE",
     "PARKED_KEYS",
     "PENDING_OUTBOX",
+    "TIMERS_OF",
     "pending_outbox",
     "seen",
     "select_pairs",
@@ -93,5 +94,8 @@ INSTANCES = (
     f"SELECT {s.INSTANCE_COLUMNS} FROM instances "
     "WHERE (?1 IS NULL OR saga = ?1) AND (?2 IS NULL OR status = ?2) "
     "ORDER BY updated_at DESC, saga, correlation_id LIMIT ?3"
+)
+TIMERS_OF = (
+    f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE saga = ? AND correlation_id = ? ORDER BY due, name"
 )
 COUNTS = "SELECT status, count(*) FROM instances GROUP BY status"

@@ -21,14 +21,20 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "Census",
+    "Cursor",
+    "DeadLetterQuery",
+    "DeadLetterRecord",
     "FailedOutboxRecord",
     "HistoryRecord",
     "InstanceKey",
+    "InstanceQuery",
     "InstanceRecord",
     "OutboxRecord",
     "Outcome",
     "ParkedRecord",
     "Store",
+    "StuckRule",
     "TimerRecord",
     "UnitOfWork",
 ]
@@ -166,6 +172,76 @@ class UnitOfWork:
         return self.check
 
 
+@dataclass(frozen=True, slots=True)
+class StuckRule:
+    """Which running instances are *stuck*: not updated since a cut-off that depends on
+    their state (its SLO). ``cutoffs`` are ``(saga, state, updated before)``; a running
+    instance in any other state is stuck when updated before ``default`` (None: never)."""
+
+    cutoffs: tuple[tuple[str, str, float], ...] = ()
+    default: float | None = None
+
+
+Cursor = tuple[float, str, str]
+"""Where a page of instances ended: the last row's ``(updated_at, saga, correlation_id)``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceQuery:
+    """A filtered page of instances for the operator API, newest first.
+
+    Rows come in ``(updated_at, saga, correlation_id)`` order, all descending, so a page
+    continues after the previous page's last row (``after``: keyset pagination; a deep
+    page costs what the first does, and rows updated meanwhile are not skipped twice).
+    Which index serves which filter is in :mod:`orchestrator.store._schema` (version 4)."""
+
+    saga: str | None = None
+    status: str | None = None
+    state: str | None = None
+    correlation_id: str | None = None
+    updated_before: float | None = None
+    updated_after: float | None = None
+    stuck: StuckRule | None = None
+    after: Cursor | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRecord:
+    """A message dead-lettered by this sidecar, kept in the store (as well as published
+    to ``sagawire.deadletter``) so an operator can list it and redrive its original
+    bytes to its original destination. ``id`` is the store's (0 before it is kept)."""
+
+    id: int
+    message_id: str
+    type: str
+    saga: str
+    correlation_id: str
+    destination: str
+    key: str | None
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    kind: str
+    reason: str
+    at: float
+    redriven_at: float | None = None
+    redriven_by: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterQuery:
+    """Filters of ``GET /deadletters``, newest first; ``before_id`` continues a page."""
+
+    type: str | None = None
+    saga: str | None = None
+    kind: str | None = None
+    reason: str | None = None  # a part of the reason's text
+    since: float | None = None
+    redriven: bool | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
 class Outcome(enum.Enum):
     """What :meth:`Store.commit` did with each unit."""
 
@@ -182,6 +258,29 @@ class StoreInfo:
     location: str
     schema_version: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Census:
+    """How much the store holds at one moment (:meth:`Store.census`): the gauges of
+    ``/metrics``, read in one go so a scrape costs one visit to the store."""
+
+    instances: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Instances by ``(saga, state, status)`` (groups with none are absent)."""
+    outbox_backlog: int = 0
+    """Outbox rows not yet published (nor failed): the relay's work to do."""
+    outbox_oldest: float | None = None
+    """``created_at`` of the oldest of them (None: the outbox is empty)."""
+    timers_pending: int = 0
+    """Timers set and not yet fired or cancelled."""
+    timers_due: int = 0
+    """Of those, the ones due at the census's ``now``: more than a pass's worth means
+    housekeeping falls behind (or waits for the consumer to catch up)."""
+    parked: int = 0
+    """Messages parked until their instance can take them."""
+    stuck: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Running instances past their state's cut-off, by ``(saga, state)``, per the
+    :class:`StuckRule` given (0 for every group with running instances without one)."""
 
 
 @runtime_checkable
@@ -277,4 +376,48 @@ class Store(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """Number of instances per status."""
+        ...
+
+    async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
+        """How many instances there are by saga, state and status (with how many of the
+        running ones ``stuck`` calls stuck), outbox rows and the oldest's age, timers
+        (and those due at ``now``), parked messages. Scans: callers cache it."""
+        ...
+
+    # -- the operator's reads and writes (the sidecar's admin API) ----------------------
+
+    async def find(self, query: InstanceQuery) -> list[InstanceRecord]:
+        """One page of instances matching ``query``, in its order."""
+        ...
+
+    async def timers_of(self, key: InstanceKey) -> list[TimerRecord]:
+        """The pending timers of one instance, earliest first."""
+        ...
+
+    async def outbox_rows(self, ids: Sequence[str]) -> list[OutboxRecord]:
+        """The outbox rows among ``ids`` not yet published (nor failed), oldest first."""
+        ...
+
+    async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
+        """Store dead letters (their ``id`` is assigned here)."""
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        """Kept dead letters matching ``query``, newest first."""
+        ...
+
+    async def dead_letter(self, id: int) -> DeadLetterRecord | None:
+        """One kept dead letter."""
+        ...
+
+    async def mark_redriven(
+        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+    ) -> bool:
+        """Record that dead letter ``id`` is being redriven, once: False if it already
+        was (or is unknown). In the same transaction, delete the ``inbox`` marks
+        ``(saga, message_id)`` its first handling left, so the redriven copy is handled
+        rather than skipped as a duplicate."""
+        ...
+
+    async def prune_dead_letters(self, before: float) -> int:
+        """Delete dead letters kept before ``before`` (the retention); how many went."""
         ...

@@ -7,19 +7,27 @@ the same on SQLite or PostgreSQL. It forgets everything when the process ends.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
+from orchestrator.store._admin_match import dead_letter_matches, instance_matches, instance_order
+from orchestrator.store._census import cutoff
 from orchestrator.store._plan import batch_time, unit_time
 from orchestrator.store.base import (
+    Census,
+    DeadLetterQuery,
+    DeadLetterRecord,
     FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
+    InstanceQuery,
     InstanceRecord,
     OutboxRecord,
     Outcome,
     ParkedRecord,
+    StuckRule,
     TimerRecord,
     UnitOfWork,
 )
@@ -41,6 +49,7 @@ class MemoryStore:
         self._timers: dict[tuple[str, str, str], TimerRecord] = {}
         self._timer_heap: list[tuple[float, tuple[str, str, str]]] = []
         self._parked: dict[tuple[str, str], ParkedRecord] = {}
+        self._dead: dict[int, DeadLetterRecord] = {}
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -239,9 +248,79 @@ class MemoryStore:
         rows.sort(key=lambda r: (-r.updated_at, r.saga, r.correlation_id))
         return rows[:limit]
 
+    async def find(self, query: InstanceQuery) -> list[InstanceRecord]:
+        self._check()
+        rows = [r for r in self._instances.values() if instance_matches(query, r)]
+        rows.sort(key=instance_order, reverse=True)
+        return rows[: query.limit]
+
+    async def timers_of(self, key: InstanceKey) -> list[TimerRecord]:
+        self._check()
+        rows = [t for t in self._timers.values() if (t.saga, t.correlation_id) == key]
+        return sorted(rows, key=lambda t: (t.due, t.name))
+
+    async def outbox_rows(self, ids: Sequence[str]) -> list[OutboxRecord]:
+        self._check()
+        wanted = set(ids)
+        return [o for i, o in self._outbox.items() if i in wanted]  # dict keeps insertion order
+
+    async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
+        self._check()
+        for d in records:
+            n = max(self._dead, default=0) + 1
+            self._dead[n] = dataclasses.replace(d, id=n)
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        self._check()
+        rows = [d for d in reversed(self._dead.values()) if dead_letter_matches(query, d)]
+        return rows[: query.limit]
+
+    async def dead_letter(self, id: int) -> DeadLetterRecord | None:
+        self._check()
+        return self._dead.get(id)
+
+    async def mark_redriven(
+        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+    ) -> bool:
+        self._check()
+        d = self._dead.get(id)
+        if d is None or d.redriven_at is not None:
+            return False
+        self._dead[id] = dataclasses.replace(d, redriven_at=at, redriven_by=by)
+        for mark in inbox:
+            self._inbox.pop(mark, None)
+        return True
+
+    async def prune_dead_letters(self, before: float) -> int:
+        self._check()
+        gone = [i for i, d in self._dead.items() if d.at < before]
+        for i in gone:
+            del self._dead[i]
+        return len(gone)
+
     async def counts(self) -> dict[str, int]:
         self._check()
         out: dict[str, int] = defaultdict(int)
         for r in self._instances.values():
             out[r.status] += 1
         return dict(out)
+
+    async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
+        self._check()
+        instances: dict[tuple[str, str, str], int] = defaultdict(int)
+        late: dict[tuple[str, str], int] = {}
+        for r in self._instances.values():
+            instances[(r.saga, r.state, r.status)] += 1
+            if r.status == "running":
+                at = cutoff(stuck, r.saga, r.state) if stuck is not None else None
+                key = (r.saga, r.state)
+                late[key] = late.get(key, 0) + (at is not None and r.updated_at < at)
+        return Census(
+            instances=dict(instances),
+            outbox_backlog=len(self._outbox),
+            outbox_oldest=min((o.created_at for o in self._outbox.values()), default=None),
+            timers_pending=len(self._timers),
+            timers_due=sum(t.due <= now for t in self._timers.values()),
+            parked=len(self._parked),
+            stuck=late,
+        )

@@ -48,20 +48,27 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from orchestrator.store import _admin_sql as a
+from orchestrator.store import _census as census
 from orchestrator.store import _postgres_write as w
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import batch_time, plan_batch, unit_time
 from orchestrator.store._postgres_health import probe, translated
 from orchestrator.store._postgres_open import migrate, parse_url
 from orchestrator.store.base import (
+    Census,
+    DeadLetterQuery,
+    DeadLetterRecord,
     FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
+    InstanceQuery,
     InstanceRecord,
     OutboxRecord,
     Outcome,
     ParkedRecord,
     StoreInfo,
+    StuckRule,
     TimerRecord,
     UnitOfWork,
 )
@@ -278,6 +285,82 @@ class PostgresStore:
     async def counts(self) -> dict[str, int]:
         rows = await self._fetch("counts", "SELECT status, count(*) FROM instances GROUP BY status")
         return {r[0]: int(r[1]) for r in rows}
+
+    async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
+        sql, args = census.instances_sql(stuck, "postgres")
+        with self._errors("census"):
+            async with self._conn() as conn:
+                groups = await conn.fetch(sql, *args)
+                totals = await conn.fetchrow(census.totals_sql("postgres"), now)
+        return census.census_from_rows(groups, totals)
+
+    # -- the operator's reads and writes --------------------------------------------
+
+    async def find(self, query: InstanceQuery) -> list[InstanceRecord]:
+        sql, args = a.find_sql(query, "postgres")
+        return [s.instance_from_row(r) for r in await self._fetch("find", sql, *args)]
+
+    async def timers_of(self, key: InstanceKey) -> list[TimerRecord]:
+        sql = (
+            f"SELECT {s.TIMER_COLUMNS} FROM timers WHERE saga = $1 AND correlation_id = $2"
+            ' ORDER BY due, name COLLATE "C"'
+        )
+        return [s.timer_from_row(r) for r in await self._fetch("timers_of", sql, *key)]
+
+    async def outbox_rows(self, ids: Sequence[str]) -> list[OutboxRecord]:
+        if not ids:
+            return []
+        sql = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox WHERE id = ANY($1::text[]) ORDER BY seq"
+        return [s.outbox_from_row(r) for r in await self._fetch("outbox_rows", sql, list(ids))]
+
+    async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
+        if not records:
+            return
+        marks = ", ".join(f"${i}" for i in range(1, 12))
+        sql = f"INSERT INTO deadletters ({a.INSERT_COLUMNS}) VALUES ({marks})"
+        with self._errors("keep_dead_letters"):
+            async with self._conn() as conn:
+                await conn.executemany(sql, [a.dead_letter_params(d) for d in records])
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        sql, args = a.dead_letters_sql(query, "postgres")
+        return [a.dead_letter_from_row(r) for r in await self._fetch("dead_letters", sql, *args)]
+
+    async def dead_letter(self, id: int) -> DeadLetterRecord | None:
+        sql = f"SELECT {a.DEADLETTER_COLUMNS} FROM deadletters WHERE id = $1"
+        rows = await self._fetch("dead_letter", sql, id)
+        return a.dead_letter_from_row(rows[0]) if rows else None
+
+    async def mark_redriven(
+        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+    ) -> bool:
+        with self._errors("mark_redriven"):
+            async with self._conn() as conn, conn.transaction():
+                status = await conn.execute(
+                    "UPDATE deadletters SET redriven_at = $1, redriven_by = $2"
+                    " WHERE id = $3 AND redriven_at IS NULL",
+                    at,
+                    by,
+                    id,
+                )
+                if not _count(status):
+                    return False
+                if inbox:
+                    await conn.execute(
+                        "DELETE FROM inbox WHERE (saga, message_id) IN"
+                        " (SELECT * FROM unnest($1::text[], $2::text[]))",
+                        [m[0] for m in inbox],
+                        [m[1] for m in inbox],
+                    )
+                return True
+
+    async def prune_dead_letters(self, before: float) -> int:
+        with self._errors("prune_dead_letters"):
+            async with self._conn() as conn:
+                status = await conn.execute(
+                    "DELETE FROM deadletters WHERE at < $1", before, timeout=self._slow
+                )
+                return _count(status)
 
     # -- writes ---------------------------------------------------------------------
 

@@ -49,6 +49,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
+from orchestrator.store import _admin_sql as a
+from orchestrator.store import _census as census
 from orchestrator.store import _schema as s
 from orchestrator.store import _sqlite_read as r
 from orchestrator.store._plan import plan_batch
@@ -57,14 +59,19 @@ from orchestrator.store._sqlite_health import probe, translate
 from orchestrator.store._sqlite_open import connect, migrate, parse_url
 from orchestrator.store._sqlite_write import delete_by_id, move_to_failed, write_plan
 from orchestrator.store.base import (
+    Census,
+    DeadLetterQuery,
+    DeadLetterRecord,
     FailedOutboxRecord,
     HistoryRecord,
     InstanceKey,
+    InstanceQuery,
     InstanceRecord,
     OutboxRecord,
     Outcome,
     ParkedRecord,
     StoreInfo,
+    StuckRule,
     TimerRecord,
     UnitOfWork,
 )
@@ -323,6 +330,95 @@ class SqliteStore:
     async def counts(self) -> dict[str, int]:
         rows = await self._call(lambda c: c.execute(r.COUNTS).fetchall())
         return {row[0]: int(row[1]) for row in rows}
+
+    async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
+        sql, args = census.instances_sql(stuck, "sqlite")
+        totals = census.totals_sql("sqlite")
+        groups, row = await self._call(
+            lambda c: (c.execute(sql, args).fetchall(), c.execute(totals, (now,)).fetchone())
+        )
+        return census.census_from_rows(groups, row)
+
+    # -- the operator's reads and writes (on the store's thread: they may scan) --------
+
+    async def find(self, query: InstanceQuery) -> list[InstanceRecord]:
+        sql, args = a.find_sql(query, "sqlite")
+        rows = await self._call(lambda c: c.execute(sql, args).fetchall())
+        return [s.instance_from_row(row) for row in rows]
+
+    async def timers_of(self, key: InstanceKey) -> list[TimerRecord]:
+        rows = await self._call(lambda c: c.execute(r.TIMERS_OF, key).fetchall())
+        return [s.timer_from_row(row) for row in rows]
+
+    async def outbox_rows(self, ids: Sequence[str]) -> list[OutboxRecord]:
+        ids = list(ids)
+
+        def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
+            out = []
+            for start in range(0, len(ids), 500):
+                part = ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                sql = f"SELECT {s.OUTBOX_COLUMNS}, rowid FROM outbox WHERE id IN ({marks})"
+                out.extend(conn.execute(sql, part).fetchall())
+            out.sort(key=lambda row: row[-1])
+            return [s.outbox_from_row(row) for row in out]
+
+        return await self._call(run) if ids else []
+
+    async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
+        params = [a.dead_letter_params(d) for d in records]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                f"INSERT INTO deadletters ({a.INSERT_COLUMNS}) VALUES ({','.join('?' * 11)})",
+                params,
+            )
+            conn.execute("COMMIT")
+
+        if params:
+            await self._call(run)
+            self._wrote()
+
+    async def dead_letters(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
+        sql, args = a.dead_letters_sql(query, "sqlite")
+        rows = await self._call(lambda c: c.execute(sql, args).fetchall())
+        return [a.dead_letter_from_row(row) for row in rows]
+
+    async def dead_letter(self, id: int) -> DeadLetterRecord | None:
+        sql = f"SELECT {a.DEADLETTER_COLUMNS} FROM deadletters WHERE id = ?"
+        rows = await self._call(lambda c: c.execute(sql, (id,)).fetchall())
+        return a.dead_letter_from_row(rows[0]) if rows else None
+
+    async def mark_redriven(
+        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+    ) -> bool:
+        marks = list(inbox)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            took = conn.execute(
+                "UPDATE deadletters SET redriven_at = ?, redriven_by = ?"
+                " WHERE id = ? AND redriven_at IS NULL",
+                (at, by, id),
+            ).rowcount
+            if took:
+                conn.executemany("DELETE FROM inbox WHERE saga = ? AND message_id = ?", marks)
+            conn.execute("COMMIT")
+            return bool(took)
+
+        done = await self._call(run)
+        self._wrote()
+        return done
+
+    async def prune_dead_letters(self, before: float) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            n = conn.execute("DELETE FROM deadletters WHERE at < ?", (before,)).rowcount
+            conn.execute("COMMIT")
+            return int(n)
+
+        return await self._call(run)
 
     # -- writes ---------------------------------------------------------------------
 
