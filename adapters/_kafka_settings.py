@@ -83,7 +83,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiokafka import errors as kafka_errors
 
-from adapters._util import query_params, redact_url
+from adapters._util import check_options, query_params, redact_url
 from schemas.errors import ConfigError, DeclarationError, TransportError
 
 __all__ = ["KafkaSettings", "translate_error"]
@@ -146,10 +146,8 @@ class KafkaSettings:
         hosts = parts.netloc.rpartition("@")[2]
         if parts.scheme != "kafka" or not hosts:
             raise ConfigError(f"not a kafka URL: {safe!r}; expected kafka://host:port[,host:port]")
+        check_options(url, _OPTIONS, repr(safe))
         q = query_params(url)
-        unknown = set(q) - _OPTIONS
-        if unknown:
-            raise ConfigError(f"unknown option(s) {sorted(unknown)} in {safe!r}")
         protocol = q.get("security_protocol", "PLAINTEXT").upper()
         mechanism = q.get("sasl_mechanism", "PLAIN").upper()
         if protocol not in _PROTOCOLS:

@@ -29,6 +29,9 @@ URL: ``nats://[user:password@|token@]host[:port][?option=value&...]``, or
 ``tls_key``
 ==================  =========  ==================================================
 
+Any other option is refused with an error naming it: a misspelt one would otherwise
+fall back to its default without a word.
+
 Note 1: default ``sagawire.deadletter``. A subject can belong to one stream only,
 so two deployments with different streams in one NATS account (or tests running
 side by side) must each pick their own, e.g. ``sagawire.deadletter.ORDERS``.
@@ -70,13 +73,37 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from adapters._util import query_params, redact_url
+from adapters._util import check_options, query_params, redact_url
 from adapters.base import DEADLETTER
 from schemas.errors import ConfigError
 
 __all__ = ["NatsOptions"]
 
 _TRUE = {"1", "true", "yes", "on"}
+_OPTIONS = frozenset(
+    {
+        "stream",
+        "deadletter",
+        "subject_prefix",
+        "max_age",
+        "max_deliver",
+        "ack_wait",
+        "max_ack_pending",
+        "fetch_timeout",
+        "publish_timeout",
+        "connect_timeout",
+        "ping_interval",
+        "reconnect_wait",
+        "double_ack",
+        "start",
+        "token",
+        "creds",
+        "tls_ca",
+        "tls_cert",
+        "tls_key",
+    }
+)
+"""The query options of the table above; any other is refused (a misspelling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +149,7 @@ class NatsOptions:
             raise ConfigError(f"bad port in NATS URL {display}") from exc
         if not host:
             raise ConfigError(f"no host in NATS URL {display}")
+        check_options(url, _OPTIONS, display)
         q = query_params(url)
         stream = q.get("stream", "SAGAWIRE")
         if not stream or any(c in stream for c in ".*> \t/\\"):

@@ -4,7 +4,8 @@
 &heartbeat=10&reconnect_max=1&queue_type=classic&mandatory=0`` and ``amqps://``
 with ``?cafile=ca.pem``. Credentials missing from the URL come from
 ``SAGAWIRE_AMQP_USER`` / ``SAGAWIRE_AMQP_PASSWORD`` (so a URL in a config file
-need not hold a secret), then RabbitMQ's ``guest``/``guest``.
+need not hold a secret), then RabbitMQ's ``guest``/``guest``. Any other option is
+refused with an error naming it, rather than left to fall back to its default.
 
 ``reconnect_max`` caps the pause between reconnect attempts (seconds, with jitter):
 1 s by default, so a sidecar is ready again within about a second of its broker
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from adapters._util import query_params, redact_url
+from adapters._util import check_options, query_params, redact_url
 from schemas.errors import ConfigError
 
 __all__ = ["RabbitConfig"]
@@ -39,6 +40,19 @@ __all__ = ["RabbitConfig"]
 ENV_USER = "SAGAWIRE_AMQP_USER"
 ENV_PASSWORD = "SAGAWIRE_AMQP_PASSWORD"
 QUEUE_TYPES = ("classic", "quorum")
+_OPTIONS = frozenset(
+    {
+        "exchange",
+        "queue_prefix",
+        "queue_type",
+        "prefetch",
+        "heartbeat",
+        "reconnect_max",
+        "mandatory",
+        "cafile",
+    }
+)
+"""The query options the URL may hold; any other is refused (a misspelling)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +88,7 @@ class RabbitConfig:
         if parts.scheme not in ("amqp", "amqps"):
             raise ConfigError(f"RabbitMQ URL must start with amqp:// or amqps://, got {display!r}")
         tls = parts.scheme == "amqps"
+        check_options(url, _OPTIONS, repr(display))
         q = query_params(url)
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         try:

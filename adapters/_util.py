@@ -1,15 +1,19 @@
-"""Small helpers every broker adapter shares: secret-free URLs, reconnect backoff, and
-retrieving the outcome of a future nobody will await."""
+"""Small helpers every broker adapter shares: secret-free URLs, checked URL options,
+reconnect backoff, and retrieving the outcome of a future nobody will await."""
 
 from __future__ import annotations
 
 import asyncio
+import difflib
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-__all__ = ["Backoff", "query_params", "redact_url", "retrieve_outcome"]
+from schemas.errors import ConfigError
+
+__all__ = ["Backoff", "check_options", "query_params", "redact_url", "retrieve_outcome"]
 
 
 _SECRET_PARAMS = ("password", "token", "secret", "sasl_password", "nkey", "key")
@@ -53,6 +57,27 @@ def redact_url(url: str) -> str:
 def query_params(url: str) -> dict[str, str]:
     """The URL's query string as a flat dict (last value wins)."""
     return {k: v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def check_options(url: str, accepted: Collection[str], display: str) -> None:
+    """ConfigError naming every query option of ``url`` not in ``accepted``.
+
+    Why every broker refuses what it does not know: a misspelt option (``?stram=ORDERS``)
+    otherwise falls back to its default without a word, and the sidecar runs against
+    the wrong stream. ``display`` is the URL as errors may show it (no secrets). An
+    option given with no value (``?stram=``) counts too: it is still a misspelling."""
+    names = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    unknown = [name for name in names if name not in accepted]
+    if not unknown:
+        return
+    hints = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, accepted, n=1)
+        hints.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    raise ConfigError(
+        f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(hints)} in {display};"
+        f" accepted: {', '.join(sorted(accepted))}"
+    )
 
 
 @dataclass

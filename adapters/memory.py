@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from adapters._util import query_params
+from adapters._util import check_options, query_params
 from adapters.base import (
     Delivery,
     OutgoingMessage,
@@ -34,7 +34,10 @@ from adapters.base import (
 )
 from schemas.errors import ConfigError, PublishRefused, TransportError
 
-__all__ = ["MemoryBroker", "MemoryTransport"]
+__all__ = ["MemoryBroker", "MemoryTransport", "parse_memory_url"]
+
+_OPTIONS = frozenset({"max_message_size"})
+"""The only query option of a memory URL; any other is refused (a misspelling)."""
 
 
 @dataclass(eq=False)
@@ -133,6 +136,21 @@ class MemoryBroker:
         q.changed.set()
 
 
+def parse_memory_url(url: str) -> tuple[str, int | None]:
+    """``memory://[name][?max_message_size=BYTES]`` -> ``(name, max_message_size)``.
+
+    Apart from :meth:`MemoryTransport.from_url` so that a URL can be checked without
+    creating (or resizing) the named broker it names."""
+    parts = urlsplit(url)
+    if parts.scheme != "memory":
+        raise ConfigError(f"not a memory URL: {url!r} (use memory://[name])")
+    check_options(url, _OPTIONS, repr(url))
+    raw = query_params(url).get("max_message_size")
+    if raw is not None and (not raw.isdigit() or int(raw) < 1):
+        raise ConfigError(f"max_message_size={raw!r} in {url!r}: want a whole number > 0")
+    return parts.netloc + parts.path, None if raw is None else int(raw)
+
+
 class MemoryTransport:
     """Transport over a :class:`MemoryBroker`. URL: ``memory://`` or ``memory://name``."""
 
@@ -146,13 +164,10 @@ class MemoryTransport:
     def from_url(cls, url: str) -> MemoryTransport:
         """``memory://[name][?max_message_size=BYTES]``: transports of one name share a
         broker; a size given here applies to that broker from now on."""
-        parts = urlsplit(url)
-        broker = MemoryBroker.named(parts.netloc + parts.path)
-        raw = query_params(url).get("max_message_size")
-        if raw is not None:
-            if not raw.isdigit() or int(raw) < 1:
-                raise ConfigError(f"max_message_size={raw!r} in {url!r}: want a whole number > 0")
-            broker.max_message_size = int(raw)
+        name, max_message_size = parse_memory_url(url)
+        broker = MemoryBroker.named(name)
+        if max_message_size is not None:
+            broker.max_message_size = max_message_size
         return cls(broker)
 
     async def start(self) -> None:
