@@ -352,6 +352,6 @@ def test_run_refuses_an_unknown_content_mode_in_one_line() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "sagawire: error: --content-mode 'mixed' is not one of: structured, binary"
-        " (SAGAWIRE_CONTENT_MODE)"
+        "sagawire: error: SAGAWIRE_CONTENT_MODE='mixed': content_mode should be"
+        " 'structured' or 'binary'"
     ]

@@ -3,6 +3,7 @@
 Open them in this order:
 
     settings.py ..... Settings and parse_listen: what ``sagawire run`` was told
+    config.py ....... load_settings: flags over SAGAWIRE_* over the TOML file, checked
     service.py ...... Sidecar: the process (start-up, run until a signal, shutdown,
                       readiness, accepting an HTTP event)
     api.py .......... SidecarView: what the HTTP API reads of the process; NotAccepting

@@ -15,18 +15,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import sys
 import traceback
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import orjson
 import typer
 
+from orchestrator.sidecar.config import CONFIG_ENV, env_var, load_settings
 from orchestrator.sidecar.logs import configure_logging, redact_text
-from orchestrator.sidecar.settings import Settings, parse_listen
+from orchestrator.sidecar.settings import Settings
 from schemas.errors import ConfigError, SagawireError
-from schemas.limits import DEFAULT_LIMITS, Limits
 
 if TYPE_CHECKING:
     from orchestrator.language.definition import SagaDefinition
@@ -53,6 +54,32 @@ SagasOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        try:
+            version = importlib.metadata.version("sagawire")
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+            version = "(not installed)"
+        typer.echo(f"sagawire {version}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Options before the command (``sagawire --version``)."""
+
+
 def _fail(exc: BaseException, debug: bool) -> NoReturn:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
@@ -76,92 +103,137 @@ def _load(target: str) -> list[SagaDefinition]:
     return load_sagas(target)
 
 
+def _option(name: str, metavar: str, text: str) -> Any:
+    """``--NAME``, read by :func:`~orchestrator.sidecar.config.load_settings` (not by
+    Click: Click would read the variable itself, and refuse a bad value in its own
+    words, without the setting's source); None when not given."""
+    if name == "http":
+        default = "127.0.0.1:8080"
+    else:
+        default = Settings.model_fields[name].default
+        default = "off" if default is None else default
+    return typer.Option(
+        f"--{name.replace('_', '-')}",
+        metavar=metavar,
+        show_default=False,
+        help=f"{text} (env {env_var(name)}; default {default})",
+    )
+
+
 @app.command()
 def run(
-    sagas: SagasOpt = "./sagas",
+    sagas: Annotated[
+        str | None, _option("sagas", "PATH", "Saga file, directory of files, or module name.")
+    ] = None,
     broker: Annotated[
-        str,
-        typer.Option(
-            envvar="SAGAWIRE_BROKER", help="Broker URL: memory://, kafka://, nats://, amqp://"
-        ),
-    ] = "memory://",
+        str | None,
+        _option("broker", "URL", "Broker URL: memory://, kafka://, nats://, amqp://."),
+    ] = None,
     store: Annotated[
-        str,
-        typer.Option(
-            envvar="SAGAWIRE_STORE", help="Store URL: sqlite:///file.db, postgresql://, memory://"
-        ),
-    ] = "sqlite:///sagawire.db",
+        str | None,
+        _option("store", "URL", "Store URL: sqlite:///file.db, postgresql://, memory://."),
+    ] = None,
     http: Annotated[
-        str,
-        typer.Option(envvar="SAGAWIRE_HTTP", help="HOST:PORT of the health/metrics/events API."),
-    ] = "127.0.0.1:8080",
+        str | None, _option("http", "HOST:PORT", "Address of the health/metrics/events API.")
+    ] = None,
     group: Annotated[
-        str, typer.Option(envvar="SAGAWIRE_GROUP", help="Consumer group shared by replicas.")
-    ] = "sagawire",
+        str | None, _option("group", "NAME", "Consumer group shared by replicas.")
+    ] = None,
     log_level: Annotated[
-        str, typer.Option(envvar="SAGAWIRE_LOG_LEVEL", help="debug, info, warning, error.")
-    ] = "info",
+        str | None, _option("log_level", "LEVEL", "debug, info, warning, error, critical.")
+    ] = None,
     max_message_bytes: Annotated[
-        int,
-        typer.Option(
-            envvar="SAGAWIRE_MAX_MESSAGE_BYTES",
-            help="Largest message taken; larger ones are dead letters (and 413 over HTTP).",
+        str | None,
+        _option(
+            "max_message_bytes",
+            "BYTES",
+            "Largest message taken; larger ones are dead letters (and 413 over HTTP).",
         ),
-    ] = DEFAULT_LIMITS.max_message_bytes,
+    ] = None,
     max_attribute_bytes: Annotated[
-        int,
-        typer.Option(
-            envvar="SAGAWIRE_MAX_ATTRIBUTE_BYTES",
-            help="Largest CloudEvents attribute (id, type, correlationid...); larger: dead letter.",
+        str | None,
+        _option(
+            "max_attribute_bytes",
+            "BYTES",
+            "Largest CloudEvents attribute (id, type, correlationid...); larger: dead letter.",
         ),
-    ] = DEFAULT_LIMITS.max_attribute_bytes,
+    ] = None,
     content_mode: Annotated[
-        str,
-        typer.Option(
-            envvar="SAGAWIRE_CONTENT_MODE",
-            help="How commands and outcome events are written: structured (the CloudEvent"
+        str | None,
+        _option(
+            "content_mode",
+            "MODE",
+            "How commands and outcome events are written: structured (the CloudEvent"
             " as the body) or binary (data as the body, attributes as ce_/ce-/cloudEvents_"
             " headers). Both modes, and plain JSON events, are read either way.",
         ),
-    ] = "structured",
+    ] = None,
     catch_up: Annotated[
-        float,
-        typer.Option(
-            envvar="SAGAWIRE_CATCH_UP",
-            min=0.0,
-            help="Seconds timers wait at start for the consumer to read what was published"
+        str | None,
+        _option(
+            "catch_up",
+            "SECONDS",
+            "Seconds timers wait at start for the consumer to read what was published"
             " while the sidecar was down (its broker ready that long, nothing left to read;"
             " 30 s at most), so no deadline is judged on a backlog. 0: at once.",
         ),
-    ] = 5.0,
+    ] = None,
+    max_request_bytes: Annotated[
+        str | None, _option("max_request_bytes", "BYTES", "Largest HTTP request body.")
+    ] = None,
+    deadletter_retention: Annotated[
+        str | None,
+        _option("deadletter_retention", "SECONDS", "How long dead letters are kept."),
+    ] = None,
+    stuck_after: Annotated[
+        str | None,
+        _option(
+            "stuck_after", "SECONDS", "An instance this long in one state is stuck; off: never."
+        ),
+    ] = None,
+    otel: Annotated[
+        bool | None,
+        typer.Option(
+            "--otel/--no-otel",
+            show_default=False,
+            help="OpenTelemetry spans, with the otel extra installed. (env SAGAWIRE_OTEL;"
+            " default off)",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help='TOML file of settings (the names above, e.g. broker = "nats://...");'
+            " flags and SAGAWIRE_* variables override it. Tokens (admin_token,"
+            " read_token) only here or in SAGAWIRE_ADMIN_TOKEN / SAGAWIRE_READ_TOKEN."
+            f" (env {CONFIG_ENV})",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Run the sidecar until SIGTERM or SIGINT."""
+    flags = {
+        "sagas": sagas,
+        "broker": broker,
+        "store": store,
+        "http": http,
+        "group": group,
+        "log_level": log_level,
+        "max_message_bytes": max_message_bytes,
+        "max_attribute_bytes": max_attribute_bytes,
+        "content_mode": content_mode,
+        "catch_up": catch_up,
+        "max_request_bytes": max_request_bytes,
+        "deadletter_retention": deadletter_retention,
+        "stuck_after": stuck_after,
+        "otel": otel,
+    }
     with reporting(debug):
-        configure_logging("debug" if debug else log_level)
+        settings = load_settings(flags, config)
+        configure_logging("debug" if debug else settings.log_level)
         from orchestrator.sidecar.service import Sidecar
 
-        host, port = parse_listen(http)
-        try:
-            limits = Limits(max_message_bytes, max_attribute_bytes)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        if content_mode not in ("structured", "binary"):
-            raise ConfigError(
-                f"--content-mode {content_mode!r} is not one of: structured, binary"
-                " (SAGAWIRE_CONTENT_MODE)"
-            )
-        settings = Settings(
-            sagas=sagas,
-            broker=broker,
-            store=store,
-            host=host,
-            port=port,
-            group=group,
-            limits=limits,
-            content_mode=content_mode,
-            catch_up=catch_up,
-        )
         try:
             code = asyncio.run(Sidecar(settings).run())
         except KeyboardInterrupt:  # before our handlers were installed

@@ -175,7 +175,7 @@ def test_busy_http_port(runner: CliRunner, busy_port: int) -> None:
 
 
 def test_malformed_http_address(runner: CliRunner) -> None:
-    assert_one_line_error(*run_error(runner, http="nope"), "--http 'nope' is not HOST:PORT")
+    assert_one_line_error(*run_error(runner, http="nope"), "--http='nope': not HOST:PORT")
 
 
 def test_bad_gc_setting(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

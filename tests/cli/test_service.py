@@ -7,7 +7,6 @@ store a sidecar runs with), so "nothing lost" is checked across a restart.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -509,7 +508,7 @@ async def test_an_event_the_broker_does_not_confirm_in_time_is_a_503(
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(MemoryTransport, "publish", hang)
-    sidecar.settings = dataclasses.replace(sidecar.settings, publish_timeout=0.2)
+    sidecar.settings = sidecar.settings.model_copy(update={"publish_timeout": 0.2})
     started = time.monotonic()
     r = await client.post("/events", content=orjson.dumps(order_placed("o-7")))
     assert r.status_code == 503
