@@ -217,3 +217,9 @@ def verb(name: str) -> Verb:
     return Verb(
         name, ran.returncode == 0, frozenset(re.findall(r"SAGAWIRE_[A-Z0-9_]+", text)), text
     )
+
+
+def load_check_verb() -> str:
+    """The verb that loads saga modules and runs their checks: ``validate`` (issue 17),
+    ``check`` before it."""
+    return "validate" if verb("validate").exists else "check"

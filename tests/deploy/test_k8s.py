@@ -24,6 +24,7 @@ from tests.deploy.files import (
     DOCKERFILE,
     ROOT,
     SAGAWIRE,
+    load_check_verb,
     manifests,
     stages,
     verb,
@@ -163,7 +164,7 @@ def test_the_mounted_saga_module_loads_and_keeps_the_order_contract(tmp_path: Pa
     assert set(module) == {"order.py"}
     (tmp_path / "order.py").write_text(module["order.py"])
     checked = subprocess.run(
-        [*SAGAWIRE, "check", "--sagas", str(tmp_path)],
+        [*SAGAWIRE, load_check_verb(), str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,

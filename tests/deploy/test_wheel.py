@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.files import ROOT
+from tests.deploy.files import ROOT, load_check_verb
 
 pytestmark = pytest.mark.slow
 
@@ -98,12 +98,12 @@ def test_the_wheel_installs_into_a_fresh_venv_and_sagawire_runs(
 
     script = venv / "bin" / "sagawire"
     assert script.exists(), "the wheel's console script was not installed"
-    for argv in (["--help"], ["run", "--help"], ["schema"]):
+    for argv in (["--help"], ["run", "--help"], ["simulate", "--help"]):
         ran = _run([str(script), *argv], tmp_path, timeout=60)
         assert ran.returncode == 0, f"sagawire {' '.join(argv)}: {ran.stderr[-2000:]}"
     assert "run" in _run([str(script), "--help"], tmp_path).stdout
     # the image's default command, checked from the installed wheel
     checked_saga = _run(
-        [str(script), "check", "--sagas", str(ROOT / "sagas" / "order.py")], tmp_path, timeout=60
+        [str(script), load_check_verb(), str(ROOT / "sagas" / "order.py")], tmp_path, timeout=60
     )
     assert checked_saga.returncode == 0, checked_saga.stderr
