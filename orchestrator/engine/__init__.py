@@ -17,8 +17,8 @@ Around them: pipeline.py runs a batch through those steps (deciding the next bat
 while this one commits), consuming.py feeds it from the transport, housekeeping.py
 does what needs no delivery (timers, parked messages), outage.py waits out a store
 that went away, working.py holds what the stages share (instances cached or decided
-but not committed), batch.py the data passed between them, config.py the settings
-and counters, model.py the instance and decision, clock.py time. engine.py builds
+but not committed), batch.py the data passed between them, config.py the settings,
+stats.py the counters, model.py the instance and decision, clock.py time. engine.py builds
 them all and runs them.
 
 Imports nothing of the sidecar or the tooling; decide.py imports no store, no adapter

@@ -12,6 +12,7 @@ what it caused is stored or its dead letter is published.
 from __future__ import annotations
 
 import logging
+from time import perf_counter
 
 import structlog
 
@@ -60,6 +61,7 @@ class Committer:
         if not batch.units:
             return []
         working = self.working
+        started = perf_counter()
         try:
             outcomes = await self.store.commit(batch.units, published=working.published)
         except BaseException:
@@ -67,12 +69,13 @@ class Committer:
             working.distrust()  # the outcome is unknown: trust only the store
             self.relay.needed()  # and its outbox rows may be committed, unpublished
             raise
+        stats = self.stats
+        stats.commit_seconds.observe(perf_counter() - started)
         working.take_published()  # marked by that commit
         # One bound logger per batch: each call through the module's lazy proxy binds a
         # new one (~3 us, even for a filtered-out line), and "saga finished" is per saga.
         logger = log.bind()
         debug = logger.is_enabled_for(logging.DEBUG)
-        stats = self.stats
         retry: dict[int, Delivery] = {}
         committed: list[OutgoingMessage] = []
         rejected = batch.rejected
@@ -80,6 +83,7 @@ class Committer:
             zip(batch.units, batch.owners, batch.decisions, batch.afters, outcomes, strict=True)
         ):
             key = item.routed.key
+            delivered = item.delivery is not None  # from the broker (not a timer, not parked)
             if after is not None:
                 working.remember(key, after if outcome is Outcome.COMMITTED else None)
             if outcome is Outcome.CONFLICT:  # decided on a state that moved: reread it
@@ -88,12 +92,19 @@ class Committer:
                 working.forget(key)
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
+                if delivered:
+                    stats.handled(item.routed.saga.name, item.routed.envelope.type, "dead_lettered")
             if outcome is Outcome.COMMITTED:
                 if unit.parked:
                     stats.parked += 1
                     working.mark_parked(key)
+                    if delivered:
+                        stats.handled(item.routed.saga.name, item.routed.envelope.type, "parked")
                 if decision is not None and decision.instance is not None:
                     stats.transitions += 1
+                    stats.moved(item.routed.saga, decision, decision.instance)
+                    if delivered:
+                        stats.handled(item.routed.saga.name, item.routed.envelope.type, "applied")
                     if decision.deviation:
                         stats.deviated(item.routed.saga.name, decision.deviation.split(":", 1)[0])
                     working.mark_moved(key)
@@ -123,6 +134,8 @@ class Committer:
                         observe(decision.instance, decision)
             elif outcome is Outcome.DUPLICATE:
                 stats.duplicates += 1
+                if delivered:
+                    stats.handled(item.routed.saga.name, item.routed.envelope.type, "duplicate")
             elif item.delivery is not None:  # a version conflict: decide again
                 retry[id(item.delivery)] = item.delivery
                 batch.failed.add(id(item.delivery))

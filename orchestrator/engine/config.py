@@ -1,12 +1,13 @@
-"""How an engine is tuned, what it counts, and who is told of each transition."""
+"""How an engine is tuned, and who is told of each transition (what it counts:
+:mod:`orchestrator.engine.stats`, re-exported here)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from orchestrator.engine.model import Decision, Instance
+from orchestrator.engine.stats import Stats
 from schemas.errors import ConfigError
 from schemas.limits import DEFAULT_LIMITS, Limits
 
@@ -62,34 +63,3 @@ class EngineConfig:
     @property
     def binary(self) -> bool:
         return self.content_mode == "binary"
-
-
-@dataclass
-class Stats:
-    deliveries: int = 0
-    transitions: int = 0
-    duplicates: int = 0
-    parked: int = 0
-    dead_letters: int = 0
-    conflicts: int = 0
-    timers_fired: int = 0
-    dead_letter_reasons: dict[str, int] = field(default_factory=dict)
-    """Dead letters by kind of reason (``MessageError.kind``, ``rejected``, ``expired``...)."""
-    deviations: dict[tuple[str, str], int] = field(default_factory=dict)
-    """Events that broke a saga's declared flow, by (saga, kind): ``early``,
-    ``repeated``, ``contradicting``, ``late``, ``unexpected``."""
-
-    def summary(self) -> dict[str, Any]:
-        """The counters as a log line can write them (JSON keys are strings: a tuple key
-        once made the stop line raise, and the sidecar exit 1 on SIGTERM)."""
-        out: dict[str, Any] = dict(vars(self))
-        out["deviations"] = {f"{saga}/{kind}": n for (saga, kind), n in self.deviations.items()}
-        return out
-
-    def deviated(self, saga: str, kind: str) -> None:
-        key = (saga, kind)
-        self.deviations[key] = self.deviations.get(key, 0) + 1
-
-    def dead_lettered(self, kind: str) -> None:
-        self.dead_letters += 1
-        self.dead_letter_reasons[kind] = self.dead_letter_reasons.get(kind, 0) + 1

@@ -71,12 +71,14 @@ class Decider:
                 mark = (saga.name, item.routed.envelope.id)
                 if item.timer is None and mark in seen:
                     self.stats.duplicates += 1
+                    if item.delivery is not None:
+                        self.stats.handled(saga.name, item.routed.envelope.type, "duplicate")
                     if item.parked is not None:  # applied meanwhile: its row goes
                         batch.add(UnitOfWork(unparked=(mark,)), item, None)
                     continue
                 decision = decide(saga, current, item.routed, now, late=item.late)
                 if decision.kind == "applied":
-                    after = self._applied(item, decision, batch, now)
+                    after = self._applied(item, decision, batch, now, current)
                     if after is None:
                         continue
                     current = after
@@ -95,6 +97,8 @@ class Decider:
                         check=(key, _version(current)),
                     )
                     batch.add(unit, item, None)
+                elif item.delivery is not None:  # ignored (a flow's event of no step)
+                    self.stats.handled(saga.name, item.routed.envelope.type, "ignored")
             for item in held:
                 assert item.delivery is not None
                 reason = f"parked: {decide(saga, current, item.routed, now).reason}"
@@ -153,7 +157,7 @@ class Decider:
                 waiting.remove(item)
                 progress = True
                 if decision.kind == "applied":
-                    after = self._applied(item, decision, batch, now)
+                    after = self._applied(item, decision, batch, now, current)
                     if after is not None:
                         current = after
                         seen.add(mark)
@@ -195,13 +199,19 @@ class Decider:
                 batch.add(UnitOfWork(timers_set=(timer,), check=check), item, None)
             elif (saga.name, item.routed.envelope.id) in seen:
                 self.stats.duplicates += 1  # handled before the state stopped loading
+                if item.delivery is not None:
+                    self.stats.handled(saga.name, item.routed.envelope.type, "duplicate")
             else:
                 self._reject(item, reason, batch, record.version, "unloadable")
         return None
 
-    def _applied(self, item: Item, decision: Decision, batch: Batch, now: float) -> Instance | None:
-        """Add the unit of work of an applied decision; None (and the event rejected) if
-        its records cannot be made, say a state value that has no JSON form."""
+    def _applied(
+        self, item: Item, decision: Decision, batch: Batch, now: float, before: Instance | None
+    ) -> Instance | None:
+        """Add the unit of work of an applied decision on ``before``; None (and the event
+        rejected) if its records cannot be made, say a state value that has no JSON form."""
+        if before is not None:
+            decision.since = before.updated_at
         try:
             unit = unit_for(item.routed, decision, now, item.timer, self.binary)
         except Exception as exc:

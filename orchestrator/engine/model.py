@@ -93,3 +93,7 @@ class Decision:
     deviation: str = ""
     """``<kind>: <what happened>`` when the event broke the saga's declared flow
     (recorded in the history and counted; the flow went on or failed, per its policy)."""
+    since: float = 0.0
+    """When the instance made its previous transition (0: this decision created it), set
+    by :mod:`orchestrator.engine.deciding`: how long it spent in ``from_state``, for the
+    metrics (:mod:`orchestrator.engine.stats`)."""
