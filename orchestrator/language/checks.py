@@ -8,6 +8,7 @@ Temporal validates workflow decorators at import. Same idea.)
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from typing import get_args, get_origin
 
@@ -21,10 +22,11 @@ from orchestrator.language.definition import (
     SendSpec,
     SetTimer,
 )
+from orchestrator.language.problems import active
 from orchestrator.language.status import Status
 from schemas.errors import DefinitionError
 
-__all__ = ["check", "raise_problems"]
+__all__ = ["check", "did_you_mean", "raise_problems"]
 
 PAYLOAD_EXTRAS = frozenset({"reason", "correlation_id"})
 
@@ -37,6 +39,13 @@ def raise_problems(name: str, problems: Iterable[str]) -> None:
         raise DefinitionError(f"saga {name!r}: {found[0]}")
     body = "\n".join(f"  - {p}" for p in found)
     raise DefinitionError(f"saga {name!r} has {len(found)} problems:\n{body}")
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` for the known name closest to a misspelt ``name``
+    (difflib's ratio of 0.8 or more), else nothing."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _required(model: type[BaseModel]) -> list[str]:
@@ -70,6 +79,9 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
 
     problems.extend(_incomplete_models(defn))
     problems.extend(_unstorable(defn.state_model, defn.state_model.__name__, set()))
+    collector = active()  # ``sagawire validate``: every problem of every saga, no raise
+    if collector is not None and collector.take(defn, defn.name, problems):
+        return
     raise_problems(defn.name, problems)
 
 
@@ -115,6 +127,7 @@ def _check_rows(defn: SagaDefinition, starts: set[str], finals: dict[str, Status
                 problems.append(
                     f"state {state!r} accepts event {t.event!r}, which has no correlation:"
                     f" declare it in events=[Event({t.event!r}, Model, correlate=...)]"
+                    + did_you_mean(t.event, defn.events)
                 )
             elif state == INITIAL and t.event not in starts:
                 problems.append(

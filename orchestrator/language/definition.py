@@ -29,6 +29,8 @@ from orchestrator.language.actions import (
     Update,
 )
 from orchestrator.language.flowdef import Flow
+from orchestrator.language.graph import to_mermaid
+from orchestrator.language.names import DEVIATION_EVENT, INITIAL, TIMER_PREFIX, timer_event
 from orchestrator.language.status import Status
 from schemas.plain import Plain
 
@@ -53,20 +55,6 @@ __all__ = [
     "timer_event",
 ]
 
-INITIAL = "initial"
-"""The pseudo-state before an instance exists; start events are accepted in it."""
-
-TIMER_PREFIX = "timer:"
-
-DEVIATION_EVENT = "sagawire.deviation"
-"""What a state machine's ``When(state, Deviation())`` rows take: an event that broke
-the declared flow, under the saga's ``deviations="fail"`` policy."""
-
-
-def timer_event(name: str) -> str:
-    """The event type a fired timer is delivered as (``timer:<name>``)."""
-    return TIMER_PREFIX + name
-
 
 @dataclass(frozen=True, slots=True)
 class EventSpec:
@@ -76,6 +64,10 @@ class EventSpec:
     model: ModelType | None = None
     correlate: Callable[[Any], str | None] | None = None
     correlate_desc: str = "correlationid attribute"
+    correlate_field: str | None = None
+    """The ``data`` field read when the ``correlationid`` attribute is absent, when
+    ``correlate=`` names one (None: a function, or no fallback); what the contract
+    checks compare with the event's model (:mod:`orchestrator.language.lint`)."""
     starts: bool = False
     merge: bool = True
     plain: Plain | None = None
@@ -186,22 +178,7 @@ class SagaDefinition:
         return tuple(out)
 
     def to_mermaid(self) -> str:
-        """A Mermaid ``stateDiagram-v2`` of the definition (for docs and the admin view)."""
-        if self.flow is not None:
-            return self.flow.to_mermaid(self.start_events[0] if self.start_events else "start")
-        lines = ["stateDiagram-v2"]
-        for rows in self.transitions.values():
-            for t in rows:
-                src = "[*]" if t.source == INITIAL else _mermaid_id(t.source)
-                label = t.event + (f" [{t.guard_desc}]" if t.guard_desc else "")
-                if t.sends:
-                    label += " / " + ", ".join(t.sends)
-                lines.append(f"    {src} --> {_mermaid_id(t.target)}: {label}")
-        for state, status in self.final.items():
-            lines.append(f"    {_mermaid_id(state)} --> [*]: {status.value}")
-        return "\n".join(lines)
-
-
-def _mermaid_id(state: str) -> str:
-    """Mermaid state ids cannot contain ':' or '.'."""
-    return state.replace(":", "__").replace(".", "_")
+        """A Mermaid diagram of the definition (for docs and the admin view): a
+        ``stateDiagram-v2`` of a state machine, a ``flowchart`` of a flow; see
+        :mod:`orchestrator.language.graph`, which also draws Graphviz."""
+        return to_mermaid(self)

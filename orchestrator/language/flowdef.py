@@ -102,32 +102,3 @@ class Flow:
             if s.compensate is not None:
                 names.update((f"undo:{s.name}.timeout", f"undo:{s.name}.retry"))
         return frozenset(names)
-
-    def to_mermaid(self, start: str) -> str:
-        """A Mermaid ``flowchart``: each step after its prerequisites (observed steps in
-        round boxes, labelled with the events that complete them; commanded ones with
-        their command), compensations dashed."""
-        lines = ["flowchart LR", f'    start(("{start}"))']
-        for s in self.steps:
-            node = _id(s.name)
-            if s.send is None:
-                lines.append(f'    {node}(["{s.name}: {", ".join(s.successes)}"])')
-            else:
-                lines.append(f'    {node}["{s.name}: {s.send.type}"]')
-            for pre in s.after:
-                lines.append(f"    {_id(pre)} --> {node}")
-            if not s.after:
-                lines.append(f"    start --> {node}")
-            if s.compensate is not None:
-                lines.append(f'    {node} -.->|on failure| {node}_undo["{s.compensate.type}"]')
-        lines.append('    done(("completed"))')
-        lines.extend(
-            f"    {_id(s.name)} --> done" for s in self.steps if not self.successors.get(s.name)
-        )
-        return "\n".join(lines)
-
-
-def _id(name: str) -> str:
-    """A Mermaid node id for a step (letters, digits and underscores, apart from the
-    ``start`` and ``done`` nodes whatever the step is called)."""
-    return "step_" + "".join(c if c.isalnum() else "_" for c in name)

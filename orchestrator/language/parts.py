@@ -111,6 +111,7 @@ class Event:
             model=self.model,
             correlate=fn,
             correlate_desc=desc,
+            correlate_field=how if isinstance(how, str) else None,
             starts=starts,
             merge=self.merge,
             plain=plain,

@@ -1,14 +1,16 @@
-"""The sidecar's commands: ``sagawire run``, ``check``, ``graph``, ``schema``.
+"""The sidecar's command: ``sagawire run``.
 
-(The yardsticks' commands, ``demo``, ``bench`` and ``simulate``, are in
-:mod:`orchestrator.tooling.cli`; :mod:`orchestrator.cli` puts both on one command line.)
+(The saga authors' commands, ``validate``, ``graph``, ``schemas`` and ``inspect``, are in
+:mod:`orchestrator.sidecar.contract_cli`; the yardsticks', ``demo``, ``bench`` and
+``simulate``, in :mod:`orchestrator.tooling.cli`; :mod:`orchestrator.cli` puts them on one
+command line.)
 
 Every failure a user can cause — a saga module that does not import or fails its
 checks, an unknown URL scheme, an unreachable store or broker, a busy port — is
 one line on stderr naming the culprit (``sagawire: error: ...``) and exit code 2.
 The traceback is shown only with ``--debug``: an operator reading a crash-looping
 pod's log needs the cause, not forty frames of asyncio. Heavy imports (uvicorn,
-the engine) happen inside the commands so ``sagawire schema`` stays quick.
+the engine) happen inside the commands so ``sagawire validate`` stays quick.
 """
 
 from __future__ import annotations
@@ -19,18 +21,14 @@ import importlib.metadata
 import sys
 import traceback
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
-import orjson
 import typer
 
 from orchestrator.sidecar.config import CONFIG_ENV, env_var, load_settings
 from orchestrator.sidecar.logs import configure_logging, redact_text
 from orchestrator.sidecar.settings import Settings
-from schemas.errors import ConfigError, SagawireError
-
-if TYPE_CHECKING:
-    from orchestrator.language.definition import SagaDefinition
+from schemas.errors import SagawireError
 
 __all__ = ["EXIT_USAGE", "DebugOpt", "SagasOpt", "app", "reporting"]
 
@@ -95,12 +93,6 @@ def reporting(debug: bool) -> Iterator[None]:
         yield
     except SagawireError as exc:
         _fail(exc, debug)
-
-
-def _load(target: str) -> list[SagaDefinition]:
-    from orchestrator.language.loader import load_sagas
-
-    return load_sagas(target)
 
 
 def _option(name: str, metavar: str, text: str) -> Any:
@@ -239,56 +231,3 @@ def run(
         except KeyboardInterrupt:  # before our handlers were installed
             code = 130
     raise typer.Exit(code)
-
-
-@app.command()
-def check(sagas: SagasOpt = "./sagas", debug: DebugOpt = False) -> None:
-    """Load the sagas, run their checks, and print what they consume and send."""
-    from rich.console import Console
-    from rich.table import Table
-
-    with reporting(debug):
-        loaded = _load(sagas)
-    table = Table(title=f"sagas in {sagas}")
-    for column in ("saga", "kind", "states", "final", "transitions", "consumes", "sends"):
-        table.add_column(column, justify="left" if column in ("saga", "kind") else "right")
-    for s in loaded:
-        rows = sum(len(r) for r in s.transitions.values())
-        table.add_row(
-            s.name,
-            s.kind,
-            str(len(s.states)),
-            str(len(s.final)),
-            str(rows),
-            str(len(s.consumes())),
-            str(len(s.produces())),
-        )
-    console = Console()
-    console.print(table)
-    console.print(f"ok: {len(loaded)} saga(s) passed their checks (details: sagawire graph)")
-
-
-@app.command()
-def graph(
-    sagas: SagasOpt = "./sagas",
-    saga: Annotated[str | None, typer.Option(help="Only this saga.")] = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Print each saga as a Mermaid state diagram."""
-    with reporting(debug):
-        loaded = _load(sagas)
-        if saga is not None:
-            loaded = [s for s in loaded if s.name == saga]
-            if not loaded:
-                names = ", ".join(s.name for s in _load(sagas))
-                raise ConfigError(f"no saga named {saga!r} in {sagas}; loaded: {names}")
-    blocks = [f"%% saga {s.name}\n{s.to_mermaid()}" for s in loaded]
-    typer.echo("\n\n".join(blocks))
-
-
-@app.command()
-def schema() -> None:
-    """Print the JSON Schema of the CloudEvent envelope participants send."""
-    from schemas.codec import envelope_json_schema
-
-    typer.echo(orjson.dumps(envelope_json_schema(), option=orjson.OPT_INDENT_2).decode())
