@@ -32,6 +32,9 @@ __all__ = ["Collector", "Problem", "Severity", "active", "collecting"]
 
 Severity = Literal["error", "warning"]
 
+_LANGUAGE = Path(__file__).resolve().parent
+"""The language package: its frames are the DSL at work, not the module declaring."""
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -68,11 +71,14 @@ class Collector:
     """``id()`` of each definition checked here -> the line that declared it."""
 
     def line_in_module(self) -> int | None:
-        """The line of the module being collected that is running now, if it is."""
+        """The line that declared the saga being checked, if the module being collected
+        declared it: the innermost caller outside the language package is that module
+        (None: another module, say one it imports, which must raise as usual)."""
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
-            if Path(frame.f_code.co_filename).resolve() == self.path:
-                return frame.f_lineno
+            path = Path(frame.f_code.co_filename).resolve()
+            if not path.is_relative_to(_LANGUAGE):
+                return frame.f_lineno if path == self.path else None
             frame = frame.f_back
         return None
 

@@ -170,6 +170,25 @@ def test_a_module_that_failed_validation_is_not_left_loaded(tmp_path: Path) -> N
         load_sagas(str(path))  # the sidecar still refuses it
 
 
+def test_a_broken_module_imported_by_another_is_checked_the_ordinary_way(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    package = tmp_path / "shared_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    broken = module(package, "broken", BROKEN_MACHINE.format(name="shared"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    user = module(tmp_path, "user", "import shared_pkg.broken\n")
+    code, _, err = validate(runner, str(user))
+    assert code == 2
+    line = line_of(user, "import shared_pkg.broken")
+    assert f"{user}:{line}: error: saga 'shared': state 'orphan' is unreachable" in err
+    assert "shared_pkg.broken" not in sys.modules  # not cached broken for later imports
+    assert broken.exists()
+
+
 def test_a_step_saga_that_fails_before_compiling_is_reported_at_its_line(
     runner: CliRunner, tmp_path: Path
 ) -> None:
