@@ -23,7 +23,8 @@ imports and imports nothing itself; ``orchestrator.errors`` re-exports it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
     "ConcurrencyError",
@@ -97,9 +98,14 @@ class EnvelopeError(MessageError):
 
 
 class PayloadError(MessageError):
-    """The event's ``data`` does not match the model the saga declared for it."""
+    """The event's ``data`` does not match the model the saga declared for it.
+    ``errors``: pydantic's list of field errors, for ``POST /events``' 422."""
 
     kind = "payload"
+
+    def __init__(self, message: str, errors: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.errors = list(errors)
 
 
 class RoutingError(MessageError):

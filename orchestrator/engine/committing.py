@@ -19,12 +19,13 @@ import structlog
 from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Transport
 from orchestrator.engine.batch import Batch
 from orchestrator.engine.config import EngineConfig, Observer, Stats
+from orchestrator.engine.deadletters import DeadLetterKeeper
 from orchestrator.engine.outage import StoreHealth, backoff
 from orchestrator.engine.persist import outgoing
 from orchestrator.engine.relay import Relay
 from orchestrator.engine.working import WorkingSet
 from orchestrator.store.base import Outcome, Store
-from schemas.errors import PublishRefused, TransportError
+from schemas.errors import PublishRefused, StoreError, TransportError
 
 __all__ = ["Committer"]
 
@@ -44,7 +45,11 @@ class Committer:
         stats: Stats,
         observers: list[Observer],
         config: EngineConfig,
+        keeper: DeadLetterKeeper | None = None,
     ) -> None:
+        self.keeper = keeper
+        """Keeps each dead letter in the store before it is published (None: only
+        published, as in unit tests of this stage alone)."""
         self.store = store
         self.transport = transport
         self.working = working
@@ -175,8 +180,13 @@ class Committer:
         """Publish one dead letter, retrying while the broker is unavailable; False if the
         engine stops first."""
         pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
+        kept = self.keeper is None
         while True:
             try:
+                if not kept:  # first, so that a crash after the publish loses no record
+                    assert self.keeper is not None
+                    await self.keeper.keep(d, reason, kind)
+                    kept = True
                 await self.transport.dead_letter(d, reason)
             except PublishRefused as exc:  # the broker will never take it: say so, loudly
                 log.error(  # noqa: TRY400 - the refusal is the news, not a traceback
@@ -188,7 +198,7 @@ class Committer:
                 )
                 self.stats.dead_lettered("refused")
                 return True
-            except TransportError as exc:
+            except (TransportError, StoreError) as exc:
                 log.warning("dead-letter failed; trying again", error=str(exc))
                 if await self.health.pause(next(pauses)):
                     return False

@@ -92,7 +92,8 @@ class Router:
             except ValidationError as exc:
                 raise PayloadError(
                     f"saga {saga.name!r}: {envelope.type} {envelope.id}: "
-                    + describe_validation_error(exc, "data")
+                    + describe_validation_error(exc, "data"),
+                    exc.errors(include_url=False, include_context=False, include_input=False),
                 ) from None
         cid = envelope.correlationid
         if cid is None and spec.correlate is not None:

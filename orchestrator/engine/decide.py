@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from orchestrator.engine.correlate import Routed
 from orchestrator.engine.flow import decide_flow, deviation
 from orchestrator.engine.model import Decision, Instance, Message, TimerChange
+from orchestrator.engine.operate import ABORT_EVENT, OPERATOR_EVENTS, operate
 from orchestrator.engine.sending import command_id, message, message_id, when
 from orchestrator.language.assign import shared
 from orchestrator.language.definition import (
@@ -35,11 +36,7 @@ from orchestrator.language.statedata import state_dict, state_from_dict
 from orchestrator.language.status import Meta, Status
 from schemas.codec import describe_validation_error
 
-__all__ = ["ABORT_EVENT", "decide"]
-
-ABORT_EVENT = "sagawire.abort"
-"""An operator's request to stop an instance where it is (``aborted``, timers cancelled,
-no compensation run). Its ``data`` may carry a ``reason``."""
+__all__ = ["ABORT_EVENT", "apply_rows", "decide"]
 
 _FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
 
@@ -136,6 +133,8 @@ def decide(
             saga.name, event.correlation_id, INITIAL, Status.RUNNING, 0, data, Meta(), now, now
         )
     elif instance.status.final:
+        if env.type in OPERATOR_EVENTS:  # resume, or a refusal naming the status
+            return operate(saga, instance, event, now, apply_rows)
         if is_timer:
             return Decision("ignore", reason="timer for a finished instance")
         if saga.deviations is not None and (event.spec is None or not event.spec.starts):
@@ -147,8 +146,8 @@ def decide(
             f" is already {instance.status.value}; {env.type} {env.id} arrived after"
             " it finished",
         )
-    if env.type == ABORT_EVENT:
-        return _abort(saga, instance, event, now)
+    if env.type in OPERATOR_EVENTS:
+        return operate(saga, instance, event, now, apply_rows)
     if saga.flow is not None:
         current = instance
         try:
@@ -173,7 +172,7 @@ def decide(
             return _deviating(saga, instance, event, now)
         return Decision("park", reason=f"{env.type} is not accepted in state {instance.state!r}")
     try:
-        return _apply(saga, instance, event, rows, now)
+        return apply_rows(saga, instance, event, rows, now)
     except Exception as exc:  # user code failed: reject the event, keep the instance as it was
         return _failed(saga, instance, event, exc)
 
@@ -211,14 +210,14 @@ def _deviating(saga: SagaDefinition, instance: Instance, event: Routed, now: flo
         return deviation(instance, event, now, "unexpected", detail)
     plain = Routed(event.saga, None, env, event.correlation_id, event.payload)
     try:
-        decided = _apply(saga, instance, plain, rows, now)
+        decided = apply_rows(saga, instance, plain, rows, now)
     except Exception as exc:
         return _failed(saga, instance, event, exc)
     decided.deviation = f"unexpected: {env.type} {env.id} {detail}"
     return decided
 
 
-def _apply(
+def apply_rows(
     saga: SagaDefinition,
     instance: Instance,
     event: Routed,
@@ -324,14 +323,3 @@ def _next(
         instance.created_at,
         now,
     )
-
-
-def _abort(saga: SagaDefinition, instance: Instance, event: Routed, now: float) -> Decision:
-    data = event.envelope.data if isinstance(event.envelope.data, dict) else {}
-    reason = str(data.get("reason") or "aborted by an operator")
-    live = saga.timer_names if instance.meta.timers is None else instance.meta.timers
-    old = instance.meta
-    meta = Meta(old.attempts, reason, (), dict(old.steps), old.done)
-    new = _next(instance, "aborted", Status.ABORTED, instance.data, meta, now)
-    timers = tuple(TimerChange(name, None) for name in sorted(live))
-    return Decision("applied", new, from_state=instance.state, timers=timers)

@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Sequence
 
 import structlog
 
 from adapters.base import Delivery, Topology, Transport
-from orchestrator.engine.batch import Batch, Item
 from orchestrator.engine.clock import Clock, SystemClock
 from orchestrator.engine.committing import Committer
 from orchestrator.engine.config import EngineConfig, Observer, Stats
 from orchestrator.engine.consuming import Consumer
-from orchestrator.engine.correlate import Routed, Router
-from orchestrator.engine.decide import ABORT_EVENT
+from orchestrator.engine.correlate import Router
+from orchestrator.engine.deadletters import DeadLetterKeeper
 from orchestrator.engine.deciding import Decider
 from orchestrator.engine.housekeeping import Housekeeper
 from orchestrator.engine.intake import Intake
 from orchestrator.engine.model import Instance
+from orchestrator.engine.operator import Operator
 from orchestrator.engine.outage import StoreHealth
 from orchestrator.engine.persist import instance_from_record
 from orchestrator.engine.pipeline import Pipeline
@@ -37,7 +36,6 @@ from orchestrator.engine.relay import Relay
 from orchestrator.engine.working import WorkingSet
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import Store
-from schemas.envelope import Envelope
 from schemas.errors import StoreError, TransportError
 
 __all__ = ["Engine"]
@@ -78,8 +76,9 @@ class Engine:
         self.reader = reader = Reader(store, working, intake)
         self.decider = decider = Decider(working, stats, binary=config.binary)
         self.committer = committer = Committer(
-            store, transport, working, self.relay, health, stats, self.observers, config
-        )
+            store, transport, working, self.relay, health, stats, self.observers, config,
+            DeadLetterKeeper(store, self.router.sagas, clock),
+        )  # fmt: skip
         self.pipeline = pipeline = Pipeline(
             intake, reader, decider, committer, working, health, transport, lock, clock, stats,
             config,
@@ -89,6 +88,7 @@ class Engine:
             config,
         )  # fmt: skip
         self.consumer = Consumer(transport, self.topology, pipeline, config.max_batch)
+        self.operator = Operator(self.router, store, pipeline, working, lock, config)
         self.ready_reason = "not started"
         self._stop = False
 
@@ -222,36 +222,21 @@ class Engine:
     async def prune(self) -> int:
         """Forget inbox marks older than ``config.inbox_retention`` (they only have to
         outlive the broker's redelivery window); runs hourly from housekeeping."""
-        n = await self.store.prune(inbox_before=self.clock.now() - self.config.inbox_retention)
+        now = self.clock.now()
+        n = await self.store.prune(inbox_before=now - self.config.inbox_retention)
         if n:
             log.info("pruned inbox", marks=n, retention_s=self.config.inbox_retention)
-        return n
+        kept = self.config.deadletter_retention
+        gone = await self.store.prune_dead_letters(now - kept)
+        if gone:
+            log.info("pruned dead letters", dead_letters=gone, retention_s=kept)
+        return n + gone
 
     async def abort(self, saga: str, correlation_id: str, reason: str = "") -> Instance | None:
         """Stop a running instance where it is: status ``aborted``, timers cancelled, no
-        compensation. Returns the instance (unchanged if it had already finished)."""
-        definition = self.router.sagas[saga]
-        env = Envelope.new(
-            ABORT_EVENT,
-            {"reason": reason} if reason else {},
-            id=f"abort:{uuid.uuid4()}",
-            source="sagawire/admin",
-            correlationid=correlation_id,
-        )
-        routed = Routed(definition, None, env, correlation_id, env.data)
-        inst = await self.instance(saga, correlation_id)
-        for _ in range(self.config.conflict_retries):
-            if inst is None or inst.status.final:
-                break
-            async with self.lock:
-                await self.pipeline.drain()
-                self.working.forget(routed.key)  # decide on the stored state, not a copy
-                batch = Batch()
-                await self.pipeline.decide_items([Item(routed)], batch)
-                await self.pipeline.complete(batch, wait=False)
-            # still running: another replica moved it first (a conflict); try again
-            inst = await self.instance(saga, correlation_id)
-        return inst
+        compensation. Returns the instance (unchanged if it had already finished).
+        Every other action, and abort with compensation: :attr:`operator`."""
+        return await self.operator.stop(saga, correlation_id, reason)
 
     async def instance(self, saga: str, correlation_id: str) -> Instance | None:
         records = await self.store.load([(saga, correlation_id)])

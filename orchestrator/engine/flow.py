@@ -46,7 +46,7 @@ from orchestrator.language.definition import TIMER_PREFIX, Context, SagaDefiniti
 from orchestrator.language.flowdef import Flow, FlowStep
 from orchestrator.language.status import Meta, Status
 
-__all__ = ["decide_flow", "deviation"]
+__all__ = ["decide_flow", "deviation", "operate_flow"]
 
 COMPLETED = "completed"
 COMPENSATED = "compensated"
@@ -115,6 +115,50 @@ def decide_flow(
         )
     else:
         return Decision("ignore", reason=f"{etype} is no event of this flow")
+    return run.decision()
+
+
+def operate_flow(
+    saga: SagaDefinition,
+    flow: Flow,
+    instance: Instance,
+    event: Routed,
+    now: float,
+    action: str,
+    reason: str,
+) -> Decision:
+    """An operator's action on a flow (:mod:`orchestrator.engine.operate` checked that it
+    applies): ``abort`` fails it now, a step still out abandoned (its late outcome is then
+    a deviation), and compensates what was done; ``retry`` sends each step waited on
+    (and each compensation) again as its next attempt; ``resume`` tries each failed
+    compensation again, its attempts counted afresh, and goes on compensating."""
+    run = _Run(saga, flow, instance, event, now)
+    steps = run.steps
+    if action == "abort":
+        for step in flow.steps:
+            if steps.get(step.name) == "active":
+                steps[step.name] = "abandoned"
+                run.cancel(step.timer, f"{step.name}.retry")
+        run.fail(reason)
+    elif action == "retry":
+        for step in flow.steps:
+            status = steps.get(step.name)
+            if status == "active" and step.send is not None:
+                run.cancel(f"{step.name}.retry")
+                run.send(step.send, step.name)
+                run.set_timer(step.timer, step.timeout)
+            elif status == "undoing" and step.compensate is not None:
+                run.cancel(f"undo:{step.name}.retry")
+                run.send(step.compensate, f"undo:{step.name}")
+                run.set_timer(f"undo:{step.name}.timeout", step.timeout)
+    else:  # resume
+        for step in flow.steps:
+            if steps.get(step.name) == "undo_failed" and step.compensate is not None:
+                steps[step.name] = "undoing"
+                run.attempts.pop(f"undo:{step.name}", None)
+                run.send(step.compensate, f"undo:{step.name}")
+                run.set_timer(f"undo:{step.name}.timeout", step.timeout)
+        run.compensate()  # nothing failed to undo but steps done: undo them
     return run.decision()
 
 

@@ -93,6 +93,8 @@ class Decision:
     deviation: str = ""
     """``<kind>: <what happened>`` when the event broke the saga's declared flow
     (recorded in the history and counted; the flow went on or failed, per its policy)."""
+    note: str = ""
+    """What else the history entry says: an operator's action, by whom and why."""
     since: float = 0.0
     """When the instance made its previous transition (0: this decision created it), set
     by :mod:`orchestrator.engine.deciding`: how long it spent in ``from_state``, for the

@@ -179,7 +179,7 @@ def unit_for(
             cancelled.append((saga, cid, t.name))
         else:
             timers_set.append(TimerRecord(saga, cid, t.name, t.due))
-    note = f"deviation {decision.deviation}" if decision.deviation else ""
+    note = f"deviation {decision.deviation}" if decision.deviation else decision.note
     history = HistoryRecord(
         saga,
         cid,

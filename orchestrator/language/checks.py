@@ -22,6 +22,7 @@ from orchestrator.language.definition import (
     SendSpec,
     SetTimer,
 )
+from orchestrator.language.names import ABORT_EVENT
 from orchestrator.language.problems import active
 from orchestrator.language.status import Status
 from schemas.errors import DefinitionError
@@ -78,6 +79,14 @@ def check(defn: SagaDefinition, *, declared_starts: Iterable[str] = ()) -> None:
             )
 
     problems.extend(_incomplete_models(defn))
+    for state, seconds in defn.slo.items():
+        if state not in defn.states:
+            problems.append(
+                f"slo names state {state!r}, which the saga does not have"
+                + did_you_mean(state, defn.states)
+            )
+        if not seconds > 0:
+            problems.append(f"slo of state {state!r} must be a positive number of seconds")
     problems.extend(_unstorable(defn.state_model, defn.state_model.__name__, set()))
     collector = active()  # ``sagawire validate``: every problem of every saga, no raise
     if collector is not None and collector.take(defn, defn.name, problems):
@@ -122,6 +131,8 @@ def _check_rows(defn: SagaDefinition, starts: set[str], finals: dict[str, Status
                         f"state {state!r} has a Deviation() row, which runs only under"
                         " deviations='fail': declare the policy or remove the row"
                     )
+                continue
+            if t.event == ABORT_EVENT:  # routed by the engine to its instance
                 continue
             if t.event not in defn.events:
                 problems.append(

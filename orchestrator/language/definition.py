@@ -127,6 +127,9 @@ class SagaDefinition:
     deviations: str | None = None
     """What an event that breaks the declared flow does (``record`` or ``fail``); None:
     such an event is parked, then dead-lettered, as an orchestrated saga's is."""
+    slo: Mapping[str, float] = field(default_factory=dict)
+    """Seconds an instance should stay in a state at most, by state (a step's ``slo=``,
+    a state machine's ``slo={...}``); past it, the instance is stuck."""
     timer_names: frozenset[str] = field(default_factory=frozenset)
     """Every timer any row sets (all are cancelled when the instance finishes)."""
     _by_state_event: Mapping[tuple[str, str], tuple[Transition, ...]] = field(
@@ -153,6 +156,7 @@ class SagaDefinition:
         object.__setattr__(self, "events", MappingProxyType(dict(self.events)))
         object.__setattr__(self, "transitions", MappingProxyType(dict(self.transitions)))
         object.__setattr__(self, "final", MappingProxyType(dict(self.final)))
+        object.__setattr__(self, "slo", MappingProxyType(dict(self.slo)))
 
     def candidates(self, state: str, event: str) -> tuple[Transition, ...]:
         """The rows for ``(state, event)``, in declaration order."""

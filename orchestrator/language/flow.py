@@ -201,6 +201,7 @@ def compile_flow(
         kind="flow",
         steps=tuple(step_info(s, after[s.name]) for s in steps),
         park_for=park_for,
+        slo={s.name: s.slo for s in steps if s.slo is not None},
         flow=flow,
         deviations=deviations,
     )

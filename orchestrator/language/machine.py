@@ -4,7 +4,7 @@ go to W", checked and frozen into a :class:`~orchestrator.language.definition.Sa
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel
 
@@ -28,6 +28,7 @@ def StateMachine(
     correlate: Correlate = None,
     park_for: float = 60.0,
     deviations: str | None = None,
+    slo: Mapping[str, float] | None = None,
 ) -> SagaDefinition:
     """Declare a state machine saga. ``start`` names the events that create an
     instance (accepted in :data:`INITIAL`); ``final`` maps final states to their
@@ -36,7 +37,10 @@ def StateMachine(
     ``deviations``: what an event its state does not take within ``park_for`` does.
     None (the default): it is dead-lettered. ``"record"``: it is recorded in the
     history and counted, and the saga goes on (a tracker of flows that others run).
-    ``"fail"``: recorded, then the state's ``When(state, Deviation())`` rows run."""
+    ``"fail"``: recorded, then the state's ``When(state, Deviation())`` rows run.
+
+    ``slo``: seconds an instance should stay in each named state at most; past it, it is
+    stuck (other states: the sidecar's ``--stuck-after``)."""
     if deviations is not None and deviations not in DEVIATION_POLICIES:
         raise_problems(
             name,
@@ -59,6 +63,7 @@ def StateMachine(
         states=states,
         kind="machine",
         park_for=park_for,
+        slo=dict(slo or {}),
         deviations=deviations,
     )
     check(definition, declared_starts=starts)

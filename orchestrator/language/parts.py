@@ -264,6 +264,10 @@ class Step:
     timeout: float | None = None
     retry: Retry = field(default_factory=Retry)
     after: Sequence[str] | None = None
+    slo: float | None = None
+    """Seconds the step should take at most (its SLO): an instance waiting in it longer
+    is *stuck* (``GET /sagas?stuck=true``, the stuck gauge, a log line). None: the
+    sidecar's default (``--stuck-after``)."""
 
     @property
     def successes(self) -> tuple[Event, ...]:

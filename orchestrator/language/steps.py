@@ -45,6 +45,7 @@ from orchestrator.language.definition import (
     timer_event,
 )
 from orchestrator.language.flow import compile_flow, step_info
+from orchestrator.language.names import ABORT_EVENT
 from orchestrator.language.parts import Correlate, Event, Retry, Send, Step
 from orchestrator.language.status import Status
 
@@ -58,6 +59,9 @@ RESERVED = {INITIAL, COMPLETED, COMPENSATED, COMPENSATION_FAILED}
 
 def _undo(name: str) -> str:
     return f"compensating:{name}"
+
+
+_ABORT = Event(ABORT_EVENT)
 
 
 def _failure_reason(ctx: Context) -> str:
@@ -163,7 +167,7 @@ class _Compiler:
                     Transition(step.name, ev.type, target, actions=(*cancel, *actions))
                 )
             comp_actions, comp_target = self.enter_compensation(k)
-            for ev in step.failures:
+            for ev in (*step.failures, _ABORT):  # an operator's abort compensates as a failure
                 self.rows.append(
                     Transition(
                         step.name,
@@ -315,6 +319,7 @@ def compile_steps(
         kind="steps",
         steps=tuple(step_info(s) for s in steps),
         park_for=park_for,
+        slo={s.name: s.slo for s in steps if s.slo is not None},
     )
     check(definition, declared_starts={start.type})
     return definition

@@ -418,6 +418,9 @@ class Store(Protocol):
         rather than skipped as a duplicate."""
         ...
 
+    async def clear_redriven(self, id: int) -> None:
+        """Take back :meth:`mark_redriven` (the publish of the copy failed)."""
+
     async def prune_dead_letters(self, before: float) -> int:
         """Delete dead letters kept before ``before`` (the retention); how many went."""
         ...

@@ -291,6 +291,12 @@ class MemoryStore:
             self._inbox.pop(mark, None)
         return True
 
+    async def clear_redriven(self, id: int) -> None:
+        self._check()
+        d = self._dead.get(id)
+        if d is not None:
+            self._dead[id] = dataclasses.replace(d, redriven_at=None, redriven_by="")
+
     async def prune_dead_letters(self, before: float) -> int:
         self._check()
         gone = [i for i, d in self._dead.items() if d.at < before]

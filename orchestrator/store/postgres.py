@@ -354,6 +354,13 @@ class PostgresStore:
                     )
                 return True
 
+    async def clear_redriven(self, id: int) -> None:
+        with self._errors("clear_redriven"):
+            async with self._conn() as conn:
+                await conn.execute(
+                    "UPDATE deadletters SET redriven_at = NULL, redriven_by = '' WHERE id = $1", id
+                )
+
     async def prune_dead_letters(self, before: float) -> int:
         with self._errors("prune_dead_letters"):
             async with self._conn() as conn:

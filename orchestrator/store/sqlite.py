@@ -411,6 +411,16 @@ class SqliteStore:
         self._wrote()
         return done
 
+    async def clear_redriven(self, id: int) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            sql = "UPDATE deadletters SET redriven_at = NULL, redriven_by = '' WHERE id = ?"
+            conn.execute(sql, (id,))
+            conn.execute("COMMIT")
+
+        await self._call(run)
+        self._wrote()
+
     async def prune_dead_letters(self, before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:
             conn.execute("BEGIN IMMEDIATE")

@@ -182,6 +182,8 @@ class AdminQueries:
         assert await store.mark_redriven(first.id, 5.0, "ops", [("order", "d1")])
         assert await store.seen([("order", "d1")]) == set()  # the copy will be handled
         assert not await store.mark_redriven(first.id, 6.0, "ops", [])  # once
+        await store.clear_redriven(first.id)  # its publish failed: it may be tried again
+        assert await store.mark_redriven(first.id, 5.0, "ops", [])
         again = await store.dead_letter(first.id)
         assert again is not None
         assert (again.redriven_at, again.redriven_by) == (5.0, "ops")
