@@ -49,6 +49,7 @@ from schemas.envelope import CONTENT_TYPE
 from schemas.errors import (
     ConfigError,
     DeclarationError,
+    PayloadError,
     RoutingError,
     SchemaVersionError,
     StoreError,
@@ -150,6 +151,7 @@ class Sidecar:
                     limits=s.limits,
                     content_mode=s.content_mode,
                     catch_up=s.catch_up,
+                    deadletter_retention=s.deadletter_retention,
                 ),
             )
             self.phase = "declaring topology"
@@ -369,6 +371,9 @@ class Sidecar:
             raise NotAccepting(f"not accepting events: {health.reason}")
         router = self.engine.router
         routes = router.route(env)
+        for route in routes:  # data the saga's model refuses: the client's to fix (422)
+            if isinstance(route, PayloadError):
+                raise route
         unknown = routes[0] if isinstance(routes[0], RoutingError) else None
         if unknown is not None and env.type not in (*router.consumes(), *router.produces()):
             # no saga takes it and no participant is told of it: on a broker nothing

@@ -25,6 +25,7 @@ import pytest
 
 from adapters.base import OutgoingMessage, Readiness
 from adapters.memory import MemoryBroker, MemoryTransport
+from orchestrator.engine.operator import ActionResult
 from orchestrator.sidecar.http import build_app
 from orchestrator.sidecar.service import Sidecar
 from orchestrator.sidecar.settings import Settings, parse_listen
@@ -146,7 +147,7 @@ async def test_no_events_once_stopping(client: httpx.AsyncClient, sidecar: Sidec
 
 
 async def test_admin_views(client: httpx.AsyncClient) -> None:
-    sagas = (await client.get("/sagas")).json()["sagas"]
+    sagas = (await client.get("/definitions")).json()
     assert [s["name"] for s in sagas] == ["order"]
     assert "order.placed" in sagas[0]["consumes"]
     assert "inventory.reserve" in sagas[0]["produces"]
@@ -524,10 +525,10 @@ async def test_an_abort_that_did_not_take_is_a_409(
     assert sidecar.engine is not None
     running = await sidecar.engine.instance("order", "o-6")
 
-    async def lost_race(saga: str, cid: str, reason: str = "") -> object:
-        return running
+    async def lost_race(saga: str, cid: str, action: str, **_: object) -> ActionResult:
+        return ActionResult(running, f"the {action} of {saga!r} instance {cid!r} did not take")
 
-    monkeypatch.setattr(sidecar.engine, "abort", lost_race)
+    monkeypatch.setattr(sidecar.engine.operator, "act", lost_race)
     r = await client.post("/instances/order/o-6/abort")
     assert r.status_code == 409
     assert "did not take" in r.json()["error"]
