@@ -83,7 +83,7 @@ def build_app(sidecar: SidecarView) -> FastAPI:
     )
     admin = Admin(sidecar, tokens)
     jobs = BulkJobs(admin)
-    prometheus = Metrics(sidecar)
+    prometheus = Metrics(sidecar, admin.stuck_rule)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

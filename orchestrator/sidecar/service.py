@@ -42,6 +42,7 @@ from orchestrator.sidecar.api import NotAccepting
 from orchestrator.sidecar.gc_tuning import gc_settings, tune_gc
 from orchestrator.sidecar.http import build_app
 from orchestrator.sidecar.settings import Settings
+from orchestrator.sidecar.stuck import StuckWatcher
 from orchestrator.store import Store, open_store
 from schemas.binary import to_binary
 from schemas.codec import decode
@@ -205,7 +206,7 @@ class Sidecar:
                 log_config=None,
                 log_level="warning",
                 access_log=False,
-                lifespan="off",
+                lifespan="on",  # the app's bulk jobs are cancelled at its shutdown
                 server_header=False,
                 timeout_graceful_shutdown=s.http_grace,
             )
@@ -213,11 +214,13 @@ class Sidecar:
         self._server = server
         server_task = asyncio.ensure_future(server.serve(sockets=[sock]))
         engine_task: asyncio.Future[None] | None = None
+        watcher: asyncio.Future[None] | None = None
         try:
             if not await self._until_stop(self.open()):
                 return 0
             assert self.engine is not None
             engine_task = asyncio.ensure_future(self.engine.run(self._stopping))
+            watcher = asyncio.ensure_future(StuckWatcher(self).run(self._stopping))
             self.phase = "running"
             # The first line a healthy start logs; nothing before it, so that a failed
             # start leaves exactly one line on stderr (the CLI's error).
@@ -243,6 +246,8 @@ class Sidecar:
                 return 1
             return 0
         finally:
+            if watcher is not None:
+                watcher.cancel()
             await self._shutdown(server, server_task, engine_task)
 
     async def _until_stop(self, work: Awaitable[None]) -> bool:
