@@ -87,6 +87,11 @@ class Metrics:
         self._census_at = now
         self._counted_at = time.monotonic()
 
+    @property
+    def census(self) -> Census | None:
+        """The last census taken (:meth:`refresh`), shared with the console's overview."""
+        return self._census
+
     def collect(self) -> Iterable[Metric]:
         engine = self.sidecar.engine
         stats = engine.stats if engine else Stats()
@@ -198,7 +203,8 @@ class Metrics:
         )
         yield _gauge(
             "sagawire_saga_instances",
-            "Saga instances by saga, state and status",
+            "Saga instances by saga, state and status (a finished instance's state is left"
+            " out: the census counts those off an index, by status)",
             ["saga", "state", "status"],
             census.instances.items() if census else (),
         )

@@ -266,7 +266,9 @@ class Census:
     ``/metrics``, read in one go so a scrape costs one visit to the store."""
 
     instances: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    """Instances by ``(saga, state, status)`` (groups with none are absent)."""
+    """Instances by ``(saga, state, status)`` (groups with none are absent). A finished
+    instance's state is ``""``: it is its final state, and reading it would take a scan
+    of every row where an index gives the rest (:mod:`orchestrator.store._census`)."""
     outbox_backlog: int = 0
     """Outbox rows not yet published (nor failed): the relay's work to do."""
     outbox_oldest: float | None = None
@@ -381,7 +383,7 @@ class Store(Protocol):
     async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
         """How many instances there are by saga, state and status (with how many of the
         running ones ``stuck`` calls stuck), outbox rows and the oldest's age, timers
-        (and those due at ``now``), parked messages. Scans: callers cache it."""
+        (and those due at ``now``), parked messages. Reads whole indexes: callers cache it."""
         ...
 
     # -- the operator's reads and writes (the sidecar's admin API) ----------------------
@@ -396,6 +398,10 @@ class Store(Protocol):
 
     async def outbox_rows(self, ids: Sequence[str]) -> list[OutboxRecord]:
         """The outbox rows among ``ids`` not yet published (nor failed), oldest first."""
+        ...
+
+    async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
+        """The latest history entries that record a deviation, newest first."""
         ...
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:

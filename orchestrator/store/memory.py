@@ -264,6 +264,12 @@ class MemoryStore:
         wanted = set(ids)
         return [o for i, o in self._outbox.items() if i in wanted]  # dict keeps insertion order
 
+    async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
+        self._check()
+        found = [h for hs in self._history.values() for h in hs if h.note.startswith("deviation ")]
+        found.sort(key=lambda h: h.at, reverse=True)
+        return found[:limit]
+
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         self._check()
         for d in records:
@@ -316,11 +322,13 @@ class MemoryStore:
         instances: dict[tuple[str, str, str], int] = defaultdict(int)
         late: dict[tuple[str, str], int] = {}
         for r in self._instances.values():
+            if r.status != "running":  # by status only, as the durable stores count them
+                instances[(r.saga, "", r.status)] += 1
+                continue
             instances[(r.saga, r.state, r.status)] += 1
-            if r.status == "running":
-                at = cutoff(stuck, r.saga, r.state) if stuck is not None else None
-                key = (r.saga, r.state)
-                late[key] = late.get(key, 0) + (at is not None and r.updated_at < at)
+            at = cutoff(stuck, r.saga, r.state) if stuck is not None else None
+            key = (r.saga, r.state)
+            late[key] = late.get(key, 0) + (at is not None and r.updated_at < at)
         return Census(
             instances=dict(instances),
             outbox_backlog=len(self._outbox),

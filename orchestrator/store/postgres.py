@@ -287,12 +287,13 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in rows}
 
     async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
-        sql, args = census.instances_sql(stuck, "postgres")
+        sql, args = census.running_sql(stuck, "postgres")
         with self._errors("census"):
             async with self._conn() as conn:
-                groups = await conn.fetch(sql, *args)
+                running = await conn.fetch(sql, *args)
+                finished = await conn.fetch(census.FINISHED)
                 totals = await conn.fetchrow(census.totals_sql("postgres"), now)
-        return census.census_from_rows(groups, totals)
+        return census.census_from_rows(running, finished, totals)
 
     # -- the operator's reads and writes --------------------------------------------
 
@@ -312,6 +313,13 @@ class PostgresStore:
             return []
         sql = f"SELECT {s.OUTBOX_COLUMNS} FROM outbox WHERE id = ANY($1::text[]) ORDER BY seq"
         return [s.outbox_from_row(r) for r in await self._fetch("outbox_rows", sql, list(ids))]
+
+    async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
+        sql = (
+            f"SELECT {s.HISTORY_COLUMNS} FROM history WHERE note LIKE 'deviation %'"
+            " ORDER BY id DESC LIMIT $1"
+        )
+        return [s.history_from_row(r) for r in await self._fetch("recent_deviations", sql, limit)]
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         if not records:

@@ -332,12 +332,16 @@ class SqliteStore:
         return {row[0]: int(row[1]) for row in rows}
 
     async def census(self, now: float, stuck: StuckRule | None = None) -> Census:
-        sql, args = census.instances_sql(stuck, "sqlite")
+        sql, args = census.running_sql(stuck, "sqlite")
         totals = census.totals_sql("sqlite")
-        groups, row = await self._call(
-            lambda c: (c.execute(sql, args).fetchall(), c.execute(totals, (now,)).fetchone())
+        running, finished, row = await self._call(
+            lambda c: (
+                c.execute(sql, args).fetchall(),
+                c.execute(census.FINISHED).fetchall(),
+                c.execute(totals, (now,)).fetchone(),
+            )
         )
-        return census.census_from_rows(groups, row)
+        return census.census_from_rows(running, finished, row)
 
     # -- the operator's reads and writes (on the store's thread: they may scan) --------
 
@@ -364,6 +368,14 @@ class SqliteStore:
             return [s.outbox_from_row(row) for row in out]
 
         return await self._call(run) if ids else []
+
+    async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
+        sql = (
+            f"SELECT {s.HISTORY_COLUMNS} FROM history WHERE note LIKE 'deviation %'"
+            " ORDER BY id DESC LIMIT ?"
+        )
+        rows = await self._call(lambda c: c.execute(sql, (limit,)).fetchall())
+        return [s.history_from_row(row) for row in rows]
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         params = [a.dead_letter_params(d) for d in records]

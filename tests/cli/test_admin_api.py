@@ -392,3 +392,21 @@ async def test_unknown_routes_and_methods_are_json_4xx(client: httpx.AsyncClient
     assert r.status_code == 404 and "error" in r.json()
     r = await client.delete("/sagas")
     assert r.status_code == 405 and "error" in r.json()
+
+
+async def test_overview_counts_per_saga(client: httpx.AsyncClient, sidecar: Sidecar) -> None:
+    await place(client, sidecar, "o-1", "o-2", "o-3")
+    await reply(sidecar, client, "inventory.rejected", "o-1", reason="none")
+    body = (await client.get("/overview")).json()
+    [order] = body["sagas"]
+    assert order["name"] == "order" and order["started"] == 3
+    assert order["instances"] == {"running": 2, "compensated": 1}
+    assert order["states"]["inventory"] == {"running": 2}
+    assert order["finished"] == {"compensated": 1}
+    assert body["dead_letters"] == 0 and body["recent_deviations"] == []
+
+
+async def test_asyncapi_document_of_the_loaded_sagas(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/asyncapi.json")).json()
+    assert doc["asyncapi"] == "3.0.0"
+    assert any("order.placed" in name for name in doc["channels"])

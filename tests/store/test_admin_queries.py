@@ -12,6 +12,7 @@ import pytest
 from orchestrator.store.base import (
     DeadLetterQuery,
     DeadLetterRecord,
+    HistoryRecord,
     InstanceQuery,
     Store,
     StuckRule,
@@ -135,6 +136,16 @@ class AdminQueries:
             ("order", "a1"),
         ]
         assert await store.find(InstanceQuery(stuck=rule, status="completed")) == []
+
+    async def test_recent_deviations_newest_first(self, store: Store) -> None:
+        plain = HistoryRecord("order", "c1", 1, "m1", "a", "s0", "s1", (), 1.0)
+        early = dataclasses.replace(
+            plain, seq=2, message_id="m2", at=2.0, note="deviation early: x"
+        )
+        late = dataclasses.replace(plain, seq=3, message_id="m3", at=3.0, note="deviation late: y")
+        await store.commit([UnitOfWork(inbox=("order", "i"), history=(plain, early, late))])
+        assert [h.message_id for h in await store.recent_deviations(5)] == ["m3", "m2"]
+        assert [h.message_id for h in await store.recent_deviations(1)] == ["m3"]
 
     async def test_timers_and_unsent_outbox_of_one_instance(self, store: Store) -> None:
         await store.commit(

@@ -1,12 +1,18 @@
-"""``GET /definitions``: each loaded saga as JSON and as a Mermaid diagram."""
+"""``GET /definitions``: each loaded saga as JSON and as a Mermaid diagram; and
+``GET /asyncapi.json``: the AsyncAPI 3.0 document of what they consume and send on the
+sidecar's broker (every broker's defaults on ``memory://``), as ``sagawire schemas``
+writes it."""
 
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends
 
+from orchestrator.language.contract import asyncapi
 from orchestrator.sidecar.admin.context import Admin
 from orchestrator.sidecar.admin.models import DefinitionOut, Error
 from orchestrator.sidecar.admin.views import definition_view
+from orchestrator.sidecar.channels import DEFAULT_BROKERS, server_for
 
 __all__ = ["definition_routes"]
 
@@ -20,5 +26,13 @@ def definition_routes(admin: Admin) -> APIRouter:
         """States, transitions, steps, commands, compensations, deadlines and SLOs of each
         loaded saga, with its diagram (``stateDiagram-v2`` or ``flowchart``)."""
         return [definition_view(s) for s in admin.sidecar.sagas]
+
+    @router.get("/asyncapi.json", summary="AsyncAPI 3.0 document of the loaded sagas")
+    async def asyncapi_document(who: Annotated[str, reader]) -> dict[str, Any]:
+        settings = admin.sidecar.settings
+        memory = urlsplit(settings.broker).scheme == "memory"
+        urls = DEFAULT_BROKERS if memory else (settings.broker,)
+        servers = [server_for(url, group=settings.group) for url in urls]
+        return asyncapi(admin.sidecar.sagas, servers)
 
     return router
