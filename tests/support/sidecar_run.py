@@ -5,8 +5,9 @@ The sidecar runs as ``sagawire run`` would (its HTTP server on a free port, the 
 loops, the order saga, a SQLite store) on an in-memory broker, with the simulated
 inventory, payment and shipping services answering its commands (some refused, so that
 some orders are compensated). One order is placed twice (a duplicate), one is left
-running once the services stop (its state has running instances and a timer), and one
-message that is no CloudEvent is dead-lettered.
+running once the services stop (its state has running instances and a timer) until it
+is stuck (``stuck_after`` is half a second here), and one message that is no CloudEvent
+is dead-lettered.
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ async def run_orders(tmp_path: Path, orders: int = 24) -> Run:
         store=f"sqlite:///{tmp_path / 'metrics.db'}",
         port=0,
         counts_ttl=0.0,  # a census per scrape: the test reads the store as it is
+        stuck_after=0.5,  # the held order becomes stuck while the test waits
     )
     car = Sidecar(settings)
     task = asyncio.create_task(car.run())
@@ -131,6 +133,13 @@ async def run_orders(tmp_path: Path, orders: int = 24) -> Run:
                 return value(text, "sagawire_dead_letters_total", reason="decode") == 1
 
             await _until_async(dead_lettered)
+
+            async def stuck() -> bool:
+                text = (await c.get(f"{base}/metrics")).text
+                labels = {"saga": "order", "state": "inventory"}
+                return value(text, "sagawire_stuck_instances", **labels) == 1
+
+            await _until_async(stuck)
             after = (await c.get(f"{base}/metrics")).text
     finally:
         car.request_stop("test")
