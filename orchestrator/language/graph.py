@@ -28,7 +28,18 @@ from orchestrator.language.flowdef import Flow
 from orchestrator.language.names import INITIAL, TIMER_PREFIX
 from orchestrator.language.status import Status
 
-__all__ = ["FORMATS", "Diagram", "Edge", "Node", "diagram", "live_rows", "to_dot", "to_mermaid"]
+__all__ = [
+    "FORMATS",
+    "MARKS",
+    "Diagram",
+    "Edge",
+    "Node",
+    "diagram",
+    "live_rows",
+    "marked_mermaid",
+    "to_dot",
+    "to_mermaid",
+]
 
 FORMATS = ("mermaid", "dot")
 
@@ -188,6 +199,35 @@ def to_mermaid(defn: Drawable) -> str:
     """A Mermaid ``stateDiagram-v2`` of a state machine, a ``flowchart`` of a flow."""
     d = diagram(defn)
     return _mermaid_flow(d) if d.kind == "flow" else _mermaid_states(d)
+
+
+MARKS = {
+    "current": "fill:#fde68a,stroke:#b45309,stroke-width:3px,color:#111",
+    "visited": "fill:#dbeafe,stroke:#1d4ed8,color:#111",
+    "failed": "fill:#fee2e2,stroke:#b91c1c,stroke-width:2px,color:#111",
+    "undone": "fill:#ede9fe,stroke:#6d28d9,color:#111",
+}
+"""How the console marks an instance on its saga's diagram: where it is, where it has
+been, what failed, what was undone."""
+
+
+def marked_mermaid(defn: Drawable, marks: Mapping[str, str]) -> str:
+    """:func:`to_mermaid` with states (a state machine) or steps (a flow) marked, each
+    by its name as the API shows it, with one of :data:`MARKS`' classes. Names the
+    diagram does not draw are left out."""
+    d = diagram(defn)
+    text = to_mermaid(defn)
+    ids = {n.id for n in d.nodes}
+    by_class: dict[str, list[str]] = {}
+    for name, mark in marks.items():
+        node = _step_id(name) if d.kind == "flow" else name
+        if node in ids and mark in MARKS:
+            by_class.setdefault(mark, []).append(node if d.kind == "flow" else _mermaid_id(node))
+    lines = [text]
+    for mark, nodes in by_class.items():
+        lines.append(f"    classDef {mark} {MARKS[mark]}")
+        lines.append(f"    class {','.join(sorted(nodes))} {mark}")
+    return "\n".join(lines)
 
 
 def _mermaid_id(state: str) -> str:

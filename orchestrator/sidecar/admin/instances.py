@@ -29,6 +29,7 @@ from orchestrator.sidecar.admin.models import (
 from orchestrator.sidecar.admin.views import (
     definition_version,
     history_view,
+    instance_diagram,
     outbox_view,
     parked_view,
     summary,
@@ -118,7 +119,11 @@ def instance_routes(admin: Admin) -> APIRouter:
             timers=[timer_view(t) for t in timers],
             outbox=[outbox_view(o) for o in outbox],
             parked=[parked_view(p) for p in parked],
-        )
+            diagram=instance_diagram(
+                definition, inst.state, inst.status.value, dict(inst.meta.steps),
+                [h.from_state for h in history] + [h.to_state for h in history],
+            ),
+        )  # fmt: skip
 
     async def _act(
         saga: str, cid: str, action: str, who: str, reason: str, compensate: bool = True

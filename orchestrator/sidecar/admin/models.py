@@ -95,6 +95,9 @@ class InstanceDetail(InstanceSummary):
     timers: list[TimerRow]
     outbox: list[OutboxRow] = Field(description="Commands committed but not yet published.")
     parked: list[ParkedRow]
+    diagram: str = Field(
+        description="The saga's Mermaid diagram with this instance's path and place marked."
+    )
 
 
 class ActionRequest(BaseModel):

@@ -22,6 +22,7 @@ from orchestrator.language.definition import (
     SetTimer,
     Transition,
 )
+from orchestrator.language.graph import marked_mermaid
 from orchestrator.sidecar.admin.models import (
     DeadLetterOut,
     DefinitionOut,
@@ -189,6 +190,32 @@ def _row(t: Transition) -> dict[str, Any]:
             if isinstance(a, SetTimer | CancelTimer)
         ],
     }
+
+
+_STEP_MARKS = {
+    "done": "visited",
+    "active": "current",
+    "undoing": "current",
+    "failed": "failed",
+    "abandoned": "failed",
+    "undo_failed": "failed",
+    "undone": "undone",
+}
+
+
+def instance_diagram(
+    saga: SagaDefinition, state: str, status: str, steps: dict[str, str], path: list[str]
+) -> str:
+    """The saga's diagram with the instance marked: a flow's steps by their status; a
+    state machine's states it went through, and the one it is in (red when it ended in
+    a failure an operator must see)."""
+    if saga.flow is not None:
+        return marked_mermaid(
+            saga, {name: _STEP_MARKS.get(s, "visited") for name, s in steps.items()}
+        )
+    marks = dict.fromkeys(path, "visited")
+    marks[state] = "failed" if status == "compensation_failed" else "current"
+    return marked_mermaid(saga, marks)
 
 
 def definition_view(saga: SagaDefinition) -> DefinitionOut:
