@@ -33,9 +33,9 @@ class EngineConfig:
     away, and between rounds of conflicts that do not settle. The cap bounds how long
     after a store comes back the engine notices (``/readyz`` turns 200)."""
     inbox_retention: float = 7 * 24 * 3600.0
+    """How long a message id is remembered for de-duplication (past any redelivery)."""
     deadletter_retention: float = 14 * 24 * 3600.0
     """Seconds dead letters are kept in the store for ``GET /deadletters`` and redrive."""
-    """How long a message id is remembered for de-duplication (past any redelivery)."""
     prune_interval: float = 3600.0
     cache_size: int = 20_000
     """Running instances kept in memory between messages (0 disables the cache)."""
