@@ -46,6 +46,7 @@ from orchestrator.sidecar.admin.definitions import definition_routes
 from orchestrator.sidecar.admin.instances import instance_routes
 from orchestrator.sidecar.admin.overview import overview_routes
 from orchestrator.sidecar.api import NotAccepting, SidecarView
+from orchestrator.sidecar.console import mount_console
 from orchestrator.sidecar.metrics import Metrics
 from schemas.codec import describe_validation_error
 from schemas.errors import MessageError, PayloadError, StoreError, TransportError
@@ -258,6 +259,7 @@ def build_app(sidecar: SidecarView) -> FastAPI:
     app.include_router(dead_letter_routes(admin))
     app.include_router(definition_routes(admin))
     app.include_router(overview_routes(admin, prometheus))
+    mount_console(app)
     _handle_errors(app)
     app.add_middleware(BodyLimit, limit=int(getattr(settings, "max_request_bytes", 1 << 20)))
     return app
