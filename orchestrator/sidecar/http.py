@@ -97,7 +97,7 @@ def build_app(sidecar: SidecarView) -> FastAPI:
         version=_version(),
         description=DESCRIPTION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: the console is at /ui
         redoc_url=None,
         lifespan=lifespan,
         default_response_class=_JSON,
