@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import nats
 import nats.js.errors
@@ -277,3 +278,25 @@ async def test_one_trace_from_producer_through_sidecar_to_participant(
     assert dict(handled.attributes or {})["messaging.message.id"] == placed.id
     assert dict(replied.attributes or {})["sagawire.state"] == "completed"
     assert span_id(extensions(done)["traceparent"]) == replied.context.span_id
+
+
+ORDER = str(Path(__file__).resolve().parents[1] / "sagas" / "order.py")
+
+
+async def test_the_sidecars_otel_setting_turns_spans_on() -> None:
+    """``--otel`` / ``SAGAWIRE_OTEL`` reach the engine: spans on at open, off by default."""
+    from orchestrator.sidecar.service import Sidecar
+    from orchestrator.sidecar.settings import Settings
+
+    tracing.disable()
+    try:
+        off = Sidecar(Settings(sagas=ORDER, broker="memory://", store="memory://"))
+        await off.open()
+        assert not tracing.enabled()
+        await off.close()
+        on = Sidecar(Settings(sagas=ORDER, broker="memory://", store="memory://", otel=True))
+        await on.open()
+        assert tracing.enabled()
+        await on.close()
+    finally:
+        tracing.disable()
