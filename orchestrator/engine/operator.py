@@ -103,8 +103,11 @@ class Operator:
                 await self.pipeline.complete(batch, wait=False)
             after = await self.instance(saga, correlation_id)
             if after is not None and after.version > inst.version:
+                # Found by its entry's version, not by position: the lock is free again,
+                # so the reply to a command the action sent may have moved the instance
+                # on between the two reads (its entry is then the last, not the action's).
                 history = await self.store.history((saga, correlation_id))
-                if any(h.message_id == env.id for h in history[-(after.version - inst.version) :]):
+                if any(h.message_id == env.id and h.seq > inst.version for h in history):
                     return ActionResult(after)
             inst = after  # another replica moved it first (a conflict): judge again
         return ActionResult(
