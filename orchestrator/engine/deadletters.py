@@ -45,7 +45,7 @@ def dead_letter_record(
 ) -> DeadLetterRecord:
     """The record of dead letter ``d`` (its ``id`` is the store's)."""
     headers = d.headers
-    message_id = headers.get(HEADER_MESSAGE_ID, "") or _attribute(headers, "id")
+    message_id = _attribute(headers, "id")
     event_type = _attribute(headers, "type")
     correlation_id = _attribute(headers, "correlationid")
     if not (message_id and event_type and correlation_id):
@@ -57,6 +57,11 @@ def dead_letter_record(
             message_id = message_id or str(body.get("id") or "")
             event_type = event_type or str(body.get("type") or "")
             correlation_id = correlation_id or str(body.get("correlationid") or "")
+    # The CloudEvents id first: the inbox marks by it, so a redrive unmarks by it, and
+    # the operator knows it from the history and the logs. The broker's id only for a
+    # message that has none: a RabbitMQ publisher that sets no message id gets a random
+    # one from its client (aiormq), which names nothing else.
+    message_id = message_id or headers.get(HEADER_MESSAGE_ID, "")
     event_type = event_type or d.destination
     return DeadLetterRecord(
         id=0,

@@ -13,12 +13,16 @@ from __future__ import annotations
 import structlog
 from pydantic import ValidationError
 
-from adapters.base import Delivery
 from orchestrator.engine.batch import Batch, Item, ParkedReads, Reads
 from orchestrator.engine.config import Stats
 from orchestrator.engine.decide import decide
 from orchestrator.engine.model import Decision, Instance
-from orchestrator.engine.persist import instance_from_record, parked_unit, unit_for
+from orchestrator.engine.persist import (
+    instance_from_record,
+    parked_delivery,
+    parked_unit,
+    unit_for,
+)
 from orchestrator.engine.working import WorkingSet
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import InstanceKey, InstanceRecord, TimerRecord, UnitOfWork
@@ -248,8 +252,7 @@ class Decider:
         if item.parked is not None:
             unit.unparked = ((item.parked.saga, item.parked.message_id),)
             if d is None:
-                p = item.parked
-                d = Delivery(destination=p.destination, body=p.body, headers={})
+                d = parked_delivery(item.parked)
         if d is not None:
             batch.rejected[len(batch.units)] = (d, reason, kind)
         batch.add(unit, item, None)

@@ -11,13 +11,13 @@ import asyncio
 
 import structlog
 
-from adapters.base import Delivery
 from orchestrator.engine.batch import Batch
 from orchestrator.engine.clock import Clock
 from orchestrator.engine.committing import Committer
 from orchestrator.engine.config import EngineConfig, Stats
 from orchestrator.engine.deciding import Decider
 from orchestrator.engine.intake import Intake
+from orchestrator.engine.persist import parked_delivery
 from orchestrator.engine.pipeline import Pipeline
 from orchestrator.engine.reading import Reader
 from orchestrator.engine.working import WorkingSet
@@ -164,7 +164,7 @@ class Housekeeper:
             expired = [p for p in expired if id(p) not in taken]
         done: list[tuple[str, str]] = []
         for p in expired:
-            d = Delivery(destination=p.destination, body=p.body, headers={})
+            d = parked_delivery(p)
             reason = (
                 f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
                 f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}"

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from pydantic_core import to_json
 
-from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, OutgoingMessage
+from adapters.base import HEADER_CONTENT_TYPE, HEADER_MESSAGE_ID, Delivery, OutgoingMessage
 from orchestrator.engine import tracing
 from orchestrator.engine.correlate import Routed
 from orchestrator.engine.model import Decision, Instance, Message
@@ -37,6 +37,7 @@ __all__ = [
     "instance_from_record",
     "outbox_record",
     "outgoing",
+    "parked_delivery",
     "parked_unit",
     "record_from_instance",
     "send_id",
@@ -234,6 +235,14 @@ def parked_body(envelope: Envelope, body: bytes) -> bytes:
         except MessageError:
             pass
     return encode(envelope)
+
+
+def parked_delivery(p: ParkedRecord) -> Delivery:
+    """The delivery a parked row stands for, to dead-letter it: its structured bytes,
+    typed, and named by its message id. Without the id, a broker that de-duplicates
+    dead letters by it (JetStream) would keep only the first of a destination's."""
+    headers = {HEADER_CONTENT_TYPE: CONTENT_TYPE, HEADER_MESSAGE_ID: p.message_id}
+    return Delivery(destination=p.destination, body=p.body, headers=headers)
 
 
 _UNLIMITED = Limits(max_message_bytes=1 << 62, max_attribute_bytes=1 << 62)
