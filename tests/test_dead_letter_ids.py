@@ -66,3 +66,22 @@ def test_the_record_names_the_cloudevent_not_the_broker_message() -> None:
         for d in (structured, binary, junk)
     ]
     assert ids == ["ce-1", "ce-2", "amqp-9"]
+
+
+async def test_a_dead_letter_names_the_saga_that_refused_it_when_two_take_its_type() -> None:
+    """order and checkout both take inventory.reserved: the late one rejected by the
+    finished order instance is the order saga's, not the first saga that takes the type."""
+    from orchestrator.store.base import DeadLetterQuery
+    from orchestrator.testing import SagaHarness
+    from sagas.checkout import checkout
+    from sagas.order import order
+    from tests.sagas.test_order import placed
+
+    async with SagaHarness(checkout, order) as h:
+        await h.send("order.placed", placed(), correlation_id="o-1")
+        await h.send("inventory.rejected", {"order_id": "o-1", "reason": "x"}, correlation_id="o-1")
+        await h.send(
+            "inventory.reserved", {"order_id": "o-1", "reservation_id": "r"}, correlation_id="o-1"
+        )
+        kept = await h.store.dead_letters(DeadLetterQuery(saga="order"))
+        assert kept and all(d.saga == "order" and d.correlation_id == "o-1" for d in kept)

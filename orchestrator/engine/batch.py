@@ -68,6 +68,10 @@ class Batch:
     rejected: dict[int, DeadLetter] = field(default_factory=dict)
     """Dead letters decided on an instance's state, by the index of the unit that checks
     that state: each joins ``dead`` only if its unit commits."""
+    routed_to: dict[int, tuple[str, str]] = field(default_factory=dict)
+    """``(saga, correlation id)`` of each dead letter decided on an instance, by
+    ``id(delivery)``: the record names the saga that refused it, not a guess from its type
+    (two sagas may take one type)."""
     failed: set[int] = field(default_factory=set)  # id(delivery) not to ack
     deliveries: list[Delivery] = field(default_factory=list)
     items: list[Item] = field(default_factory=list)

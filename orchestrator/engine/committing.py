@@ -97,6 +97,7 @@ class Committer:
                 working.forget(key)
             if rejected and i in rejected and outcome is Outcome.COMMITTED:
                 batch.dead.append(rejected[i])
+                batch.routed_to[id(rejected[i][0])] = key
                 if delivered:
                     stats.handled(item.routed.saga.name, item.routed.envelope.type, "dead_lettered")
             if outcome is Outcome.COMMITTED:
@@ -169,23 +170,25 @@ class Committer:
         for d, reason, kind in batch.dead:
             if id(d) in batch.failed:  # to be decided again: dead-lettered then, if still so
                 continue
-            if not await self.dead_letter(d, reason, kind):
+            if not await self.dead_letter(d, reason, kind, batch.routed_to.get(id(d))):
                 batch.failed.add(id(d))  # stopping: left unsettled, the broker redelivers
         failed = batch.failed
         done = [d for d in batch.deliveries if id(d) not in failed] if failed else batch.deliveries
         if done:
             await self.transport.ack(done)
 
-    async def dead_letter(self, d: Delivery, reason: str, kind: str) -> bool:
+    async def dead_letter(
+        self, d: Delivery, reason: str, kind: str, routed_to: tuple[str, str] | None = None
+    ) -> bool:
         """Publish one dead letter, retrying while the broker is unavailable; False if the
-        engine stops first."""
+        engine stops first. ``routed_to``: the instance that refused it, if one did."""
         pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
         kept = self.keeper is None
         while True:
             try:
                 if not kept:  # first, so that a crash after the publish loses no record
                     assert self.keeper is not None
-                    await self.keeper.keep(d, reason, kind)
+                    await self.keeper.keep(d, reason, kind, routed_to)
                     kept = True
                 await self.transport.dead_letter(d, reason)
             except PublishRefused as exc:  # the broker will never take it: say so, loudly

@@ -41,9 +41,16 @@ def saga_of(sagas: Mapping[str, SagaDefinition], event_type: str) -> str:
 
 
 def dead_letter_record(
-    d: Delivery, reason: str, kind: str, now: float, sagas: Mapping[str, SagaDefinition]
+    d: Delivery,
+    reason: str,
+    kind: str,
+    now: float,
+    sagas: Mapping[str, SagaDefinition],
+    routed_to: tuple[str, str] | None = None,
 ) -> DeadLetterRecord:
-    """The record of dead letter ``d`` (its ``id`` is the store's)."""
+    """The record of dead letter ``d`` (its ``id`` is the store's). ``routed_to`` is the
+    ``(saga, correlation id)`` that refused it, when an instance did; else the saga is
+    the first that takes its type."""
     headers = d.headers
     message_id = _attribute(headers, "id")
     event_type = _attribute(headers, "type")
@@ -67,8 +74,8 @@ def dead_letter_record(
         id=0,
         message_id=message_id[:1024],
         type=event_type[:1024],
-        saga=saga_of(sagas, event_type),
-        correlation_id=correlation_id[:1024],
+        saga=routed_to[0] if routed_to else saga_of(sagas, event_type),
+        correlation_id=(routed_to[1] if routed_to else correlation_id)[:1024],
         destination=d.destination,
         key=d.key,
         body=d.body,
@@ -87,7 +94,9 @@ class DeadLetterKeeper:
         self.sagas = sagas
         self.clock = clock
 
-    async def keep(self, d: Delivery, reason: str, kind: str) -> None:
+    async def keep(
+        self, d: Delivery, reason: str, kind: str, routed_to: tuple[str, str] | None = None
+    ) -> None:
         """Raises the store's error (the committer retries while the store is down)."""
-        record = dead_letter_record(d, reason, kind, self.clock.now(), self.sagas)
+        record = dead_letter_record(d, reason, kind, self.clock.now(), self.sagas, routed_to)
         await self.store.keep_dead_letters([record])

@@ -169,7 +169,8 @@ class Housekeeper:
                 f"saga {p.saga!r}: {p.reason or 'parked'}; still not applicable after"
                 f" {p.expires - p.parked_at:g}s, instance {p.correlation_id!r}"
             )
-            if not await self.committer.dead_letter(d, reason, "expired"):
+            routed_to = (p.saga, p.correlation_id)
+            if not await self.committer.dead_letter(d, reason, "expired", routed_to):
                 break  # stopping: the rest stay parked, and expire on the next start
             done.append((p.saga, p.message_id))
         if done:
