@@ -64,14 +64,15 @@ function showWho() {
   }
 }
 
-// A modal form: the token goes to sessionStorage only. Resolves true once one is given.
+// A modal form: the token goes to sessionStorage only. Resolves true once one is given,
+// false when cancelled or closed by a navigation (render() closes every token dialog).
 function askToken(err) {
   return new Promise((resolve) => {
+    let given = false;
     const input = h("input", { type: "password", id: "token", name: "token", autocomplete: "off", required: true });
-    const close = (value) => { dialog.close(); dialog.remove(); showWho(); resolve(value); };
     const form = h(
       "form",
-      { method: "dialog", onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); close(true); } },
+      { method: "dialog", onsubmit: (e) => { e.preventDefault(); setToken(input.value.trim()); given = true; dialog.close(); } },
       h("h2", {}, err.status === 403 ? "This action needs the admin token" : "This sidecar wants a token"),
       h("p", { class: "muted" }, err.message),
       h("label", { for: "token" }, "Token"),
@@ -79,9 +80,10 @@ function askToken(err) {
       h("p", { class: "muted small" }, "Kept for this browser tab only (sessionStorage), never in a URL."),
       h("div", { class: "actions" },
         h("button", { type: "submit", class: "primary" }, "Use token"),
-        h("button", { type: "button", onclick: () => close(false) }, "Cancel")),
+        h("button", { type: "button", onclick: () => dialog.close() }, "Cancel")),
     );
     const dialog = h("dialog", { class: "token-dialog", "aria-label": "token" }, form);
+    dialog.addEventListener("close", () => { dialog.remove(); showWho(); resolve(given); });
     document.body.append(dialog);
     dialog.showModal();
     input.focus();
@@ -90,6 +92,9 @@ function askToken(err) {
 
 async function render() {
   const mine = ++generation;
+  for (const open of document.querySelectorAll("dialog.token-dialog")) open.close(); // asked by a page left
+  const busy = document.getElementById("main");
+  busy.setAttribute("aria-busy", "true");
   const route = parseRoute(window.location.hash);
   const section = route.page === "instance" ? "instances" : route.page;
   for (const a of document.querySelectorAll("nav a")) {
@@ -111,6 +116,7 @@ async function render() {
     root.append(notice("error", err instanceof ApiError ? err.message : `The console failed: ${err.message}`));
   }
   if (mine === generation) {
+    main.removeAttribute("aria-busy");
     clear(main).append(root);
     document.title = `${root.dataset.title || route.page} - sagawire`;
   }
