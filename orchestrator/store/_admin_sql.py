@@ -97,7 +97,15 @@ def find_sql(query: InstanceQuery, dialect: Dialect) -> tuple[str, list[Any]]:
 
 
 def _stuck(rule: StuckRule, a: _Args) -> str:
-    """Running instances past their state's cut-off (or the default one)."""
+    """Running instances past their state's cut-off (or the default one).
+
+    The arms are preceded by the latest of the cut-offs as a bound of its own: the
+    planner cannot read one out of an ``OR``, and without it the walk down the running
+    instances, newest first, starts at the newest running instance and steps over every
+    one not yet stuck (most of the running ones) before the first row of the page."""
+    cutoffs = [c for _, _, c in rule.cutoffs] + ([] if rule.default is None else [rule.default])
+    if not cutoffs:
+        return "1 = 0"
     arms = [
         f"(saga = {a(saga)} AND state = {a(state)} AND updated_at < {a(cutoff)})"
         for saga, state, cutoff in rule.cutoffs
@@ -106,7 +114,7 @@ def _stuck(rule: StuckRule, a: _Args) -> str:
         listed = [f"(saga = {a(saga)} AND state = {a(state)})" for saga, state, _ in rule.cutoffs]
         others = f"NOT ({' OR '.join(listed)})" if listed else "1 = 1"
         arms.append(f"({others} AND updated_at < {a(rule.default)})")
-    return "(" + " OR ".join(arms) + ")" if arms else "1 = 0"
+    return f"updated_at < {a(max(cutoffs))} AND (" + " OR ".join(arms) + ")"
 
 
 def dead_letters_sql(query: DeadLetterQuery, dialect: Dialect) -> tuple[str, list[Any]]:

@@ -76,23 +76,37 @@ SCHEMA_VERSION = 4
 
 _LIST_INDEXES = (
     ("instances_recent", "(updated_at, saga, correlation_id)"),
+    ("instances_saga_recent", "(saga, updated_at, state)"),
     ("instances_saga", "(saga, status, updated_at)"),
     ("instances_status_recent", "(status, updated_at)"),
     ("instances_correlation", "(correlation_id)"),
 )
-"""The indexes of the operator's listing (``Store.find``), newest first in each:
+"""The indexes of the operator's listing (``Store.find``), each read newest first from
+an equality prefix, so a page costs about its own rows, not the table's:
 
-- no filter, or only a time range: ``instances_recent``, read backwards;
-- ``saga`` (with or without ``status``, ``state``, a time range, and the stuck
-  instances, which are ``running``): ``instances_saga`` (``state`` is then a filter
-  on the rows of one saga and status, a short walk);
-- ``status`` alone: ``instances_status_recent`` (it replaces version 1's
-  ``instances_status``, which ``counts`` can use as well);
-- ``correlation_id``: ``instances_correlation`` (at most a row per saga).
+======================================  =========================================
+filter                                  index (columns)
+======================================  =========================================
+none; ``updated_after``/``_before``     ``instances_recent`` (updated_at, saga,
+                                        correlation_id), read backwards
+``saga`` (with a time range, or         ``instances_saga_recent`` (saga,
+``state``: checked in the index)        updated_at, state)
+``saga`` + ``status`` (+ ``state``);    ``instances_saga`` (saga, status,
+``saga`` + stuck (``running``)          updated_at)
+``status``; stuck without ``saga``      ``instances_status_recent`` (status,
+                                        updated_at); replaces version 1's
+                                        ``instances_status``, ``counts`` uses it
+``correlation_id``                      ``instances_correlation`` (at most a row
+                                        per saga, sorted)
+======================================  =========================================
 
-``updated_at`` moves at every transition, so each of these is written by every
-commit: four is what the filters need, not one more (the cost is in
-docs/performance.md)."""
+Each needs its equality prefix: without stats (SQLite keeps none) a planner cannot
+tell a saga of 4% of the rows from one of 50%, so a filter served by walking another
+index with a check per row would cost the table's size for a rare saga or status.
+``saga`` alone once read every row of the saga and sorted them (seconds at ten
+million); ``tests/store/test_listing_plans.py`` keeps each filter on its index.
+``updated_at`` moves at every transition, so all but the last are written by every
+commit: five is what the filters need, not one more (measured in docs/performance.md)."""
 
 SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
