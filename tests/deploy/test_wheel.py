@@ -59,6 +59,17 @@ def test_the_wheel_holds_every_package_of_the_checkout(wheel: Path) -> None:
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
+def test_the_wheel_ships_the_console_assets(wheel: Path) -> None:
+    """The console is served from the installed package: every file of its static
+    folder (pages, styles, the vendored Mermaid) is in the wheel."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = ROOT / "orchestrator" / "sidecar" / "console" / "static"
+    files = {p.relative_to(ROOT).as_posix() for p in static.rglob("*") if p.is_file()}
+    missing = sorted(files - names)
+    assert not missing, f"the wheel leaves out {missing[:5]}"
+    assert "orchestrator/sidecar/console/static/vendor/mermaid.min.js" in names
+
+
 def test_the_wheel_installs_into_a_fresh_venv_and_sagawire_runs(
     wheel: Path, tmp_path: Path
 ) -> None:
