@@ -23,9 +23,9 @@ settles after its last join), the loop is timed for ``--seconds``: completions p
 second, latency from publishing ``order.placed`` to hearing ``order.completed`` (one hop
 more than the engine's own commit, the same for every N), and from each replica's
 ``/metrics`` over the same window the deliveries and the version conflicts
-(``sagawire_conflicts_total``), plus the CPU each replica used and how often its quota
-throttled it. One ``key=value`` line per run; ``vs_1`` is sagas/s over the N=1 run of
-the same invocation.
+(``sagawire_conflicts_total``), plus the CPU each replica used (and per saga) and
+how often its quota throttled it. One ``key=value`` line per run; ``vs_1`` is sagas/s
+over the N=1 run of the same invocation.
 
 Without cgroups (no writable cgroup v1 ``cpu`` controller or v2 ``cpu.max``) each
 sidecar is pinned to one core (``sched_setaffinity``) instead, and the script says the
@@ -72,6 +72,7 @@ DRIVER_GROUP = "sagawire-replicas-driver"  # the driver's, hearing the outcomes
 SERVICE_GROUPS = ("sim-inventory", "sim-payment", "sim-shipping")
 OUTCOMES = ("order.completed", "order.cancelled")
 PERIOD_US = 100_000  # the CFS period the quota is a share of
+END_GRACE = 5.0  # seconds a cancelled task or a closing transport gets before we go on
 SETTLE_TIMEOUT = 60.0  # longest the warm-up waits for every replica to take deliveries
 MAX_BATCH = 256
 
@@ -411,6 +412,15 @@ class Row:
     def conflicts_per_delivery(self) -> float:
         return self.conflicts / self.deliveries if self.deliveries else 0.0
 
+    @property
+    def cpu_ms_per_saga(self) -> float | None:
+        """The replicas' CPU per saga finished: whether N replicas do more work for the
+        same sagas (re-deciding conflicts, smaller batches), apart from how much CPU the
+        quota or the machine let them have."""
+        if None in self.replica_cores or not self.sagas_per_s:
+            return None
+        return sum(c or 0.0 for c in self.replica_cores) * 1000 / self.sagas_per_s
+
 
 def _opt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -431,6 +441,7 @@ def format_row(row: Row, base: Row | None) -> str:
             f"conflicts={row.conflicts}",
             f"conflicts_per_delivery={row.conflicts_per_delivery:.4f}",
             "replica_cores=" + ",".join(_opt(c, ".2f") for c in row.replica_cores),
+            f"cpu_ms_per_saga={_opt(row.cpu_ms_per_saga, '.2f')}",
             "throttled=" + ",".join(_opt(t, ".0%") for t in row.throttled),
             f"cancelled={row.cancelled}",
             f"machine_busy={_opt(row.machine_busy, '.2f')}",
@@ -513,7 +524,7 @@ async def run_replicas(
     store, drop_database = await fresh_database(args.store)
     transport = open_transport(url)
     cars: list[Sidecar] = []
-    tasks: list[asyncio.Future[None]] = []
+    tasks: list[asyncio.Task[None]] = []
     services: ChildServices | None = None
     ok = False
     try:
@@ -541,7 +552,7 @@ async def run_replicas(
             except AssertionError as err:
                 raise BenchError(f"a sidecar did not become ready: {err}") from None
             driver = Driver(transport, args.in_flight)
-            tasks = [asyncio.ensure_future(driver.hear()), asyncio.ensure_future(driver.feed())]
+            tasks = [asyncio.create_task(driver.hear()), asyncio.create_task(driver.feed())]
             await _race(_settle(http, cars, limit, driver, args.warmup), tasks)
             before = [await _scrape(http, c, i, limit) for i, c in enumerate(cars)]
             busy = machine_busy_s()
@@ -556,12 +567,11 @@ async def run_replicas(
         ok = True
         return row
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _end(tasks, transport)
         await asyncio.gather(_stop(cars), *([services.close()] if services else []))
         limit.release()
-        await transport.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(transport.close(), END_GRACE)
         await drop_database()
         if ok:
             shutil.rmtree(logs, ignore_errors=True)
@@ -569,7 +579,26 @@ async def run_replicas(
             print(f"# sidecar logs kept in {logs}", file=sys.stderr)
 
 
-async def _race(work: Awaitable[None], tasks: Sequence[asyncio.Future[None]]) -> None:
+async def _end(tasks: Sequence[asyncio.Task[None]], transport: Transport) -> None:
+    """Stop the driver's tasks. Cancelled, they end at once as a rule; one that does not
+    (seen once on NATS, the driver's consume stream not ending) is reported with its
+    stack, and its transport closed under it, as ``bench.stop_engine`` does for the
+    engine: a run must not hang at its end with its sidecars still up."""
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=END_GRACE)
+    if pending:
+        for task in pending:
+            print("# a driver task did not end when cancelled:", file=sys.stderr)
+            task.print_stack(file=sys.stderr)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(transport.close(), END_GRACE)
+        await asyncio.wait(pending, timeout=END_GRACE)
+
+
+async def _race(work: Awaitable[None], tasks: Sequence[asyncio.Task[None]]) -> None:
     """``work``, unless the driver's loop fails first (its error is raised)."""
     job = asyncio.ensure_future(work)
     done, _ = await asyncio.wait({job, *tasks}, return_when=asyncio.FIRST_COMPLETED)
@@ -734,7 +763,12 @@ def cli(argv: Sequence[str] | None = None) -> int:
     async def guarded() -> int:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+        def stop() -> None:
+            if not task.cancelling():  # a second SIGTERM must not cut the clean-up short
+                task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
         return await main(args)
 
     try:

@@ -29,6 +29,7 @@ LINE = re.compile(
     r" vs_1=(?P<vs>\d+\.\d\dx|-) p50_ms=(?P<p50>\d+) p99_ms=(?P<p99>\d+)"
     r" deliveries=(?P<deliveries>\d+) conflicts=(?P<conflicts>\d+)"
     r" conflicts_per_delivery=(?P<cpd>\d\.\d{4}) replica_cores=(?P<cores>[-\d.,]+)"
+    r" cpu_ms_per_saga=(?P<cpu>\d+\.\d\d|-)"
     r" throttled=(?P<throttled>[-\d%,]+) cancelled=(?P<cancelled>\d+)"
     r" machine_busy=(?P<busy>\d+\.\d\d|-) load=\d+\.\d\d"
 )
@@ -72,6 +73,7 @@ def test_the_line_a_run_prints() -> None:
     m = LINE.fullmatch(line)
     assert m, line
     assert m["vs"] == "0.50x" and m["cpd"] == "0.3333" and m["throttled"] == "10%,-"
+    assert m["cpu"] == "2.73"  # (0.2 + 0.21) cores over 150 sagas/s
     assert LINE.fullmatch(format_row(one, None))["vs"] == "-"  # type: ignore[index]
 
 
@@ -110,5 +112,6 @@ def test_a_tiny_run_on_nats() -> None:
     for m in rows:
         assert float(m["rate"]) > 0 and int(m["deliveries"]) > 0, m.string
         assert m["cancelled"] == "0" and m["throttled"].strip("-,") == "", m.string
+        assert float(m["cpu"]) > 0, m.string  # the replicas' CPU, read from /proc
     assert rows[0]["vs"] == "1.00x"
     assert time.monotonic() - started < BUDGET
