@@ -268,3 +268,39 @@ def test_the_counters_log_as_json_with_deviations_counted() -> None:
     line = orjson.loads(orjson.dumps(stats.summary()))
     assert line["deviations"] == {"checkout/repeated": 1}
     assert line["dead_letter_reasons"] == {"decode": 1}
+
+
+class AckFails(MemoryTransport):
+    """The first ``failures`` acks fail as a NATS flush does when the broker goes away
+    mid-ack; the deliveries stay unsettled, as they would on the broker."""
+
+    def __init__(self, broker: MemoryBroker, failures: int) -> None:
+        super().__init__(broker)
+        self.failures = failures
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise TransportError("nats: flush timeout (test outage)")
+        await super().ack(deliveries)
+
+
+async def test_an_ack_the_broker_does_not_confirm_stops_nothing() -> None:
+    """What a batch caused is committed before its ack: an ack that fails (the broker
+    cut mid-ack) is logged, the deliveries come back once it is back, and the inbox skips
+    them. It used to stop the engine, and the sidecar with it."""
+    broker = MemoryBroker(record=True)
+    transport = AckFails(broker, failures=1)
+    engine = await quick_engine(MemoryStore(), transport)
+    await engine.prepare()
+    client = MemoryTransport(broker)
+    await client.start()
+    await client.publish([event("job.started", "j-1")])
+    await engine.handle(transport.poll(engine.topology))  # must not raise
+    inst = await engine.instance("quick", "j-1")
+    assert inst is not None and inst.version == 1
+    await client.publish([event("job.started", "j-1")])  # as the broker delivers it again
+    await engine.handle(transport.poll(engine.topology))
+    inst = await engine.instance("quick", "j-1")
+    assert inst is not None and inst.version == 1
+    assert engine.stats.duplicates == 1 and engine.stats.dead_letters == 0

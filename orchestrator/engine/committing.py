@@ -175,7 +175,17 @@ class Committer:
         failed = batch.failed
         done = [d for d in batch.deliveries if id(d) not in failed] if failed else batch.deliveries
         if done:
-            await self.transport.ack(done)
+            try:
+                await self.transport.ack(done)
+            except TransportError as exc:
+                # What they caused is committed: the broker delivers them again once it
+                # is back, and the inbox makes each a duplicate. A broker cut mid-ack
+                # must not stop the engine (a NATS flush timing out did).
+                log.warning(
+                    "acknowledgement failed; the broker will redeliver (the inbox skips them)",
+                    deliveries=len(done),
+                    error=str(exc),
+                )
 
     async def dead_letter(
         self, d: Delivery, reason: str, kind: str, routed_to: tuple[str, str] | None = None
