@@ -8,11 +8,9 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends
 
-from orchestrator.language.contract import asyncapi
 from orchestrator.sidecar.admin.context import Admin
 from orchestrator.sidecar.admin.models import DefinitionOut, Error
 from orchestrator.sidecar.admin.views import definition_view
-from orchestrator.sidecar.channels import DEFAULT_BROKERS, server_for
 
 __all__ = ["definition_routes"]
 
@@ -29,6 +27,11 @@ def definition_routes(admin: Admin) -> APIRouter:
 
     @router.get("/asyncapi.json", summary="AsyncAPI 3.0 document of the loaded sagas")
     async def asyncapi_document(who: Annotated[str, reader]) -> dict[str, Any]:
+        # imported here: the channels read every broker's settings (aiokafka, nats,
+        # aio-pika: 0.1 s), which the sidecar's start should not wait for
+        from orchestrator.language.contract import asyncapi
+        from orchestrator.sidecar.channels import DEFAULT_BROKERS, server_for
+
         settings = admin.sidecar.settings
         memory = urlsplit(settings.broker).scheme == "memory"
         urls = DEFAULT_BROKERS if memory else (settings.broker,)
