@@ -17,11 +17,14 @@ below is dead-lettered, never half-applied.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pydantic import BaseModel, Field
 
-from orchestrator import Event, Retry, Send, Step, StepSaga
+from orchestrator import Event, Retry, SagaDefinition, Send, Step, StepSaga
 
 STEP_TIMEOUT = 30.0
+RETRY = Retry(attempts=2, backoff=1.0)
 
 
 class Item(BaseModel):
@@ -129,41 +132,65 @@ class OrderState(BaseModel):
     tracking_id: str | None = None
 
 
-order = StepSaga(
-    "order",
-    state=OrderState,
-    start=Event("order.placed", OrderPlaced),
-    correlate="order_id",  # when a message has no correlationid attribute
-    steps=[
-        Step(
-            "inventory",
-            send=Send("inventory.reserve", ReserveInventory),
-            success=Event("inventory.reserved", InventoryReserved),
-            failure=Event("inventory.rejected", InventoryRejected),
-            compensate=Send("inventory.release", ReleaseInventory),
-            compensated_by=Event("inventory.released", InventoryReleased),
-            timeout=STEP_TIMEOUT,
-            retry=Retry(attempts=2, backoff=1.0),
-        ),
-        Step(
-            "payment",
-            send=Send("payment.charge", ChargePayment),
-            success=Event("payment.charged", PaymentCharged),
-            failure=Event("payment.declined", PaymentDeclined),
-            compensate=Send("payment.refund", RefundPayment),
-            compensated_by=Event("payment.refunded", PaymentRefunded),
-            timeout=STEP_TIMEOUT,
-            retry=Retry(attempts=2, backoff=1.0),
-        ),
-        Step(
-            "shipping",
-            send=Send("shipping.schedule", ScheduleShipping),
-            success=Event("shipping.scheduled", ShippingScheduled),
-            failure=Event("shipping.failed", ShippingFailed),
-            timeout=STEP_TIMEOUT,
-            retry=Retry(attempts=2, backoff=1.0),
-        ),
-    ],
-    on_completed=Send("order.completed", OrderCompleted),
-    on_compensated=Send("order.cancelled", OrderCancelled),
-)
+def order_saga(
+    *,
+    timeout: float | Mapping[str, float] = STEP_TIMEOUT,
+    retry: Retry = RETRY,
+    park_for: float = 60.0,
+    slo: Mapping[str, float] | None = None,
+) -> SagaDefinition:
+    """The order saga (``order`` below), with other waits where a test or a demo cannot
+    wait 30 s a step: ``timeout`` for every step or by step name, the ``retry`` policy,
+    how long an early event is parked, and each step's ``slo``. The contract (names,
+    events, commands, payloads) is the same whatever the waits."""
+
+    def wait(step: str) -> float:
+        return timeout if isinstance(timeout, int | float) else timeout[step]
+
+    slos = slo or {}
+
+    return StepSaga(
+        "order",
+        state=OrderState,
+        start=Event("order.placed", OrderPlaced),
+        correlate="order_id",  # when a message has no correlationid attribute
+        park_for=park_for,
+        steps=[
+            Step(
+                "inventory",
+                send=Send("inventory.reserve", ReserveInventory),
+                success=Event("inventory.reserved", InventoryReserved),
+                failure=Event("inventory.rejected", InventoryRejected),
+                compensate=Send("inventory.release", ReleaseInventory),
+                compensated_by=Event("inventory.released", InventoryReleased),
+                timeout=wait("inventory"),
+                retry=retry,
+                slo=slos.get("inventory"),
+            ),
+            Step(
+                "payment",
+                send=Send("payment.charge", ChargePayment),
+                success=Event("payment.charged", PaymentCharged),
+                failure=Event("payment.declined", PaymentDeclined),
+                compensate=Send("payment.refund", RefundPayment),
+                compensated_by=Event("payment.refunded", PaymentRefunded),
+                timeout=wait("payment"),
+                retry=retry,
+                slo=slos.get("payment"),
+            ),
+            Step(
+                "shipping",
+                send=Send("shipping.schedule", ScheduleShipping),
+                success=Event("shipping.scheduled", ShippingScheduled),
+                failure=Event("shipping.failed", ShippingFailed),
+                timeout=wait("shipping"),
+                retry=retry,
+                slo=slos.get("shipping"),
+            ),
+        ],
+        on_completed=Send("order.completed", OrderCompleted),
+        on_compensated=Send("order.cancelled", OrderCancelled),
+    )
+
+
+order = order_saga()

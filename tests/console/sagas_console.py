@@ -23,27 +23,9 @@ Loaded by the sidecar by path (:data:`tests.console.rig.SAGAS`).
 
 from __future__ import annotations
 
-from orchestrator import Event, Retry, Send, Step, StepSaga
+from orchestrator import Retry
 from sagas.checkout import checkout
-from sagas.order import (
-    ChargePayment,
-    InventoryRejected,
-    InventoryReleased,
-    InventoryReserved,
-    OrderCancelled,
-    OrderCompleted,
-    OrderPlaced,
-    OrderState,
-    PaymentCharged,
-    PaymentDeclined,
-    PaymentRefunded,
-    RefundPayment,
-    ReleaseInventory,
-    ReserveInventory,
-    ScheduleShipping,
-    ShippingFailed,
-    ShippingScheduled,
-)
+from sagas.order import order_saga
 
 __all__ = [
     "QUICK_RETRY",
@@ -59,42 +41,8 @@ QUICK_RETRY = Retry(attempts=2, backoff=0.5)
 SHIPPING_TIMEOUT = 600.0
 STUCK_AFTER = 5.0
 
-order = StepSaga(
-    "order",
-    state=OrderState,
-    start=Event("order.placed", OrderPlaced),
-    correlate="order_id",
-    steps=[
-        Step(
-            "inventory",
-            send=Send("inventory.reserve", ReserveInventory),
-            success=Event("inventory.reserved", InventoryReserved),
-            failure=Event("inventory.rejected", InventoryRejected),
-            compensate=Send("inventory.release", ReleaseInventory),
-            compensated_by=Event("inventory.released", InventoryReleased),
-            timeout=QUICK_TIMEOUT,
-            retry=QUICK_RETRY,
-        ),
-        Step(
-            "payment",
-            send=Send("payment.charge", ChargePayment),
-            success=Event("payment.charged", PaymentCharged),
-            failure=Event("payment.declined", PaymentDeclined),
-            compensate=Send("payment.refund", RefundPayment),
-            compensated_by=Event("payment.refunded", PaymentRefunded),
-            timeout=QUICK_TIMEOUT,
-            retry=QUICK_RETRY,
-        ),
-        Step(
-            "shipping",
-            send=Send("shipping.schedule", ScheduleShipping),
-            success=Event("shipping.scheduled", ShippingScheduled),
-            failure=Event("shipping.failed", ShippingFailed),
-            timeout=SHIPPING_TIMEOUT,
-            retry=QUICK_RETRY,
-            slo=STUCK_AFTER,
-        ),
-    ],
-    on_completed=Send("order.completed", OrderCompleted),
-    on_compensated=Send("order.cancelled", OrderCancelled),
+order = order_saga(
+    timeout={"inventory": QUICK_TIMEOUT, "payment": QUICK_TIMEOUT, "shipping": SHIPPING_TIMEOUT},
+    retry=QUICK_RETRY,
+    slo={"shipping": STUCK_AFTER},
 )
