@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse
 from orchestrator.sidecar.admin.context import Admin, ApiError
 from orchestrator.sidecar.admin.deadletters import dead_letter_query, redrive
 from orchestrator.sidecar.admin.filters import BadFilter, instance_query
-from orchestrator.sidecar.admin.models import BulkJob, BulkRequest, Error
+from orchestrator.sidecar.admin.models import ERRORS, BulkJob, BulkRequest
 from orchestrator.sidecar.admin.views import iso
 from orchestrator.store.base import Cursor, InstanceQuery, InstanceRecord
 from schemas.errors import StoreError
@@ -45,10 +45,6 @@ DRY_RUN_CAP = 100_000
 KEPT_JOBS = 100
 
 Action = Literal["abort", "retry", "resume", "redrive"]
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Error} for code in (400, 401, 403, 404, 409, 503)
-}
 
 
 @dataclasses.dataclass
@@ -239,7 +235,7 @@ def _cursor(row: InstanceRecord) -> Cursor:
 
 
 def bulk_routes(admin: Admin, jobs: BulkJobs) -> APIRouter:
-    router = APIRouter(tags=["bulk actions"], responses=_ERRORS)
+    router = APIRouter(tags=["bulk actions"], responses=ERRORS)
     reader, writer = Depends(admin.reader), Depends(admin.writer)
 
     @router.post(

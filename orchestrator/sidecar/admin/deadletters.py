@@ -18,8 +18,8 @@ from adapters.base import HEADER_ORIGIN, HEADER_REASON, OutgoingMessage
 from orchestrator.sidecar.admin.context import Admin, ApiError
 from orchestrator.sidecar.admin.filters import BadFilter, parse_time
 from orchestrator.sidecar.admin.models import (
+    ERRORS,
     DeadLetterPage,
-    Error,
     RedriveResponse,
 )
 from orchestrator.sidecar.admin.views import dead_letter_view, iso
@@ -27,10 +27,6 @@ from orchestrator.store.base import DeadLetterQuery, DeadLetterRecord
 from schemas.errors import TransportError
 
 __all__ = ["dead_letter_routes", "redrive"]
-
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Error} for code in (400, 401, 403, 404, 409, 503)
-}
 
 
 async def redrive(admin: Admin, record: DeadLetterRecord, who: str) -> RedriveResponse:
@@ -68,7 +64,7 @@ async def redrive(admin: Admin, record: DeadLetterRecord, who: str) -> RedriveRe
 
 
 def dead_letter_routes(admin: Admin) -> APIRouter:
-    router = APIRouter(tags=["dead letters"], responses=_ERRORS)
+    router = APIRouter(tags=["dead letters"], responses=ERRORS)
     reader, writer = Depends(admin.reader), Depends(admin.writer)
 
     @router.get("/deadletters", response_model=DeadLetterPage, summary="List dead letters")

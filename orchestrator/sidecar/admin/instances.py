@@ -20,9 +20,9 @@ from orchestrator.sidecar.admin.filters import (
     is_stuck,
 )
 from orchestrator.sidecar.admin.models import (
+    ERRORS,
     ActionRequest,
     ActionResponse,
-    Error,
     InstanceDetail,
     InstancePage,
 )
@@ -39,13 +39,9 @@ from orchestrator.store.base import InstanceRecord
 
 __all__ = ["instance_routes"]
 
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": Error} for code in (400, 401, 403, 404, 409, 503)
-}
-
 
 def instance_routes(admin: Admin) -> APIRouter:
-    router = APIRouter(tags=["instances"], responses=_ERRORS)
+    router = APIRouter(tags=["instances"], responses=ERRORS)
     reader, writer = Depends(admin.reader), Depends(admin.writer)
 
     @router.get("/sagas", response_model=InstancePage, summary="List instances")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "ERRORS",
     "ActionRequest",
     "ActionResponse",
     "BulkJob",
@@ -34,6 +35,12 @@ class Error(BaseModel):
 
     error: str
     detail: list[dict[str, Any]] | None = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error} for code in (400, 401, 403, 404, 409, 503)
+}
+"""The error answers every admin router declares, for the OpenAPI document."""
 
 
 class InstanceSummary(BaseModel):
