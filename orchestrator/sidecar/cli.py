@@ -183,6 +183,16 @@ def run(
             "stuck_after", "SECONDS", "An instance this long in one state is stuck; off: never."
         ),
     ] = None,
+    cache_size: Annotated[
+        str | None,
+        _option(
+            "cache_size",
+            "N",
+            "Running instances kept in memory between their events. 0 with several"
+            " replicas on NATS or RabbitMQ: another replica may have moved any of them,"
+            " and a stale copy costs a version conflict.",
+        ),
+    ] = None,
     otel: Annotated[
         bool | None,
         typer.Option(
@@ -220,6 +230,7 @@ def run(
         "deadletter_retention": deadletter_retention,
         "stuck_after": stuck_after,
         "otel": otel,
+        "cache_size": cache_size,
     }
     with reporting(debug):
         settings = load_settings(flags, config)

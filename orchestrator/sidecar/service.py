@@ -153,6 +153,7 @@ class Sidecar:
                     content_mode=s.content_mode,
                     catch_up=s.catch_up,
                     deadletter_retention=s.deadletter_retention,
+                    cache_size=s.cache_size,
                 ),
             )
             self.phase = "declaring topology"

@@ -51,6 +51,7 @@ OPTIONS: tuple[str, ...] = (
     "deadletter_retention",
     "stuck_after",
     "otel",
+    "cache_size",
 )
 """The settings an operator gives: ``--NAME`` (dashes), ``SAGAWIRE_NAME``, or ``NAME =``
 in the TOML file. ``http`` sets :attr:`Settings.host` and :attr:`Settings.port`."""
@@ -103,6 +104,7 @@ class Settings(BaseSettings):
     deadletter_retention: float = Field(14 * 86400.0, gt=0)  # seconds dead letters are kept
     stuck_after: float | None = Field(3600.0, gt=0)  # seconds in one state; None ("off")
     otel: bool = False  # OpenTelemetry spans (needs the ``otel`` extra)
+    cache_size: int = Field(20_000, ge=0)  # running instances kept between events; 0: none
 
     # -- the process's own timings: keywords only -----------------------------------------
     http_grace: int = Field(5, ge=0)  # seconds requests in flight get at shutdown
