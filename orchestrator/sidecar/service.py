@@ -125,7 +125,7 @@ class Sidecar:
         if not self.sagas:
             self.load()
         s = self.settings
-        if getattr(s, "otel", False):  # a span per handled message (the otel extra)
+        if s.otel:  # a span per handled message (the otel extra)
             tracing.enable()
         self.phase = "opening store"
         self.store = open_store(s.store)

@@ -9,8 +9,11 @@ down, 404 for an unknown saga). Who is calling comes from :meth:`Admin.reader` a
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import orjson
 from starlette.requests import Request
+from starlette.responses import Response
 
 from orchestrator.engine import Engine
 from orchestrator.language.definition import SagaDefinition
@@ -20,7 +23,22 @@ from orchestrator.sidecar.api import SidecarView
 from orchestrator.store import Store
 from orchestrator.store.base import StuckRule
 
-__all__ = ["Admin", "ApiError"]
+__all__ = ["JSON", "Admin", "ApiError", "error"]
+
+
+class JSON(Response):
+    """Every answer's body, written by orjson (FastAPI's ``ORJSONResponse`` is
+    deprecated)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error(code: int, message: str, **extra: Any) -> Response:
+    """An error answer in the API's one shape."""
+    return JSON({"error": message, **extra}, status_code=code)
 
 
 class ApiError(Exception):
