@@ -88,7 +88,9 @@ class Engine:
             config,
         )  # fmt: skip
         self.consumer = Consumer(transport, self.topology, pipeline, config.max_batch)
-        self.operator = Operator(self.router, store, pipeline, working, lock, config)
+        self.operator = Operator(
+            self.router, store, pipeline, working, lock, config, self.relay, clock
+        )
         self.ready_reason = "not started"
         self._stop = False
 

@@ -18,15 +18,18 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
+from adapters.base import HEADER_ORIGIN, HEADER_REASON
 from orchestrator.engine.batch import Batch, Item
+from orchestrator.engine.clock import Clock
 from orchestrator.engine.config import EngineConfig
 from orchestrator.engine.correlate import Routed, Router
 from orchestrator.engine.model import Instance
 from orchestrator.engine.operate import ACTIONS, refusal
 from orchestrator.engine.persist import instance_from_record
 from orchestrator.engine.pipeline import Pipeline
+from orchestrator.engine.relay import Relay
 from orchestrator.engine.working import WorkingSet
-from orchestrator.store.base import Store
+from orchestrator.store.base import DeadLetterRecord, OutboxRecord, Store
 from schemas.envelope import Envelope
 
 __all__ = ["ActionResult", "Operator"]
@@ -52,6 +55,8 @@ class Operator:
         working: WorkingSet,
         lock: asyncio.Lock,
         config: EngineConfig,
+        relay: Relay,
+        clock: Clock,
     ) -> None:
         self.router = router
         self.store = store
@@ -59,6 +64,8 @@ class Operator:
         self.working = working
         self.lock = lock
         self.config = config
+        self.relay = relay
+        self.clock = clock
 
     async def instance(self, saga: str, correlation_id: str) -> Instance | None:
         records = await self.store.load([(saga, correlation_id)])
@@ -115,6 +122,31 @@ class Operator:
             f"the {action} of {saga!r} instance {correlation_id!r} did not take: another"
             " sidecar kept moving it; try again",
         )
+
+    async def redrive(self, record: DeadLetterRecord, by: str) -> bool:
+        """Send dead letter ``record``'s original bytes and headers to its original
+        destination again, once: who and when, the deletion of the inbox marks its first
+        handling left (so the copy is handled, not skipped as a duplicate) and the
+        copy's outbox row commit together, and the relay publishes it. The copy goes out
+        under a broker message id of its own: a de-duplicating broker (JetStream) took
+        the first. False if it already was redriven."""
+        headers = tuple(
+            (k, v) for k, v in record.headers if k not in (HEADER_REASON, HEADER_ORIGIN)
+        )
+        copy = OutboxRecord(
+            id=f"{record.message_id or 'dead-letter'}:redrive:{record.id}",
+            destination=record.destination,
+            key=record.key,
+            body=record.body,
+            headers=headers,
+            created_at=self.clock.now(),
+        )
+        sagas = self.router.sagas.values()
+        marks = [(s.name, record.message_id) for s in sagas if record.type in s.events]
+        if not await self.store.mark_redriven(record.id, copy.created_at, by, marks, copy):
+            return False
+        self.relay.needed()
+        return True
 
     async def _failed_in(self, inst: Instance) -> str:
         """The state a ``compensation_failed`` state machine was compensating in: the

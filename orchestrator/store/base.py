@@ -416,16 +416,19 @@ class Store(Protocol):
         ...
 
     async def mark_redriven(
-        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+        self,
+        id: int,
+        at: float,
+        by: str,
+        inbox: Sequence[tuple[str, str]],
+        copy: OutboxRecord,
     ) -> bool:
-        """Record that dead letter ``id`` is being redriven, once: False if it already
-        was (or is unknown). In the same transaction, delete the ``inbox`` marks
-        ``(saga, message_id)`` its first handling left, so the redriven copy is handled
-        rather than skipped as a duplicate."""
+        """Redrive dead letter ``id``, once: in one transaction, record who and when,
+        delete the ``inbox`` marks ``(saga, message_id)`` its first handling left (so
+        the copy is handled, not skipped as a duplicate), and put ``copy`` in the outbox
+        for the relay to publish. False, and nothing written, if it already was
+        redriven (or is unknown)."""
         ...
-
-    async def clear_redriven(self, id: int) -> None:
-        """Take back :meth:`mark_redriven` (the publish of the copy failed)."""
 
     async def prune_dead_letters(self, before: float) -> int:
         """Delete dead letters kept before ``before`` (the retention); how many went."""

@@ -50,6 +50,7 @@ class MemoryStore:
         self._timer_heap: list[tuple[float, tuple[str, str, str]]] = []
         self._parked: dict[tuple[str, str], ParkedRecord] = {}
         self._dead: dict[int, DeadLetterRecord] = {}
+        self._dead_ids = 0  # never reused, as SQLite's AUTOINCREMENT and an identity
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -273,8 +274,8 @@ class MemoryStore:
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         self._check()
         for d in records:
-            n = max(self._dead, default=0) + 1
-            self._dead[n] = dataclasses.replace(d, id=n)
+            self._dead_ids += 1
+            self._dead[self._dead_ids] = dataclasses.replace(d, id=self._dead_ids)
 
     async def dead_letters(self, query: DeadLetterQuery) -> list[DeadLetterRecord]:
         self._check()
@@ -286,7 +287,12 @@ class MemoryStore:
         return self._dead.get(id)
 
     async def mark_redriven(
-        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+        self,
+        id: int,
+        at: float,
+        by: str,
+        inbox: Sequence[tuple[str, str]],
+        copy: OutboxRecord,
     ) -> bool:
         self._check()
         d = self._dead.get(id)
@@ -295,13 +301,8 @@ class MemoryStore:
         self._dead[id] = dataclasses.replace(d, redriven_at=at, redriven_by=by)
         for mark in inbox:
             self._inbox.pop(mark, None)
+        self._outbox.setdefault(copy.id, copy)
         return True
-
-    async def clear_redriven(self, id: int) -> None:
-        self._check()
-        d = self._dead.get(id)
-        if d is not None:
-            self._dead[id] = dataclasses.replace(d, redriven_at=None, redriven_by="")
 
     async def prune_dead_letters(self, before: float) -> int:
         self._check()

@@ -340,7 +340,12 @@ class PostgresStore:
         return a.dead_letter_from_row(rows[0]) if rows else None
 
     async def mark_redriven(
-        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+        self,
+        id: int,
+        at: float,
+        by: str,
+        inbox: Sequence[tuple[str, str]],
+        copy: OutboxRecord,
     ) -> bool:
         with self._errors("mark_redriven"):
             async with self._conn() as conn, conn.transaction():
@@ -360,14 +365,12 @@ class PostgresStore:
                         [m[0] for m in inbox],
                         [m[1] for m in inbox],
                     )
-                return True
-
-    async def clear_redriven(self, id: int) -> None:
-        with self._errors("clear_redriven"):
-            async with self._conn() as conn:
                 await conn.execute(
-                    "UPDATE deadletters SET redriven_at = NULL, redriven_by = '' WHERE id = $1", id
+                    f"INSERT INTO outbox ({s.OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    *s.outbox_params(copy),
                 )
+                return True
 
     async def prune_dead_letters(self, before: float) -> int:
         with self._errors("prune_dead_letters"):

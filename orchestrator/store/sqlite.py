@@ -403,7 +403,12 @@ class SqliteStore:
         return a.dead_letter_from_row(rows[0]) if rows else None
 
     async def mark_redriven(
-        self, id: int, at: float, by: str, inbox: Sequence[tuple[str, str]]
+        self,
+        id: int,
+        at: float,
+        by: str,
+        inbox: Sequence[tuple[str, str]],
+        copy: OutboxRecord,
     ) -> bool:
         marks = list(inbox)
 
@@ -416,22 +421,16 @@ class SqliteStore:
             ).rowcount
             if took:
                 conn.executemany("DELETE FROM inbox WHERE saga = ? AND message_id = ?", marks)
+                conn.execute(
+                    f"INSERT OR IGNORE INTO outbox ({s.OUTBOX_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    s.outbox_params(copy),
+                )
             conn.execute("COMMIT")
             return bool(took)
 
         done = await self._call(run)
         self._wrote()
         return done
-
-    async def clear_redriven(self, id: int) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            sql = "UPDATE deadletters SET redriven_at = NULL, redriven_by = '' WHERE id = ?"
-            conn.execute(sql, (id,))
-            conn.execute("COMMIT")
-
-        await self._call(run)
-        self._wrote()
 
     async def prune_dead_letters(self, before: float) -> int:
         def run(conn: sqlite3.Connection) -> int:

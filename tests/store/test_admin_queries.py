@@ -190,11 +190,14 @@ class AdminQueries:
         first = listed[2]
         await store.commit([UnitOfWork(inbox=("order", "d1"))])
         assert await store.seen([("order", "d1")]) == {("order", "d1")}
-        assert await store.mark_redriven(first.id, 5.0, "ops", [("order", "d1")])
+        copy = out("d1:redrive", body=first.body)
+        assert await store.mark_redriven(first.id, 5.0, "ops", [("order", "d1")], copy)
         assert await store.seen([("order", "d1")]) == set()  # the copy will be handled
-        assert not await store.mark_redriven(first.id, 6.0, "ops", [])  # once
-        await store.clear_redriven(first.id)  # its publish failed: it may be tried again
-        assert await store.mark_redriven(first.id, 5.0, "ops", [])
+        assert [o.id for o in await store.pending_outbox()] == ["d1:redrive"]  # same commit
+        assert (await store.pending_outbox())[0].body == first.body
+        other = out("d1:redrive-again")
+        assert not await store.mark_redriven(first.id, 6.0, "ops", [], other)  # once
+        assert [o.id for o in await store.pending_outbox()] == ["d1:redrive"]  # no 2nd copy
         again = await store.dead_letter(first.id)
         assert again is not None
         assert (again.redriven_at, again.redriven_by) == (5.0, "ops")
@@ -202,7 +205,7 @@ class AdminQueries:
             "d1"
         ]
         assert await store.dead_letter(10_000) is None
-        assert not await store.mark_redriven(10_000, 1.0, "ops", [])
+        assert not await store.mark_redriven(10_000, 1.0, "ops", [], other)
         assert await store.prune_dead_letters(2.5) == 2
         assert [d.message_id for d in await store.dead_letters(DeadLetterQuery())] == ["d3"]
 

@@ -9,12 +9,10 @@ handled, not skipped as a duplicate). If the broker does not take the copy, the 
 is taken back and the answer is 503: try again.
 """
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from adapters.base import HEADER_ORIGIN, HEADER_REASON, OutgoingMessage
 from orchestrator.sidecar.admin.context import Admin, ApiError
 from orchestrator.sidecar.admin.filters import BadFilter, parse_time
 from orchestrator.sidecar.admin.models import (
@@ -24,40 +22,23 @@ from orchestrator.sidecar.admin.models import (
 )
 from orchestrator.sidecar.admin.views import dead_letter_view, iso
 from orchestrator.store.base import DeadLetterQuery, DeadLetterRecord
-from schemas.errors import TransportError
 
 __all__ = ["dead_letter_routes", "redrive"]
 
 
 async def redrive(admin: Admin, record: DeadLetterRecord, who: str) -> RedriveResponse:
-    """Publish ``record``'s original bytes to its original destination, once."""
-    store = admin.store()
-    transport = admin.sidecar.engine.transport if admin.sidecar.engine else None
-    if transport is None:
-        raise ApiError(503, f"not ready ({admin.sidecar.phase})")
+    """Re-publish ``record``'s original bytes to its original destination, once: the
+    record's mark and the copy's outbox row commit together, and the relay publishes
+    it (a crash between the two cannot leave a redrive recorded and never sent)."""
     if record.redriven_at is not None:
         raise ApiError(
             409,
             f"dead letter {record.id} was redriven at {iso(record.redriven_at).isoformat()}"
             f" by {record.redriven_by}",
         )
-    marks = [(s.name, record.message_id) for s in admin.sidecar.sagas if record.type in s.events]
-    if not await store.mark_redriven(record.id, time.time(), who, marks):
+    engine = admin.engine()
+    if not await engine.operator.redrive(record, who):
         raise ApiError(409, f"dead letter {record.id} was redriven meanwhile")
-    headers = {k: v for k, v in record.headers if k not in (HEADER_REASON, HEADER_ORIGIN)}
-    broker_id = f"{record.message_id or 'dead-letter'}:redrive:{record.id}"
-    message = OutgoingMessage(
-        destination=record.destination,
-        body=record.body,
-        message_id=broker_id,  # new to a de-duplicating broker: the first copy went
-        key=record.key,
-        headers=headers,
-    )
-    try:
-        await transport.publish([message])
-    except TransportError as exc:  # PublishRefused included: the record is taken back
-        await store.clear_redriven(record.id)
-        raise ApiError(503, f"the broker did not take the copy: {exc}") from None
     return RedriveResponse(
         id=record.id, destination=record.destination, message_id=record.message_id, redriven_by=who
     )
