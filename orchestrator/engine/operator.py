@@ -15,7 +15,6 @@ API's 409), or no such instance.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from dataclasses import dataclass
 
 from adapters.base import HEADER_ORIGIN, HEADER_REASON
@@ -97,7 +96,9 @@ class Operator:
             env = Envelope.new(
                 ACTIONS[action],
                 data,
-                id=f"{action}:{uuid.uuid4()}",
+                # one action on one version: a client that retries after a store error
+                # (the commit may have happened) meets the inbox, not a second action
+                id=f"{action}:{saga}:{correlation_id}:{inst.version}",
                 source="sagawire/admin",
                 correlationid=correlation_id,
             )
