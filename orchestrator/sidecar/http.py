@@ -40,6 +40,7 @@ from orchestrator.sidecar.admin.instances import instance_routes
 from orchestrator.sidecar.admin.overview import overview_routes
 from orchestrator.sidecar.api import NotAccepting, SidecarView
 from orchestrator.sidecar.console import mount_console
+from orchestrator.sidecar.logs import redact_text
 from orchestrator.sidecar.metrics import Metrics
 from schemas.errors import MessageError, PayloadError, TransportError
 
@@ -130,7 +131,7 @@ def build_app(sidecar: SidecarView) -> FastAPI:
             return error(503, str(exc))
         except TransportError as exc:
             log.warning("publish of an HTTP event failed", error=str(exc))
-            return error(503, f"broker unavailable: {exc}")
+            return error(503, f"broker unavailable: {redact_text(str(exc))}")
         return JSON({"id": event_id}, status_code=202)
 
     @app.get("/metrics", tags=["process"], summary="Prometheus metrics")

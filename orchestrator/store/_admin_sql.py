@@ -124,9 +124,10 @@ def dead_letters_sql(query: DeadLetterQuery, dialect: Dialect) -> tuple[str, lis
     for column, value in (("type", query.type), ("saga", query.saga), ("kind", query.kind)):
         if value is not None:
             where.append(f"{column} = {a(value)}")
-    if query.reason is not None:
-        pattern = "%" + query.reason.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        where.append(f"reason LIKE {a(pattern + '%')} ESCAPE '\\'")
+    if query.reason is not None:  # a part of the text, case and all, on every store
+        where.append(
+            f"{'instr' if dialect == 'sqlite' else 'strpos'}(reason, {a(query.reason)}) > 0"
+        )
     if query.since is not None:
         where.append(f"at >= {a(query.since)}")
     if query.redriven is True:

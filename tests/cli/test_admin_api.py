@@ -413,3 +413,18 @@ async def test_asyncapi_document_of_the_loaded_sagas(client: httpx.AsyncClient) 
     assert doc["asyncapi"] == "3.0.0"
     assert any("order.placed" in name for name in doc["channels"])
 
+
+async def test_a_read_token_alone_leaves_no_action_open(tmp_path: Path) -> None:
+    car = await _open(tmp_path, read_token="r-secret")
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=build_app(car)), base_url="http://s"
+        ) as c:
+            assert (await c.get("/sagas", headers=READ)).status_code == 200
+            assert (await c.get("/sagas")).status_code == 401
+            for headers in ({}, READ):
+                r = await c.post("/bulk/abort", json={}, headers=headers)
+                assert r.status_code == 403, r.text
+                assert "SAGAWIRE_ADMIN_TOKEN" in r.json()["error"]
+    finally:
+        await car.close()

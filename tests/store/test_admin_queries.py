@@ -179,6 +179,7 @@ class AdminQueries:
             d.message_id for d in await store.dead_letters(DeadLetterQuery(reason="100% in d1"))
         ] == ["d1"]
         assert await store.dead_letters(DeadLetterQuery(reason="100_ in")) == []  # no wildcards
+        assert await store.dead_letters(DeadLetterQuery(reason="BAD data")) == []  # case counts
         assert [d.message_id for d in await store.dead_letters(DeadLetterQuery(since=2.0))] == [
             "d3",
             "d2",

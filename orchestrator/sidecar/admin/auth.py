@@ -63,10 +63,10 @@ class Tokens:
     def who(self, request: Request, *, write: bool) -> str:
         """The name of the token the request carries, allowed for a ``write`` or a read;
         raises :class:`Denied` otherwise. Open routes answer ``"anonymous"``."""
-        if write and not self.admin:
+        if self.reads_open:  # no token at all: the API is open (and bound to 127.0.0.1)
             return "anonymous"
-        if not write and self.reads_open:
-            return "anonymous"
+        if write and not self.admin:  # a read token alone must not leave writes open
+            raise Denied(403, "only a read token is configured: set SAGAWIRE_ADMIN_TOKEN to act")
         header = request.headers.get("authorization", "")
         scheme, _, presented = header.partition(" ")
         if scheme.lower() != "bearer" or not presented.strip():

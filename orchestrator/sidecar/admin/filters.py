@@ -141,7 +141,3 @@ def instance_query(
         after=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
-
-
-def now_utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)

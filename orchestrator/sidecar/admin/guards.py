@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.sidecar.admin.context import JSON, ApiError, error
+from orchestrator.sidecar.logs import redact_text
 from schemas.codec import describe_validation_error
 from schemas.errors import StoreError
 
@@ -46,7 +47,7 @@ def handle_errors(app: FastAPI) -> None:
         return JSON({"error": f"bad request: {where}", "detail": errors}, status_code=422)
 
     async def store_down(_: Request, exc: Exception) -> Response:
-        return JSON({"error": f"store unavailable: {exc}"}, status_code=503)
+        return JSON({"error": f"store unavailable: {redact_text(str(exc))}"}, status_code=503)
 
     async def unloadable(request: Request, exc: Exception) -> Response:
         """409: the instance exists, but its stored state does not load as the saga's

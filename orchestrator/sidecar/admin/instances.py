@@ -98,7 +98,8 @@ def instance_routes(admin: Admin) -> APIRouter:
         if engine is None:
             raise ApiError(503, f"not ready ({admin.sidecar.phase})")
         inst = await engine.operator.instance(saga, correlation_id)  # ValidationError: 409
-        assert inst is not None
+        if inst is None:  # gone since it was read (pruned, or another replica's test data)
+            raise ApiError(404, f"no instance {correlation_id!r} of saga {saga!r}")
         history = await store.history((saga, correlation_id))
         sent = [c.partition(":")[2] for h in history for c in h.commands]
         marked_later = set(engine.working.published)  # sent, removed at the next commit
