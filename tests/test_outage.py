@@ -304,3 +304,29 @@ async def test_an_ack_the_broker_does_not_confirm_stops_nothing() -> None:
     inst = await engine.instance("quick", "j-1")
     assert inst is not None and inst.version == 1
     assert engine.stats.duplicates == 1 and engine.stats.dead_letters == 0
+
+
+async def test_a_batchs_dead_letters_are_kept_in_one_store_call() -> None:
+    """A flood of bad messages costs one store transaction per batch, not one per
+    message (each is still published to the dead-letter destination)."""
+
+    class Counting(MemoryStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls: list[int] = []
+
+        async def keep_dead_letters(self, records: Sequence[Any]) -> None:
+            self.calls.append(len(records))
+            await super().keep_dead_letters(records)
+
+    broker = MemoryBroker(record=True)
+    transport = MemoryTransport(broker)
+    store = Counting()
+    engine = await quick_engine(store, transport)
+    await engine.prepare()
+    client = MemoryTransport(broker)
+    await client.start()
+    await client.publish([OutgoingMessage("job.started", b"\xff", f"m-{i}") for i in range(4)])
+    await engine.handle(transport.poll(engine.topology))
+    assert store.calls == [4]
+    assert len(broker.published(DEADLETTER)) == 4

@@ -17,7 +17,7 @@ from time import perf_counter
 import structlog
 
 from adapters.base import HEADER_MESSAGE_ID, Delivery, OutgoingMessage, Transport
-from orchestrator.engine.batch import Batch
+from orchestrator.engine.batch import Batch, DeadLetter
 from orchestrator.engine.config import EngineConfig, Observer, Stats
 from orchestrator.engine.deadletters import DeadLetterKeeper
 from orchestrator.engine.outage import StoreHealth, backoff
@@ -167,10 +167,13 @@ class Committer:
         """Dead-letter what can never be handled, then acknowledge every delivery that
         was settled. A dead letter the broker cannot take now is tried again (held, with
         a growing pause) until it can: acknowledging it first would lose the message."""
-        for d, reason, kind in batch.dead:
-            if id(d) in batch.failed:  # to be decided again: dead-lettered then, if still so
-                continue
-            if not await self.dead_letter(d, reason, kind, batch.routed_to.get(id(d))):
+        # what is to be decided again is dead-lettered then, if still so
+        letters = [dead for dead in batch.dead if id(dead[0]) not in batch.failed]
+        if letters and not await self._keep(letters, batch.routed_to):
+            letters = []  # stopping before the store took them: left unsettled
+            batch.failed.update(id(d) for d, _, _ in batch.dead)
+        for d, reason, kind in letters:
+            if not await self.dead_letter(d, reason, kind, kept=True):
                 batch.failed.add(id(d))  # stopping: left unsettled, the broker redelivers
         failed = batch.failed
         done = [d for d in batch.deliveries if id(d) not in failed] if failed else batch.deliveries
@@ -187,19 +190,43 @@ class Committer:
                     error=str(exc),
                 )
 
-    async def dead_letter(
-        self, d: Delivery, reason: str, kind: str, routed_to: tuple[str, str] | None = None
-    ) -> bool:
-        """Publish one dead letter, retrying while the broker is unavailable; False if the
-        engine stops first. ``routed_to``: the instance that refused it, if one did."""
+    async def _keep(self, letters: list[DeadLetter], routed_to: dict[int, tuple[str, str]]) -> bool:
+        """Keep a batch's dead letters in the store, in one transaction, retrying while
+        the store is down; False if the engine stops first."""
+        if self.keeper is None:
+            return True
         pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
-        kept = self.keeper is None
         while True:
             try:
-                if not kept:  # first, so that a crash after the publish loses no record
-                    assert self.keeper is not None
-                    await self.keeper.keep(d, reason, kind, routed_to)
-                    kept = True
+                await self.keeper.keep(
+                    [(d, reason, kind, routed_to.get(id(d))) for d, reason, kind in letters]
+                )
+            except StoreError as exc:
+                log.warning("keeping dead letters failed; trying again", error=str(exc))
+                if await self.health.pause(next(pauses)):
+                    return False
+                continue
+            return True
+
+    async def dead_letter(
+        self,
+        d: Delivery,
+        reason: str,
+        kind: str,
+        routed_to: tuple[str, str] | None = None,
+        *,
+        kept: bool = False,
+    ) -> bool:
+        """Keep one dead letter in the store (unless ``kept`` already), then publish it,
+        retrying while the store or the broker is unavailable; False if the engine stops
+        first. ``routed_to``: the instance that refused it, if one did."""
+        if not kept and not await self._keep(
+            [(d, reason, kind)], {id(d): routed_to} if routed_to else {}
+        ):
+            return False
+        pauses = backoff(self.config.retry_backoff_first, self.config.retry_backoff_max)
+        while True:
+            try:  # kept first, so that a crash after the publish loses no record
                 await self.transport.dead_letter(d, reason)
             except PublishRefused as exc:  # the broker will never take it: say so, loudly
                 log.error(  # noqa: TRY400 - the refusal is the news, not a traceback
@@ -211,7 +238,7 @@ class Committer:
                 )
                 self.stats.dead_lettered("refused")
                 return True
-            except (TransportError, StoreError) as exc:
+            except TransportError as exc:
                 log.warning("dead-letter failed; trying again", error=str(exc))
                 if await self.health.pause(next(pauses)):
                     return False

@@ -10,7 +10,7 @@ can be: a message dead-lettered because it does not decode keeps empty ones.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import orjson
 
@@ -95,8 +95,11 @@ class DeadLetterKeeper:
         self.clock = clock
 
     async def keep(
-        self, d: Delivery, reason: str, kind: str, routed_to: tuple[str, str] | None = None
+        self, letters: Sequence[tuple[Delivery, str, str, tuple[str, str] | None]]
     ) -> None:
-        """Raises the store's error (the committer retries while the store is down)."""
-        record = dead_letter_record(d, reason, kind, self.clock.now(), self.sagas, routed_to)
-        await self.store.keep_dead_letters([record])
+        """Keep ``(delivery, reason, kind, routed_to)`` dead letters in one store call.
+        Raises the store's error (the committer retries while the store is down)."""
+        now = self.clock.now()
+        await self.store.keep_dead_letters(
+            [dead_letter_record(d, r, k, now, self.sagas, to) for d, r, k, to in letters]
+        )
