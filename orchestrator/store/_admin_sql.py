@@ -24,12 +24,14 @@ from orchestrator.store.base import DeadLetterQuery, DeadLetterRecord, InstanceQ
 
 __all__ = [
     "DEADLETTER_COLUMNS",
+    "DEVIATION_WINDOW",
     "INSERT_COLUMNS",
     "Dialect",
     "dead_letter_from_row",
     "dead_letter_params",
     "dead_letters_sql",
     "find_sql",
+    "recent_deviations_sql",
 ]
 
 Dialect = Literal["sqlite", "postgres"]
@@ -115,6 +117,25 @@ def _stuck(rule: StuckRule, a: _Args) -> str:
         others = f"NOT ({' OR '.join(listed)})" if listed else "1 = 1"
         arms.append(f"({others} AND updated_at < {a(rule.default)})")
     return f"updated_at < {a(max(cutoffs))} AND (" + " OR ".join(arms) + ")"
+
+
+DEVIATION_WINDOW = 100_000
+"""How far back ``recent_deviations`` looks, in history rows: the latest entries are
+read backwards by id until enough deviations are found, and where deviations are rare
+that would be the whole history at every look (the console polls the overview)."""
+
+
+def recent_deviations_sql(limit: int, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The latest history entries that record a deviation, among the last
+    :data:`DEVIATION_WINDOW` entries, newest first."""
+    a = _Args(dialect)
+    window = a(DEVIATION_WINDOW)
+    sql = (
+        f"SELECT {s.HISTORY_COLUMNS} FROM history"
+        f" WHERE id > (SELECT coalesce(max(id), 0) FROM history) - {window}"
+        f" AND note LIKE 'deviation %' ORDER BY id DESC LIMIT {a(limit)}"
+    )
+    return sql, a.values
 
 
 def dead_letters_sql(query: DeadLetterQuery, dialect: Dialect) -> tuple[str, list[Any]]:

@@ -401,7 +401,8 @@ class Store(Protocol):
         ...
 
     async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
-        """The latest history entries that record a deviation, newest first."""
+        """The latest history entries that record a deviation, newest first, among the
+        last 100,000 history entries (``_admin_sql.DEVIATION_WINDOW``)."""
         ...
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:

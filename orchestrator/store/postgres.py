@@ -315,11 +315,8 @@ class PostgresStore:
         return [s.outbox_from_row(r) for r in await self._fetch("outbox_rows", sql, list(ids))]
 
     async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
-        sql = (
-            f"SELECT {s.HISTORY_COLUMNS} FROM history WHERE note LIKE 'deviation %'"
-            " ORDER BY id DESC LIMIT $1"
-        )
-        return [s.history_from_row(r) for r in await self._fetch("recent_deviations", sql, limit)]
+        sql, args = a.recent_deviations_sql(limit, "postgres")
+        return [s.history_from_row(r) for r in await self._fetch("recent_deviations", sql, *args)]
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
         if not records:

@@ -370,11 +370,8 @@ class SqliteStore:
         return await self._call(run) if ids else []
 
     async def recent_deviations(self, limit: int = 20) -> list[HistoryRecord]:
-        sql = (
-            f"SELECT {s.HISTORY_COLUMNS} FROM history WHERE note LIKE 'deviation %'"
-            " ORDER BY id DESC LIMIT ?"
-        )
-        rows = await self._call(lambda c: c.execute(sql, (limit,)).fetchall())
+        sql, args = a.recent_deviations_sql(limit, "sqlite")
+        rows = await self._call(lambda c: c.execute(sql, args).fetchall())
         return [s.history_from_row(row) for row in rows]
 
     async def keep_dead_letters(self, records: Sequence[DeadLetterRecord]) -> None:
