@@ -3,13 +3,13 @@
 An instance is *stuck* when it has been running in one state past that state's SLO (a
 step's or state's ``slo=``), or past ``stuck_after`` in a state with none. The listing
 (``GET /sagas?stuck=true``) and the gauge (``sagawire_stuck_instances``) read the same
-rule (:func:`orchestrator.sidecar.admin.filters.stuck_rule`); this watcher looks every
+rule, :func:`stuck_rule` (here, beside the watcher); this watcher looks every
 ``interval`` seconds and logs each instance the first time it is seen stuck, so an
 alert on the log fires once per instance, not once per look. It forgets an instance
 once it is no longer stuck (it moved, or finished).
 
 A look reads at most :data:`LIMIT` stuck instances (newest first): past that many, the
-gauge is the number to watch, and the log says how many it left unread.
+gauge is the number to watch, and the log says that a look did not read them all.
 """
 
 from __future__ import annotations
@@ -17,19 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 
 import structlog
 
-from orchestrator.sidecar.admin.filters import stuck_rule
+from orchestrator.language.definition import SagaDefinition
 from orchestrator.sidecar.api import SidecarView
-from orchestrator.store.base import InstanceKey, InstanceQuery
+from orchestrator.store.base import InstanceKey, InstanceQuery, StuckRule
 from schemas.errors import StoreError
 
-__all__ = ["StuckWatcher"]
+__all__ = ["StuckWatcher", "stuck_rule"]
 
 log = structlog.get_logger("sagawire.stuck")
 
 LIMIT = 1000
+
+
+def stuck_rule(sagas: Sequence[SagaDefinition], now: float, default: float | None) -> StuckRule:
+    """Running instances are stuck past their state's SLO (``slo=`` on a step or a
+    state), or past ``default`` seconds in any other state (None: only declared ones)."""
+    cutoffs = tuple(
+        (saga.name, state, now - seconds)
+        for saga in sagas
+        for state, seconds in sorted(saga.slo.items())
+    )
+    return StuckRule(cutoffs, None if default is None else now - default)
 
 
 class StuckWatcher:

@@ -10,9 +10,8 @@ import httpx
 from structlog.testing import capture_logs
 
 from orchestrator import Event, Retry, Send, Step, StepSaga
-from orchestrator.sidecar.admin.filters import stuck_rule
 from orchestrator.sidecar.http import build_app
-from orchestrator.sidecar.stuck import StuckWatcher
+from orchestrator.sidecar.stuck import StuckWatcher, stuck_rule
 from sagas.order import (
     InventoryRejected,
     InventoryReserved,

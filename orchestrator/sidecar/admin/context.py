@@ -18,8 +18,8 @@ from starlette.responses import Response
 from orchestrator.engine import Engine
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.sidecar.admin.auth import Denied, Tokens
-from orchestrator.sidecar.admin.filters import stuck_rule
 from orchestrator.sidecar.api import SidecarView
+from orchestrator.sidecar.stuck import stuck_rule
 from orchestrator.store import Store
 from orchestrator.store.base import StuckRule
 

@@ -28,7 +28,6 @@ __all__ = [
     "instance_query",
     "is_stuck",
     "parse_time",
-    "stuck_rule",
 ]
 
 STATUSES = tuple(s.value for s in Status)
@@ -86,17 +85,6 @@ def decode_cursor(text: str) -> Cursor:
         case [int() | float() as at, str() as saga, str() as cid] if not isinstance(at, bool):
             return (float(at), saga, cid)
     raise bad
-
-
-def stuck_rule(sagas: Sequence[SagaDefinition], now: float, default: float | None) -> StuckRule:
-    """Running instances are stuck past their state's SLO (``slo=`` on a step or a
-    state), or past ``default`` seconds in any other state (None: only declared ones)."""
-    cutoffs = tuple(
-        (saga.name, state, now - seconds)
-        for saga in sagas
-        for state, seconds in sorted(saga.slo.items())
-    )
-    return StuckRule(cutoffs, None if default is None else now - default)
 
 
 def is_stuck(rule: StuckRule, row: InstanceRecord) -> bool:
