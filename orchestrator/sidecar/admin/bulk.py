@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import structlog
@@ -30,7 +31,7 @@ from orchestrator.sidecar.admin.deadletters import dead_letter_query, redrive
 from orchestrator.sidecar.admin.filters import BadFilter, instance_query
 from orchestrator.sidecar.admin.models import ERRORS, BulkJob, BulkRequest
 from orchestrator.sidecar.admin.views import iso
-from orchestrator.store.base import Cursor, InstanceQuery, InstanceRecord
+from orchestrator.store.base import Cursor, DeadLetterRecord, InstanceQuery, InstanceRecord
 from schemas.errors import StoreError
 
 __all__ = ["BulkJobs", "bulk_routes"]
@@ -99,30 +100,43 @@ class BulkJobs:
         except BadFilter as exc:
             raise ApiError(400, str(exc)) from None
 
+    async def _instance_pages(
+        self, request: BulkRequest, size: int
+    ) -> AsyncIterator[list[InstanceRecord]]:
+        """The instances the filters match, a page at a time, newest first."""
+        query = self.query(request, size)
+        while True:
+            page = await self.admin.store().find(query)
+            yield page
+            if len(page) < size:
+                return
+            query = dataclasses.replace(query, after=_cursor(page[-1]))
+
+    async def _dead_pages(
+        self, request: BulkRequest, size: int
+    ) -> AsyncIterator[list[DeadLetterRecord]]:
+        """The dead letters the filters match, not yet redriven, a page at a time."""
+        query = self._dead_query(request, size)
+        while True:
+            page = await self.admin.store().dead_letters(query)
+            yield page
+            if len(page) < size:
+                return
+            query = dataclasses.replace(query, before_id=page[-1].id)
+
     async def count(self, action: str, request: BulkRequest) -> int:
         """What the filters match now (up to :data:`DRY_RUN_CAP`, and ``limit``)."""
         cap = min(DRY_RUN_CAP, request.limit or DRY_RUN_CAP)
-        store = self.admin.store()
+        pages = (
+            self._dead_pages(request, 1000)
+            if action == "redrive"
+            else self._instance_pages(request, 1000)
+        )
         n = 0
-        if action == "redrive":
-            dq = self._dead_query(request, 1000)
-            while n < cap:
-                rows = await store.dead_letters(dq)
-                n += len(rows)
-                if len(rows) < dq.limit:
-                    break
-                dq = dataclasses.replace(dq, before_id=rows[-1].id)
-            return min(n, cap)
-        query = self.query(request, 1000)
-        while n < cap:
-            page = await store.find(query)
+        async for page in pages:
             n += len(page)
-            if len(page) < query.limit:
+            if n >= cap:
                 break
-            last = page[-1]
-            query = dataclasses.replace(
-                query, after=(last.updated_at, last.saga, last.correlation_id)
-            )
         return min(n, cap)
 
     def _dead_query(self, request: BulkRequest, limit: int) -> Any:
@@ -177,12 +191,9 @@ class BulkJobs:
 
     async def _act(self, job: _Job, request: BulkRequest) -> None:
         reason = f"bulk {job.id}: {job.reason}" if job.reason else f"bulk {job.id}"
-        limit = request.limit
-        query = self.query(request, BATCH)
-        while not job.cancel:
-            page = await self.admin.store().find(query)
+        async for page in self._instance_pages(request, BATCH):
             for row in page:
-                if job.cancel or (limit is not None and job.done + job.refused >= limit):
+                if self._enough(job, request):
                     return
                 engine = self.admin.engine()
                 result = await engine.operator.act(
@@ -193,34 +204,27 @@ class BulkJobs:
                     job.done += 1
                 else:
                     job.refused += 1
-            if len(page) < query.limit:
-                return
-            last = page[-1]
-            query = dataclasses.replace(
-                query, after=(last.updated_at, last.saga, last.correlation_id)
-            )
             await asyncio.sleep(0)  # the engine's batches go between ours
 
     async def _redrive(self, job: _Job, request: BulkRequest) -> None:
-        limit = request.limit
-        query = self._dead_query(request, BATCH)
-        while not job.cancel:
-            rows = await self.admin.store().dead_letters(query)
-            for record in rows:
-                if job.cancel or (limit is not None and job.done + job.refused >= limit):
+        async for page in self._dead_pages(request, BATCH):
+            for record in page:
+                if self._enough(job, request):
                     return
                 try:
                     await redrive(self.admin, record, f"{job.by} (bulk {job.id})")
                     job.done += 1
                 except ApiError as exc:
-                    if exc.status == 409:
-                        job.refused += 1
-                    else:
+                    if exc.status != 409:
                         raise
-            if len(rows) < query.limit:
-                return
-            query = dataclasses.replace(query, before_id=rows[-1].id)
+                    job.refused += 1
             await asyncio.sleep(0)
+
+    @staticmethod
+    def _enough(job: _Job, request: BulkRequest) -> bool:
+        """Cancelled, or ``limit`` instances acted on (done or refused)."""
+        limit = request.limit
+        return job.cancel or (limit is not None and job.done + job.refused >= limit)
 
     async def close(self) -> None:
         """Cancel the jobs still running (the sidecar is stopping)."""
