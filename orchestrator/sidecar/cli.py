@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import sys
 import traceback
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ import typer
 
 from orchestrator.sidecar.config import CONFIG_ENV, env_var, load_settings
 from orchestrator.sidecar.logs import configure_logging, redact_text
-from orchestrator.sidecar.settings import Settings
+from orchestrator.sidecar.settings import Settings, version
 from schemas.errors import SagawireError
 
 __all__ = ["EXIT_USAGE", "DebugOpt", "SagasOpt", "app", "reporting"]
@@ -54,11 +53,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on erro
 
 def _print_version(wanted: bool) -> None:
     if wanted:
-        try:
-            version = importlib.metadata.version("sagawire")
-        except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
-            version = "(not installed)"
-        typer.echo(f"sagawire {version}")
+        typer.echo(f"sagawire {version()}")
         raise typer.Exit(0)
 
 

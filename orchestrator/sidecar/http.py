@@ -19,7 +19,6 @@ this app without being imported back.
 """
 
 import contextlib
-import importlib.metadata
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -42,6 +41,7 @@ from orchestrator.sidecar.api import NotAccepting, SidecarView
 from orchestrator.sidecar.console import mount_console
 from orchestrator.sidecar.logs import redact_text
 from orchestrator.sidecar.metrics import Metrics
+from orchestrator.sidecar.settings import version
 from schemas.errors import MessageError, PayloadError, TransportError
 
 __all__ = ["MAX_EVENT_BYTES", "build_app"]
@@ -74,7 +74,7 @@ def build_app(sidecar: SidecarView) -> FastAPI:
 
     app = FastAPI(
         title="sagawire",
-        version=_version(),
+        version=version(),
         description=DESCRIPTION,
         openapi_url="/openapi.json",
         docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: the console is at /ui
@@ -170,13 +170,6 @@ def build_app(sidecar: SidecarView) -> FastAPI:
     handle_errors(app)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     return app
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("sagawire")
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree
-        return "0+unknown"
 
 
 async def _read_limited(request: Request, limit: int) -> bytes | None:

@@ -18,6 +18,7 @@ test's settings never pick up the ``SAGAWIRE_BROKER`` of the shell that runs it.
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from orchestrator.store import STORE_SCHEMES
 from schemas.errors import ConfigError
 from schemas.limits import DEFAULT_LIMITS, Limits
 
-__all__ = ["OPTIONS", "SECRETS", "LogLevel", "Settings", "parse_listen"]
+__all__ = ["OPTIONS", "SECRETS", "LogLevel", "Settings", "parse_listen", "version"]
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -60,6 +61,14 @@ SECRETS = frozenset({"admin_token", "read_token"})
 """Settings whose value is never printed, not even in the error that refuses it."""
 
 _OFF = frozenset({"off", "none", "never"})
+
+
+def version() -> str:
+    """This sagawire's version (``sagawire --version``, the OpenAPI document)."""
+    try:
+        return importlib.metadata.version("sagawire")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "0+unknown"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

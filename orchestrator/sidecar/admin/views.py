@@ -151,17 +151,12 @@ def dead_letter_view(d: DeadLetterRecord) -> DeadLetterOut:
     )
 
 
-_VERSIONS: dict[int, str] = {}  # by id(): definitions live as long as the process
-
-
 def definition_version(saga: SagaDefinition) -> str:
     """A digest of what the definition does (states, rows, events, steps): two sidecars
-    showing the same version run the same saga."""
-    version = _VERSIONS.get(id(saga))
-    if version is None:
-        shape = orjson.dumps(_shape(saga), option=orjson.OPT_SORT_KEYS)
-        version = _VERSIONS[id(saga)] = hashlib.sha256(shape).hexdigest()[:12]
-    return version
+    showing the same version run the same saga. Computed when asked (tens of
+    microseconds), not cached by ``id()``, which a later definition may reuse."""
+    shape = orjson.dumps(_shape(saga), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(shape).hexdigest()[:12]
 
 
 def _shape(saga: SagaDefinition) -> dict[str, Any]:
