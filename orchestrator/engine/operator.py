@@ -15,6 +15,7 @@ API's 409), or no such instance.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from adapters.base import HEADER_ORIGIN, HEADER_REASON
@@ -123,6 +124,12 @@ class Operator:
             f"the {action} of {saga!r} instance {correlation_id!r} did not take: another"
             " sidecar kept moving it; try again",
         )
+
+    async def unsent(self, ids: Sequence[str]) -> list[OutboxRecord]:
+        """The outbox rows among ``ids`` not published yet: the store's pending rows, less
+        those this engine published and marks with its next commit."""
+        published = set(self.working.published)
+        return [o for o in await self.store.outbox_rows(ids) if o.id not in published]
 
     async def redrive(self, record: DeadLetterRecord, by: str) -> bool:
         """Send dead letter ``record``'s original bytes and headers to its original

@@ -102,8 +102,7 @@ def instance_routes(admin: Admin) -> APIRouter:
             raise ApiError(404, f"no instance {correlation_id!r} of saga {saga!r}")
         history = await store.history((saga, correlation_id))
         sent = [c.partition(":")[2] for h in history for c in h.commands]
-        marked_later = set(engine.working.published)  # sent, removed at the next commit
-        outbox = [o for o in await store.outbox_rows(sent) if o.id not in marked_later]
+        outbox = await engine.operator.unsent(sent)
         timers = await store.timers_of((saga, correlation_id))
         parked = await store.parked([(saga, correlation_id)])
         base = summary(row, is_stuck(admin.stuck_rule(), row))
