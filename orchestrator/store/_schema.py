@@ -19,6 +19,12 @@ Version 4 adds the indexes of the operator's listing (:data:`_LIST_INDEXES` says
 which filter each serves) and ``deadletters``: what the engine dead-lettered, kept
 for the operator to list and redrive (``Store.keep_dead_letters``).
 
+Version 5 adds ``members`` and ``leases``: the replicas of a group sharing the store,
+each with the time its heartbeat expires, and which replica holds each of the group's
+units until when (``Store.lease_round``, :mod:`orchestrator.store._leases_sql`). No
+index beyond the primary keys: every statement reads one group's rows (its key's
+prefix), and a group has as many rows as it has replicas and units, not messages.
+
 Ordering columns: ``pending_outbox``, ``history`` and ``parked`` read back in
 insertion order, so each of those tables has an increasing integer (the SQLite
 rowid, a PostgreSQL identity column); an upsert keeps a row's position.
@@ -71,7 +77,7 @@ __all__ = [
     "timer_params",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The schema this build writes and understands."""
 
 _LIST_INDEXES = (
@@ -163,6 +169,15 @@ SQLITE_MIGRATIONS: dict[int, tuple[str, ...]] = {
             redriven_at REAL, redriven_by TEXT NOT NULL DEFAULT '')""",
         "CREATE INDEX deadletters_at ON deadletters (at)",
     ),
+    5: (
+        """CREATE TABLE members (
+            grp TEXT NOT NULL, member TEXT NOT NULL, expires_at REAL NOT NULL,
+            PRIMARY KEY (grp, member)) WITHOUT ROWID""",
+        """CREATE TABLE leases (
+            grp TEXT NOT NULL, unit TEXT NOT NULL, owner TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (grp, unit)) WITHOUT ROWID""",
+    ),
 }
 
 POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -224,6 +239,15 @@ POSTGRES_MIGRATIONS: dict[int, tuple[str, ...]] = {
             reason text NOT NULL, at double precision NOT NULL,
             redriven_at double precision, redriven_by text NOT NULL DEFAULT '')""",
         "CREATE INDEX deadletters_at ON deadletters (at)",
+    ),
+    5: (
+        """CREATE TABLE members (
+            grp text NOT NULL, member text NOT NULL, expires_at double precision NOT NULL,
+            PRIMARY KEY (grp, member))""",
+        """CREATE TABLE leases (
+            grp text NOT NULL, unit text NOT NULL, owner text NOT NULL,
+            expires_at double precision NOT NULL,
+            PRIMARY KEY (grp, unit))""",
     ),
 }
 

@@ -10,13 +10,14 @@ exists, is skipped and reported; the others commit. This maps directly onto
 SQLite and PostgreSQL transactions.
 
 Times are UNIX seconds as floats, from the engine's clock: stores never read a
-clock themselves, so virtual time in tests works for them too.
+clock themselves, so virtual time in tests works for them too. The one exception is
+:meth:`Store.lease_round`, whose leases are timed by the store's clock (it says why).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -30,6 +31,7 @@ __all__ = [
     "InstanceKey",
     "InstanceQuery",
     "InstanceRecord",
+    "LeaseView",
     "OutboxRecord",
     "Outcome",
     "ParkedRecord",
@@ -285,6 +287,19 @@ class Census:
     :class:`StuckRule` given (0 for every group with running instances without one)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    """What the store says about one group's replicas after a lease round
+    (:meth:`Store.lease_round`)."""
+
+    owners: Mapping[str, str]
+    """unit -> member holding an unexpired lease on it (a unit nobody holds is absent)."""
+    members: tuple[str, ...]
+    """Members with an unexpired heartbeat, sorted (by code point)."""
+    now: float
+    """The store's clock at the round (epoch seconds): what the expiries are measured by."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Durable saga state. Implementations: memory, sqlite, postgresql."""
@@ -434,3 +449,38 @@ class Store(Protocol):
     async def prune_dead_letters(self, before: float) -> int:
         """Delete dead letters kept before ``before`` (the retention); how many went."""
         ...
+
+    # -- replicas sharing the store: membership and unit leases ----------------------
+
+    async def lease_round(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Sequence[str] = (),
+        release: Sequence[str] = (),
+        ttl: float,
+    ) -> LeaseView:
+        """One transaction: record ``member``'s heartbeat (alive until now + ``ttl``);
+        delete ``member``'s leases on ``release``; for each unit in ``claim`` take the
+        lease when nobody holds an unexpired one or ``member`` already holds it; extend
+        every lease ``member`` holds to now + ``ttl``; forget members (and their leases)
+        expired for more than ``10 * ttl``; return the unexpired owners and live members
+        (``member`` itself included).
+
+        A lease is unexpired while ``expires_at >= now``. The clock is the store's, not
+        the engine's: ``time.time()`` for memory and SQLite, the server's clock for
+        PostgreSQL, so that replicas on hosts whose clocks disagree still agree on who
+        holds what; ``LeaseView.now`` says what it read. Two members claiming the same
+        free unit at once: exactly one gets it. ``ttl`` must be a positive number of
+        seconds (ValueError otherwise).
+
+        Which units are ``member``'s is exact as of the round's commit. The others'
+        are on memory and SQLite too (rounds run one after another), but on PostgreSQL
+        they are as of the round's start: a unit another replica took in that same
+        instant shows as held by nobody until the next round (never as ``member``'s)."""
+        ...
+
+    async def leave(self, group: str, member: str) -> None:
+        """A clean stop: drop ``member``'s heartbeat and every lease it holds, at once,
+        so the others take its units without waiting for the ttl."""

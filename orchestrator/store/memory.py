@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 
 from orchestrator.store._admin_match import dead_letter_matches, instance_matches, instance_order
 from orchestrator.store._census import cutoff
+from orchestrator.store._leases_sql import FORGET_AFTER, check_ttl, requests
 from orchestrator.store._plan import batch_time, unit_time
 from orchestrator.store.base import (
     Census,
@@ -24,6 +26,7 @@ from orchestrator.store.base import (
     InstanceKey,
     InstanceQuery,
     InstanceRecord,
+    LeaseView,
     OutboxRecord,
     Outcome,
     ParkedRecord,
@@ -51,6 +54,8 @@ class MemoryStore:
         self._parked: dict[tuple[str, str], ParkedRecord] = {}
         self._dead: dict[int, DeadLetterRecord] = {}
         self._dead_ids = 0  # never reused, as SQLite's AUTOINCREMENT and an identity
+        self._members: dict[str, dict[str, float]] = {}  # group -> member -> heartbeat expiry
+        self._leases: dict[str, dict[str, tuple[str, float]]] = {}  # group -> unit -> owner, expiry
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -339,3 +344,52 @@ class MemoryStore:
             parked=len(self._parked),
             stuck=late,
         )
+
+    # -- replicas sharing the store (the rules: orchestrator.store._leases_sql) ---------
+
+    async def lease_round(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Sequence[str] = (),
+        release: Sequence[str] = (),
+        ttl: float,
+    ) -> LeaseView:
+        """A round on ``time.time()``, atomic since it never awaits: replicas sharing this
+        store are tasks of one process."""
+        self._check()
+        ttl = check_ttl(ttl)
+        wanted, given_up = requests(claim, release)
+        now = time.time()
+        until = now + ttl
+        members = self._members.setdefault(group, {})
+        leases = self._leases.setdefault(group, {})
+        members[member] = until
+        for unit in given_up:
+            if unit in leases and leases[unit][0] == member:
+                del leases[unit]
+        for unit in wanted:
+            held = leases.get(unit)
+            if held is None or held[1] < now or held[0] == member:
+                leases[unit] = (member, until)
+        for unit, (owner, _) in leases.items():
+            if owner == member:
+                leases[unit] = (member, until)
+        forget = now - FORGET_AFTER * ttl
+        for name in [m for m, at in members.items() if at < forget]:
+            del members[name]
+        for unit in [u for u, (_, at) in leases.items() if at < forget]:
+            del leases[unit]
+        return LeaseView(
+            owners={u: owner for u, (owner, at) in leases.items() if at >= now},
+            members=tuple(sorted(m for m, at in members.items() if at >= now)),
+            now=now,
+        )
+
+    async def leave(self, group: str, member: str) -> None:
+        self._check()
+        self._members.get(group, {}).pop(member, None)
+        leases = self._leases.get(group, {})
+        for unit in [u for u, (owner, _) in leases.items() if owner == member]:
+            del leases[unit]

@@ -50,6 +50,7 @@ import asyncpg
 
 from orchestrator.store import _admin_sql as a
 from orchestrator.store import _census as census
+from orchestrator.store import _leases_sql as leases
 from orchestrator.store import _postgres_write as w
 from orchestrator.store import _schema as s
 from orchestrator.store._plan import batch_time, plan_batch, unit_time
@@ -64,6 +65,7 @@ from orchestrator.store.base import (
     InstanceKey,
     InstanceQuery,
     InstanceRecord,
+    LeaseView,
     OutboxRecord,
     Outcome,
     ParkedRecord,
@@ -470,3 +472,28 @@ class PostgresStore:
                     )
                     n += _count(status)
                 return n
+
+    # -- replicas sharing the database (SQL in orchestrator.store._leases_sql) ---------
+
+    async def lease_round(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Sequence[str] = (),
+        release: Sequence[str] = (),
+        ttl: float,
+    ) -> LeaseView:
+        """One statement, one round trip, on the server's clock (``_leases_sql`` says
+        why not a transaction of several)."""
+        ttl = leases.check_ttl(ttl)
+        wanted, given_up = leases.requests(claim, release)
+        rows = await self._fetch(
+            "lease_round", leases.PG_ROUND, group, member, wanted, given_up, ttl
+        )
+        return leases.view_from_pg_rows(rows, member)
+
+    async def leave(self, group: str, member: str) -> None:
+        with self._errors("leave"):
+            async with self._conn() as conn:
+                await conn.execute(leases.PG_LEAVE, group, member)

@@ -51,6 +51,7 @@ from typing import TypeVar
 
 from orchestrator.store import _admin_sql as a
 from orchestrator.store import _census as census
+from orchestrator.store import _leases_sql as leases
 from orchestrator.store import _schema as s
 from orchestrator.store import _sqlite_read as r
 from orchestrator.store._plan import plan_batch
@@ -67,6 +68,7 @@ from orchestrator.store.base import (
     InstanceKey,
     InstanceQuery,
     InstanceRecord,
+    LeaseView,
     OutboxRecord,
     Outcome,
     ParkedRecord,
@@ -510,3 +512,29 @@ class SqliteStore:
             return n
 
         return await self._call(run)
+
+    # -- replicas sharing the file (SQL in orchestrator.store._leases_sql) ------------
+
+    async def lease_round(
+        self,
+        group: str,
+        member: str,
+        *,
+        claim: Sequence[str] = (),
+        release: Sequence[str] = (),
+        ttl: float,
+    ) -> LeaseView:
+        """On the store's thread: replicas sharing the file are other processes, whose
+        commits hold the write lock the round waits for (up to ``busy_timeout``), and
+        once a second is no reason to stall the loop for that."""
+        ttl = leases.check_ttl(ttl)
+        wanted, given_up = leases.requests(claim, release)
+        view = await self._call(
+            lambda c: leases.sqlite_round(c, group, member, wanted, given_up, ttl)
+        )
+        self._wrote()
+        return view
+
+    async def leave(self, group: str, member: str) -> None:
+        await self._call(lambda c: leases.sqlite_leave(c, group, member))
+        self._wrote()
