@@ -111,6 +111,11 @@ class Topology:
     consumes: tuple[str, ...]
     produces: tuple[str, ...] = ()
     group: str = "sagawire"
+    exclusive: bool = False
+    """At most one consumer of the group takes messages at a time, the others waiting
+    to take over (partitioned mode, :mod:`orchestrator.engine.partitioning`): RabbitMQ
+    declares the queue with ``x-single-active-consumer``; elsewhere the store's lease
+    alone decides who reads."""
 
     @property
     def all_destinations(self) -> tuple[str, ...]:

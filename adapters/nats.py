@@ -85,6 +85,10 @@ _DECLARE_ATTEMPTS = 5
 class NatsTransport:
     """Transport over one NATS connection and one JetStream stream."""
 
+    partitionable = True
+    """Carries partitioned mode (:mod:`orchestrator.engine.partitioning`): events are
+    published under their type, so replicas need the forwarding hop to own instances."""
+
     def __init__(self, options: NatsOptions) -> None:
         self.options = options
         self._link = NatsLink(options)

@@ -63,6 +63,10 @@ __all__ = ["HEADER_KEY", "RabbitTransport"]
 class RabbitTransport:
     """The :class:`~adapters.base.Transport` for RabbitMQ."""
 
+    partitionable = True
+    """Carries partitioned mode (:mod:`orchestrator.engine.partitioning`): events are
+    published under their type, so replicas need the forwarding hop to own instances."""
+
     def __init__(self, config: RabbitConfig) -> None:
         self.config = config
         self._link = Link(config, self._on_connect, role="consume")
@@ -149,8 +153,11 @@ class RabbitTransport:
             for queue_name, destination in bindings:
                 queue = declared.get(queue_name)
                 if queue is None:
+                    arguments = cfg.queue_arguments
+                    if topology.exclusive and queue_name != cfg.deadletter_queue:
+                        arguments = {**(arguments or {}), "x-single-active-consumer": True}
                     queue = declared[queue_name] = await channel.declare_queue(
-                        queue_name, durable=True, arguments=cfg.queue_arguments
+                        queue_name, durable=True, arguments=arguments
                     )
                 await queue.bind(exchange, routing_key=destination)
 
