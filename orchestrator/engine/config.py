@@ -51,6 +51,16 @@ class EngineConfig:
     catch_up_limit: float = 30.0
     """Seconds after which timers fire whether caught up or not (a broker busy without
     pause would otherwise hold them for ever)."""
+    partitions: int = 0
+    """Partitioned mode on brokers that carry events by type (NATS, RabbitMQ): this many
+    partitions, each read by one replica at a time, so that each instance has one
+    owner (:mod:`orchestrator.engine.partitioning`). 0: replicas compete for messages.
+    Ignored where the broker partitions itself (Kafka) or there is one process (memory)."""
+    replica: str = ""
+    """This replica's name in the store's leases ('' : host, pid and a random suffix)."""
+    lease_ttl: float = 3.0
+    """Seconds a replica's leases outlive its last renewal: how long a killed replica's
+    partitions wait before the others take them. Renewed every third of it."""
     content_mode: str = "structured"
     """How commands and outcome events go out: ``structured`` (the whole CloudEvent as
     a JSON body) or ``binary`` (``data`` as the body, each attribute in a header under

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from adapters.base import Delivery, Topology, Transport, close_stream
 from orchestrator.engine.pipeline import Pipeline
@@ -27,8 +27,16 @@ class Consumer:
     """Feeds the pipeline from the transport until told to stop."""
 
     def __init__(
-        self, transport: Transport, topology: Topology, pipeline: Pipeline, max_batch: int
+        self,
+        transport: Transport,
+        topology: Topology,
+        pipeline: Pipeline,
+        max_batch: int,
+        source: Callable[[], AsyncIterator[list[Delivery]]] | None = None,
     ) -> None:
+        self.source = source or (lambda: transport.consume(topology, max_batch=max_batch))
+        """Where batches come from: the group's consumer, or in partitioned mode the
+        partitions this replica holds (:meth:`Ownership.stream`)."""
         self.transport = transport
         self.topology = topology
         self.pipeline = pipeline
@@ -45,7 +53,7 @@ class Consumer:
     async def run(self, stopping: asyncio.Event, stopped: Callable[[], bool]) -> None:
         """Consume until ``stopping`` is set (or ``stopped()`` says so), the stream ends
         or the transport fails (raised)."""
-        stream = self.transport.consume(self.topology, max_batch=self.max_batch)
+        stream = self.source()
         queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=4)
         unhandled: list[Delivery] = []  # read or taken, then stopped before handling
         pipeline = self.pipeline

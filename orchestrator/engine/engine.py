@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
 
@@ -29,14 +30,16 @@ from orchestrator.engine.intake import Intake
 from orchestrator.engine.model import Instance
 from orchestrator.engine.operator import Operator
 from orchestrator.engine.outage import StoreHealth
+from orchestrator.engine.ownership import Ownership, default_replica
 from orchestrator.engine.persist import instance_from_record
 from orchestrator.engine.pipeline import Pipeline
 from orchestrator.engine.reading import Reader
 from orchestrator.engine.relay import Relay
+from orchestrator.engine.settlewatch import SettleWatch
 from orchestrator.engine.working import WorkingSet
 from orchestrator.language.definition import SagaDefinition
 from orchestrator.store.base import Store
-from schemas.errors import StoreError, TransportError
+from schemas.errors import DeclarationError, StoreError, TransportError
 
 __all__ = ["Engine"]
 
@@ -57,9 +60,19 @@ class Engine:
     ) -> None:
         self.router = Router(sagas)
         self.store = store
-        self.transport = transport
         self.clock = clock = clock or SystemClock()
         self.config = config = config or EngineConfig()
+        partitioned = config.partitions > 0 and getattr(transport, "partitionable", False)
+        if config.partitions > 0 and not partitioned:
+            log.info(
+                "partitioned mode not used: this broker keeps an instance on one consumer"
+                " itself (Kafka's record key) or there is one process (memory)",
+                partitions=config.partitions,
+            )
+        watch = SettleWatch(transport) if partitioned else None
+        if watch is not None:
+            transport = watch  # counts what each unit has unsettled, for hand-overs
+        self.transport = transport
         self.topology = Topology(
             consumes=self.router.consumes(), produces=self.router.produces(), group=config.group
         )
@@ -87,7 +100,20 @@ class Engine:
             store, intake, reader, decider, pipeline, committer, working, lock, clock, stats,
             config,
         )  # fmt: skip
-        self.consumer = Consumer(transport, self.topology, pipeline, config.max_batch)
+        self.ownership = (
+            Ownership(
+                watch, store, self.topology, intake, working,
+                partitions=config.partitions, replica=config.replica or default_replica(),
+                ttl=config.lease_ttl, max_batch=config.max_batch,
+            )
+            if watch is not None
+            else None
+        )  # fmt: skip
+        """Partitioned mode's units and leases (None: replicas compete for messages)."""
+        self.consumer = Consumer(
+            transport, self.topology, pipeline, config.max_batch,
+            source=self.ownership.stream if self.ownership is not None else None,
+        )  # fmt: skip
         self.operator = Operator(
             self.router, store, pipeline, working, lock, config, self.relay, clock
         )
@@ -98,11 +124,32 @@ class Engine:
 
     async def prepare(self) -> None:
         """Declare the topology, learn what is parked, republish a crash's leftovers."""
-        await self.transport.declare(self.topology)
+        await self._declare()
         # what was parked before a restart is tried once against the stored instances:
         # the instance may have moved on (here or on another replica) since
         self.working.restart(await self.store.parked_keys())
         await self.relay_pending()
+
+    async def _declare(self) -> None:
+        """The group's consumer, or in partitioned mode every unit's; a broker that
+        cannot carry partitioned mode (RabbitMQ older than 3.8 has no single active
+        consumer) falls back to competing consumers, with a warning."""
+        if self.ownership is None:
+            await self.transport.declare(self.topology)
+            return
+        try:
+            await self.ownership.declare()
+        except DeclarationError as exc:
+            log.warning(
+                "partitioned mode unavailable on this broker; replicas compete for"
+                " messages instead (expect version conflicts with several replicas)",
+                error=str(exc),
+            )
+            self.ownership = None
+            self.consumer.source = lambda: self.transport.consume(
+                self.topology, max_batch=self.config.max_batch
+            )
+            await self.transport.declare(self.topology)
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume, fire timers and relay until ``stopping`` is set; then drain and return.
@@ -118,7 +165,9 @@ class Engine:
         housekeeping = asyncio.ensure_future(self._housekeeping(stopping))
         relay = asyncio.ensure_future(self.relay.run(relay_stop, self.config.housekeeping_interval))
         stop_wait = asyncio.ensure_future(stopping.wait())
-        loops = (consumer, housekeeping, relay)
+        loops: tuple[asyncio.Future[Any], ...] = (consumer, housekeeping, relay)
+        if self.ownership is not None:
+            loops += (asyncio.ensure_future(self.ownership.run(relay_stop)),)
         try:
             await asyncio.wait({*loops, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -147,6 +196,18 @@ class Engine:
     @property
     def consuming(self) -> bool:
         return self.consumer.consuming
+
+    def ownership_status(self) -> dict[str, Any] | None:
+        """Which units (partitions, forwarded types) this replica reads now, and who else
+        is there, for ``/readyz`` and the metrics; on Kafka the partitions assigned to
+        this consumer. None where there is nothing to divide (competing consumers,
+        the memory broker)."""
+        if self.ownership is not None:
+            return {"mode": "partitioned", **self.ownership.status()}
+        owned = getattr(self.transport, "owned", None)
+        if callable(owned):
+            return {"mode": "kafka", "owns": list(owned())}
+        return None
 
     @property
     def store_health(self) -> StoreHealth:

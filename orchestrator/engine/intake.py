@@ -70,6 +70,26 @@ class Intake:
                     dead.append((d, r.reason, r.kind))
         return batch
 
+    def correlation_of(self, d: Delivery) -> str | None:
+        """The correlation id a forwarder partitions ``d`` by: the ``correlationid``
+        attribute, else that of the first saga it routes to (one event bound for two
+        instances with different ids goes to the first one's partition; the version
+        check keeps the other correct). None when it neither decodes nor routes: its
+        partition's engine then dead-letters it with the reason, as it would here."""
+        try:
+            if d.headers.get(HEADER_CONTENT_TYPE) == CONTENT_TYPE:
+                env = decode(d.body, self.limits)
+            else:
+                env = self.envelope(d)
+        except MessageError:
+            return None
+        if env.correlationid:
+            return env.correlationid
+        for r in self.router.route(env):
+            if isinstance(r, Routed):
+                return r.correlation_id
+        return None
+
     def envelope(self, d: Delivery) -> Envelope:
         """The envelope of a delivery whose ``content-type`` is not the structured
         CloudEvents one (see the module docstring for the order in which it is tried)."""

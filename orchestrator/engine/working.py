@@ -16,6 +16,7 @@ can find every writer of a field in this file.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from orchestrator.engine.model import Instance
@@ -68,6 +69,12 @@ class WorkingSet:
     def forget(self, key: InstanceKey) -> None:
         """Drop one cached instance: another writer moved it."""
         self.cache.pop(key, None)
+
+    def forget_where(self, stale: Callable[[InstanceKey], bool]) -> None:
+        """Drop the cached instances ``stale`` picks: a partition taken over from
+        another replica, which moved them since this one last did."""
+        for key in [k for k in self.cache if stale(k)]:
+            del self.cache[key]
 
     def distrust(self) -> None:
         """Drop every cached instance: a commit's outcome is unknown, trust the store."""
