@@ -188,6 +188,28 @@ def run(
             " and a stale copy costs a version conflict.",
         ),
     ] = None,
+    partitions: Annotated[
+        str | None,
+        _option(
+            "partitions",
+            "N",
+            "NATS and RabbitMQ: split instances into N partitions, each read by one"
+            " replica at a time, so replicas add throughput instead of conflicting"
+            " (README: Running several sidecars). 0: replicas compete for messages.",
+        ),
+    ] = None,
+    replica: Annotated[
+        str | None,
+        _option("replica", "NAME", "This replica's name in the partition leases."),
+    ] = None,
+    lease_ttl: Annotated[
+        str | None,
+        _option(
+            "lease_ttl",
+            "SECONDS",
+            "How long a killed replica's partitions wait before the others take them.",
+        ),
+    ] = None,
     otel: Annotated[
         bool | None,
         typer.Option(
@@ -226,6 +248,9 @@ def run(
         "stuck_after": stuck_after,
         "otel": otel,
         "cache_size": cache_size,
+        "partitions": partitions,
+        "replica": replica,
+        "lease_ttl": lease_ttl,
     }
     with reporting(debug):
         settings = load_settings(flags, config)

@@ -91,10 +91,15 @@ def build_app(sidecar: SidecarView) -> FastAPI:
     @app.get("/readyz", tags=["process"], summary="Ready (503 naming the failing check)")
     async def readyz() -> Response:
         ready, reason = sidecar.readiness()
-        checks = sidecar.checks()
-        if ready:
-            return JSON({"ready": True, "checks": checks})
-        return JSON({"ready": False, "reason": reason, "checks": checks}, status_code=503)
+        body: dict[str, Any] = {"ready": ready}
+        if not ready:
+            body["reason"] = reason
+        body["checks"] = sidecar.checks()
+        engine = sidecar.engine
+        owned = engine.ownership_status() if engine is not None else None
+        if owned is not None:  # which partitions this replica reads (several sidecars)
+            body["ownership"] = owned
+        return JSON(body, status_code=200 if ready else 503)
 
     @app.post(
         "/events",

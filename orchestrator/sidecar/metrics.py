@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -114,8 +115,33 @@ class Metrics:
             "sagawire_store_up", "1 while the store answers", value=int(bool(health and health.up))
         )
         yield from self._census_gauges()
+        yield from self._ownership(engine.ownership_status() if engine else None)
         ready, _ = self.sidecar.readiness()
         yield GaugeMetricFamily("sagawire_ready", "1 when /readyz answers 200", value=int(ready))
+
+    @staticmethod
+    def _ownership(status: dict[str, Any] | None) -> Iterable[Metric]:
+        """Which units this replica reads (1 each), how many replicas it sees, and how
+        many messages it forwarded to partitions: summed over replicas, every unit
+        should be owned exactly once."""
+        if status is None:
+            return
+        yield _gauge(
+            "sagawire_owned_units",
+            "Units this replica reads: partitions (p<k>), forwarded types (src:<type>), or"
+            " Kafka partitions (topic[partition])",
+            ["unit"],
+            [((u,), 1) for u in status.get("owns", ())],
+        )
+        if "members" in status:
+            yield GaugeMetricFamily(
+                "sagawire_replicas", "Live replicas this one sees", value=len(status["members"])
+            )
+            yield CounterMetricFamily(
+                "sagawire_forwarded",
+                "Messages this replica forwarded from their type to their partition",
+                value=status.get("forwarded", 0),
+            )
 
     def _engine_counters(self, stats: Stats, sagas: list[str]) -> Iterable[Metric]:
         failed = stats.compensations_failed

@@ -154,6 +154,9 @@ class Sidecar:
                     catch_up=s.catch_up,
                     deadletter_retention=s.deadletter_retention,
                     cache_size=s.cache_size,
+                    partitions=s.partitions,
+                    replica=s.replica,
+                    lease_ttl=s.lease_ttl,
                 ),
             )
             self.phase = "declaring topology"

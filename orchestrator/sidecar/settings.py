@@ -53,6 +53,9 @@ OPTIONS: tuple[str, ...] = (
     "stuck_after",
     "otel",
     "cache_size",
+    "partitions",
+    "replica",
+    "lease_ttl",
 )
 """The settings an operator gives: ``--NAME`` (dashes), ``SAGAWIRE_NAME``, or ``NAME =``
 in the TOML file. ``http`` sets :attr:`Settings.host` and :attr:`Settings.port`."""
@@ -114,6 +117,9 @@ class Settings(BaseSettings):
     stuck_after: float | None = Field(3600.0, gt=0)  # seconds in one state; None ("off")
     otel: bool = False  # OpenTelemetry spans (needs the ``otel`` extra)
     cache_size: int = Field(20_000, ge=0)  # running instances kept between events; 0: none
+    partitions: int = Field(0, ge=0, le=4096)  # NATS/RabbitMQ: one owner per instance; 0: off
+    replica: str = ""  # this replica's name in the leases ('': host-pid-random)
+    lease_ttl: float = Field(3.0, ge=0.5, le=300)  # seconds a dead replica's partitions wait
 
     # -- the process's own timings: keywords only -----------------------------------------
     http_grace: int = Field(5, ge=0)  # seconds requests in flight get at shutdown
