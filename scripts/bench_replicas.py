@@ -237,7 +237,23 @@ class Namespace:
     cleanup: Callable[[], Awaitable[None]]
 
 
-async def open_namespace(broker: str, partitions: int, nats_server: str) -> Namespace:
+def _unit_queues(prefix: str, own_partitions: int) -> list[str]:
+    """The queues partitioned mode declares for the replicas' group (RabbitMQ)."""
+    from orchestrator.engine.correlate import Router
+    from orchestrator.engine.partitioning import plan_units
+    from orchestrator.language.loader import load_sagas
+    from tests.e2e.sidecar import ORDER_SAGA
+
+    if not own_partitions:
+        return []
+    consumes = Router(load_sagas(str(ORDER_SAGA))).consumes()
+    units = plan_units(Topology(consumes, group=GROUP), own_partitions)
+    return [f"{prefix}.{u.topology.group}" for u in units]
+
+
+async def open_namespace(
+    broker: str, partitions: int, nats_server: str, own_partitions: int = 0
+) -> Namespace:
     tag = uuid.uuid4().hex[:6]
     if broker == "kafka":
         from tests.support.kafka import TansuUnavailable, start_tansu
@@ -272,6 +288,7 @@ async def open_namespace(broker: str, partitions: int, nats_server: str) -> Name
     async def drop_queues() -> None:
         conn = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
         queues = [f"{prefix}.{g}" for g in (GROUP, DRIVER_GROUP, *SERVICE_GROUPS)]
+        queues += _unit_queues(prefix, own_partitions)
         for queue in [*queues, f"{exchange}.deadletter"]:
             channel = await conn.channel()  # a failed delete closes its channel
             with contextlib.suppress(Exception):
@@ -533,7 +550,11 @@ async def run_replicas(
             Topology(consumes=OUTCOMES, produces=("order.placed",), group=DRIVER_GROUP)
         )
         # The sidecars start while the services do: both take seconds on a busy machine.
-        cars = [Sidecar(url, store, GROUP, logs / f"sidecar-{i}.log") for i in range(replicas)]
+        env = {
+            "SAGAWIRE_PARTITIONS": str(args.own_partitions),
+            "SAGAWIRE_CACHE_SIZE": str(args.cache_size),
+        }
+        cars = [Sidecar(url, store, GROUP, logs / f"sidecar-{i}.log", env) for i in range(replicas)]
         for i, car in enumerate(cars):
             try:
                 limit.hold(car.proc.pid, i)
@@ -690,6 +711,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--partitions", type=_positive(int), default=4, help="Kafka topics'")
     parser.add_argument(
+        "--own-partitions",
+        type=_positive(int, zero=True),
+        default=0,
+        help="the sidecars' --partitions (NATS, RabbitMQ: one owner per instance); 0: compete",
+    )
+    parser.add_argument(
+        "--cache-size", type=_positive(int, zero=True), default=20000, help="the sidecars'"
+    )
+    parser.add_argument(
         "--store",
         default="postgresql://postgres@127.0.0.1:5432",
         help="PostgreSQL server URL; each run gets a fresh database on it (the path is replaced)",
@@ -703,6 +733,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(f"--quota {args.quota:g}: more than the machine's {cores} cores")
     args.in_flight = int(args.in_flight)
     args.partitions = int(args.partitions)
+    args.own_partitions = int(args.own_partitions)
+    args.cache_size = int(args.cache_size)
     args.brokers = list(BROKERS) if args.broker == "all" else [args.broker]
     return args
 
@@ -743,7 +775,9 @@ async def main(args: argparse.Namespace) -> int:
         _reachable(broker, args.nats_server)
         base: Row | None = None
         for n in args.replicas:
-            space = await open_namespace(broker, args.partitions, args.nats_server)
+            space = await open_namespace(
+                broker, args.partitions, args.nats_server, args.own_partitions
+            )
             try:
                 if n == args.replicas[0]:
                     print(f"# {broker}: {space.note}", flush=True)

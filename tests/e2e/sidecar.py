@@ -65,7 +65,14 @@ async def until_ready(
 class Sidecar:
     """One ``sagawire run`` subprocess; its stderr goes to a log file."""
 
-    def __init__(self, broker_url: str, store: str, group: str, log: Path) -> None:
+    def __init__(
+        self,
+        broker_url: str,
+        store: str,
+        group: str,
+        log: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -89,7 +96,11 @@ class Sidecar:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "SAGAWIRE_LOG_LEVEL": os.environ.get(LOG_LEVEL_ENV, "warning")},
+            env={
+                **os.environ,
+                "SAGAWIRE_LOG_LEVEL": os.environ.get(LOG_LEVEL_ENV, "warning"),
+                **(env or {}),
+            },
         )
 
     def tail(self, lines: int = 30) -> str:
