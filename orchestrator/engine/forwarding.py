@@ -10,6 +10,9 @@ broker message id of its own (this process's prefix and a counter): a publish
 retried after a lost confirm is de-duplicated by JetStream, while a redriven dead
 letter, a new message with the old event's id, is forwarded afresh.
 
+A message bound for a partition this replica reads itself skips the broker once that
+is safe (:class:`LocalRoute`): with one replica, no message makes the second hop.
+
 Nothing is judged here. A message that does not decode or route goes to a partition
 all the same (by a hash of its bytes), and that partition's engine dead-letters it
 with the reason and keeps it in the store, the one place that does so. A broker
@@ -21,21 +24,44 @@ is dead-lettered as the original.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import zlib
+from typing import Protocol
 
 import structlog
 
 from adapters.base import Delivery, OutgoingMessage, Transport
 from orchestrator.engine.intake import Intake
 from orchestrator.engine.outage import backoff
-from orchestrator.engine.partitioning import FORWARDED_FROM, partition_destination, partition_of
+from orchestrator.engine.partitioning import (
+    FORWARD_ID,
+    FORWARDED_FROM,
+    partition_destination,
+    partition_of,
+)
 from schemas.errors import PublishRefused, TransportError
 
-__all__ = ["Forwarder"]
+__all__ = ["Forwarder", "LocalRoute"]
 
 log = structlog.get_logger("sagawire.engine")
+
+
+class LocalRoute(Protocol):
+    """The short cut to the partitions this replica reads (:class:`Ownership`).
+
+    A message bound for a partition this replica reads need not make the round trip
+    through the broker: it can go to the pipeline at once, as long as no earlier
+    message of its type for that partition is still in the broker on its way, or it
+    would overtake it. ``streamed`` tells the route each copy sent the long way (by
+    ``FORWARD_ID``), and ``local`` says whether the short cut is open now."""
+
+    def local(self, destination: str, k: int) -> bool: ...
+
+    def streamed(self, destination: str, k: int, forward_id: str) -> None: ...
+
+    async def hand(self, k: int, deliveries: list[Delivery]) -> None: ...
 
 
 class Forwarder:
@@ -47,34 +73,44 @@ class Forwarder:
         self.group = group
         self.partitions = partitions
         self.forwarded = 0
-        """Messages forwarded (a metric)."""
+        """Messages published to their partition (a metric)."""
+        self.handed = 0
+        """Messages handed to this replica's own pipeline instead (a metric)."""
+        self.route: LocalRoute | None = None
+        """The short cut to this replica's own partitions (None: always publish)."""
         self._waiting: list[tuple[list[Delivery], asyncio.Future[bool]]] = []
         self._sender: asyncio.Future[None] | None = None
-        self._more = asyncio.Event()
         self._ids = itertools.count()
         self._prefix = f"fwd-{os.urandom(6).hex()}-"
 
-    def copy(self, d: Delivery) -> OutgoingMessage:
-        """The forwarded copy of ``d``, bound for its instance's partition."""
+    def partition(self, d: Delivery) -> tuple[int, str | None]:
+        """``d``'s partition, and the correlation id it was found by (None: ``d`` does
+        not decode or route, and goes by a hash of its bytes)."""
         cid = self.intake.correlation_of(d)
-        k = (
-            partition_of(cid, self.partitions)
-            if cid is not None
-            else zlib.crc32(d.body) % self.partitions
-        )
+        if cid is None:
+            return zlib.crc32(d.body) % self.partitions, None
+        return partition_of(cid, self.partitions), cid
+
+    def copy(self, d: Delivery, k: int, cid: str | None) -> OutgoingMessage:
+        """The forwarded copy of ``d``, bound for partition ``k``."""
+        message_id = f"{self._prefix}{next(self._ids)}"
         headers = dict(d.headers)
         headers[FORWARDED_FROM] = d.destination
+        headers[FORWARD_ID] = message_id
         return OutgoingMessage(
             destination=partition_destination(self.group, k),
             body=d.body,
-            message_id=f"{self._prefix}{next(self._ids)}",
+            message_id=message_id,
             key=cid if cid is not None else d.key,
             headers=headers,
         )
 
     async def forward(self, batch: list[Delivery], stopping: asyncio.Event) -> bool:
-        """Forward ``batch`` and acknowledge it; False if ``stopping`` was set while
-        the broker could not take it (the caller gives the batch back).
+        """Forward ``batch`` and settle it: what went to the broker is acknowledged once
+        confirmed, what was handed to this replica's pipeline is the pipeline's to
+        settle; False if ``stopping`` was set while the broker could not take it
+        (then given back). Every delivery of ``batch`` is settled or handed on when
+        this returns or raises.
 
         The batches of every source this replica reads wait here to go out together:
         one publish window and one acknowledgement for all of them, since a source's
@@ -84,15 +120,12 @@ class Forwarder:
         self._waiting.append((batch, done))
         if self._sender is None or self._sender.done():
             self._sender = asyncio.ensure_future(self._send(stopping))
-        else:
-            self._more.set()
         return await asyncio.shield(done)
 
     async def _send(self, stopping: asyncio.Event) -> None:
         """Send what is waiting, all of it at once, until nothing waits."""
         while self._waiting:
             jobs, self._waiting = self._waiting, []
-            self._more.clear()
             batch = [d for b, _ in jobs for d in b]
             try:
                 ok = await self._forward(batch, stopping)
@@ -106,8 +139,45 @@ class Forwarder:
                     done.set_result(ok)
 
     async def _forward(self, batch: list[Delivery], stopping: asyncio.Event) -> bool:
-        copies = [self.copy(d) for d in batch]
-        by_id = {id(c): d for c, d in zip(copies, batch, strict=True)}
+        route = self.route
+        copies: list[OutgoingMessage] = []
+        originals: list[Delivery] = []
+        direct: dict[int, list[Delivery]] = {}
+        for d in batch:
+            k, cid = self.partition(d)
+            if route is not None and route.local(d.destination, k):
+                direct.setdefault(k, []).append(d)
+                continue
+            c = self.copy(d, k, cid)
+            if route is not None:  # before the publish: the partition may read it first
+                route.streamed(d.destination, k, c.message_id)
+            copies.append(c)
+            originals.append(d)
+        try:
+            for k, ds in direct.items():
+                await route.hand(k, ds)  # type: ignore[union-attr]
+        except BaseException:
+            await self._give_back(originals)
+            raise
+        self.handed += len(batch) - len(originals)
+        if not copies:
+            return True
+        try:
+            return await self._publish(copies, originals, stopping)
+        except BaseException:
+            await self._give_back(originals)
+            raise
+
+    async def _give_back(self, deliveries: list[Delivery]) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.nack(deliveries)
+
+    async def _publish(
+        self, copies: list[OutgoingMessage], originals: list[Delivery], stopping: asyncio.Event
+    ) -> bool:
+        """Publish the copies, then acknowledge their originals; False, having given
+        the originals back, if ``stopping`` was set while the broker could not take them."""
+        by_id = {id(c): d for c, d in zip(copies, originals, strict=True)}
         pauses = backoff(0.05, 1.0)
         todo = copies
         while todo:
@@ -125,11 +195,12 @@ class Forwarder:
                     await asyncio.wait_for(stopping.wait(), next(pauses))
                 except TimeoutError:
                     continue
+                await self._give_back(originals)
                 return False
             else:
                 todo = []
-        self.forwarded += len(batch)
-        await self.transport.ack(batch)
+        self.forwarded += len(originals)
+        await self.transport.ack(originals)
         return True
 
     async def _refused(self, originals: list[Delivery], reason: str) -> None:

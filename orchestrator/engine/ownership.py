@@ -32,6 +32,7 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -40,6 +41,7 @@ from adapters.base import Delivery, Topology, Transport, close_stream
 from orchestrator.engine.forwarding import Forwarder
 from orchestrator.engine.intake import Intake
 from orchestrator.engine.partitioning import (
+    FORWARD_ID,
     FORWARDED_FROM,
     Unit,
     balance,
@@ -65,6 +67,14 @@ def default_replica() -> str:
     """A name unique to this process: host, pid and a random suffix (a restarted
     process is a new member; its predecessor's leases lapse or were left)."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Copies of one type sent to one partition the long way, since both were taken."""
+
+    sent: int = 0
+    on_the_way: set[str] = field(default_factory=set)
 
 
 class Ownership:
@@ -95,6 +105,10 @@ class Ownership:
         self.units = plan_units(topology, partitions)
         self.by_name = {u.name: u for u in self.units}
         self.forwarder = Forwarder(watch, intake, topology.group, partitions)
+        self.forwarder.route = self
+        self._streams: dict[tuple[str, int], _Stream] = {}
+        """Per (type, partition) both read here: the copies still on their way through
+        the broker (see :meth:`local`)."""
         self.owners: Mapping[str, str] = {}
         """Who holds each unit, as the last round saw it."""
         self.members: tuple[str, ...] = ()
@@ -133,6 +147,7 @@ class Ownership:
             "owns": self.held(),
             "members": list(self.members),
             "forwarded": self.forwarder.forwarded,
+            "handed": self.forwarder.handed,
         }
 
     async def stream(self) -> AsyncIterator[list[Delivery]]:
@@ -187,6 +202,14 @@ class Ownership:
         self._given_up.difference_update(release)
         self.owners, self.members = view.owners, view.members
         mine = {n for n, o in view.owners.items() if o == self.me and n in self.by_name}
+        for name, (task, _) in list(self._pumps.items()):
+            if task.done() and name not in self._giving_up:  # it failed: start it again
+                self._pumps.pop(name)
+                self._forget_streams(self.by_name[name])
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "unit reader failed; restarting it", unit=name, error=repr(task.exception())
+                    )
         for name in list(self._pumps):
             if name not in mine and name not in self._giving_up:
                 log.warning("lease lost to another replica; unit dropped", unit=name)
@@ -201,9 +224,48 @@ class Ownership:
                 self._giving_up[name] = asyncio.ensure_future(self._give_up(name))
         return bool(claim or release_now or self._giving_up or self._given_up)
 
+    # -- the short cut to this replica's own partitions (forwarding.LocalRoute) --------
+
+    def local(self, destination: str, k: int) -> bool:
+        """Whether a message of ``destination`` bound for partition ``k`` may go to the
+        pipeline at once. Only when this replica reads both the type and the partition,
+        has sent at least one copy of that type there since it took both, and the
+        partition has read every such copy: everything published to the partition
+        before then was read before them, so nothing earlier of the type is left in
+        the broker for the message to overtake. (A redelivery, after a crash or a
+        stop, is the exception, as for any consumer.)"""
+        stream = self._streams.get((destination, k))
+        return stream is not None and stream.sent > 0 and not stream.on_the_way
+
+    def streamed(self, destination: str, k: int, forward_id: str) -> None:
+        """A copy of ``destination`` goes to partition ``k`` through the broker."""
+        if f"p{k}" not in self._pumps or f"src:{destination}" not in self._pumps:
+            return
+        stream = self._streams.get((destination, k))
+        if stream is None:
+            stream = self._streams[(destination, k)] = _Stream()
+        stream.sent += 1
+        stream.on_the_way.add(forward_id)
+
+    async def hand(self, k: int, deliveries: list[Delivery]) -> None:
+        """Messages of a source read here, straight to partition ``k``'s place in the
+        pipeline: settling them now belongs to the partition (its hand-over waits)."""
+        self.watch.retrack(f"p{k}", deliveries)
+        await self._queue.put(deliveries)
+
+    def _forget_streams(self, unit: Unit) -> None:
+        """``unit`` taken or given up: the short cuts through it start over."""
+        if unit.kind == "partition":
+            gone = [key for key in self._streams if key[1] == unit.partition]
+        else:
+            gone = [key for key in self._streams if key[0] == unit.topology.consumes[0]]
+        for key in gone:
+            del self._streams[key]
+
     # -- pumps ------------------------------------------------------------------------
 
     def _start(self, unit: Unit) -> None:
+        self._forget_streams(unit)
         stop = asyncio.Event()
         if unit.kind == "partition":
             k = unit.partition
@@ -217,6 +279,7 @@ class Ownership:
     def _drop(self, name: str) -> None:
         """Stop reading ``name`` at once (its lease is gone or going)."""
         task, stop = self._pumps.pop(name)
+        self._forget_streams(self.by_name[name])
         stop.set()
         task.cancel()
 
@@ -224,6 +287,7 @@ class Ownership:
         """Stop reading ``name``, wait for what was read to settle, then let the next
         round release its lease."""
         try:
+            self._forget_streams(self.by_name[name])  # no short cut into a unit going away
             entry = self._pumps.get(name)
             if entry is not None:
                 task, stop = entry
@@ -276,10 +340,14 @@ class Ownership:
                 await close_stream(stream)
 
     async def _to_pipeline(self, unit: Unit, batch: list[Delivery], stop: asyncio.Event) -> None:
+        k, streams = unit.partition, self._streams
         for d in batch:
             origin = d.headers.get(FORWARDED_FROM)
             if origin is not None:
                 d.destination = origin
+                stream = streams.get((origin, k)) if streams else None
+                if stream is not None:
+                    stream.on_the_way.discard(d.headers.get(FORWARD_ID, ""))
         try:
             await self._queue.put(batch)
         except asyncio.CancelledError:  # dropped with the batch in hand: give it back
@@ -288,14 +356,7 @@ class Ownership:
             raise
 
     async def _forward(self, unit: Unit, batch: list[Delivery], stop: asyncio.Event) -> None:
-        try:
-            done = await self.forwarder.forward(batch, self._stopping)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await self.transport.nack(batch)
-            raise
-        if not done:
-            await self.transport.nack(batch)
+        await self.forwarder.forward(batch, self._stopping)  # settles or hands on each
 
     async def close(self) -> None:
         """Stop every pump, give back what was read ahead, and leave the group."""

@@ -35,6 +35,7 @@ from adapters.base import Topology
 
 __all__ = [
     "FORWARDED_FROM",
+    "FORWARD_ID",
     "Unit",
     "balance",
     "partition_destination",
@@ -47,6 +48,11 @@ FORWARDED_FROM = "sagawire-forwarded-from"
 """Header of a forwarded message: the destination (event type) it was published to.
 The partition's consumer gives the delivery that destination back, so the engine sees
 the message as it was published (a plain JSON event is read by its type)."""
+
+
+FORWARD_ID = "sagawire-forward-id"
+"""Header of a forwarded copy: its own id, by which the forwarder learns that its
+partition has read it (:class:`~orchestrator.engine.forwarding.LocalRoute`)."""
 
 
 def partition_of(correlation_id: str, partitions: int) -> int:

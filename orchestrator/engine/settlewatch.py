@@ -38,6 +38,15 @@ class SettleWatch:
         self._count[unit] = self._count.get(unit, 0) + len(deliveries)
         self._event(unit).clear()
 
+    def retrack(self, unit: str, deliveries: Sequence[Delivery]) -> None:
+        """``deliveries`` read from one unit are now another's to settle (a source's
+        messages handed straight to this replica's partition)."""
+        for d in deliveries:
+            found = self._unit.pop(id(d), None)
+            if found is not None:
+                self._settle_one(found[0])
+        self.track(unit, deliveries)
+
     def unsettled(self, unit: str) -> int:
         return self._count.get(unit, 0)
 
@@ -61,13 +70,14 @@ class SettleWatch:
     def _settle(self, deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
             found = self._unit.pop(id(d), None)
-            if found is None:
-                continue
-            unit = found[0]
-            left = self._count[unit] = self._count[unit] - 1
-            if left <= 0:
-                self._count[unit] = 0
-                self._event(unit).set()
+            if found is not None:
+                self._settle_one(found[0])
+
+    def _settle_one(self, unit: str) -> None:
+        left = self._count[unit] = self._count[unit] - 1
+        if left <= 0:
+            self._count[unit] = 0
+            self._event(unit).set()
 
     # -- the transport, passed through ------------------------------------------------
 
