@@ -31,6 +31,7 @@ from orchestrator.engine.model import Instance
 from orchestrator.engine.operator import Operator
 from orchestrator.engine.outage import StoreHealth
 from orchestrator.engine.ownership import Ownership, default_replica
+from orchestrator.engine.peers import Peers
 from orchestrator.engine.persist import instance_from_record
 from orchestrator.engine.pipeline import Pipeline
 from orchestrator.engine.reading import Reader
@@ -110,6 +111,13 @@ class Engine:
             else None
         )  # fmt: skip
         """Partitioned mode's units and leases (None: replicas compete for messages)."""
+        if self.ownership is not None:
+            self.housekeeper.owns = self.ownership.owns
+        self.peers: Peers | None = None
+        """Where replicas compete on a broker that carries events by type: who else is
+        there, so the cache is off while anyone is (:mod:`orchestrator.engine.peers`)."""
+        if self.ownership is None and getattr(transport, "partitionable", False):
+            self._compete()
         self.consumer = Consumer(
             transport, self.topology, pipeline, config.max_batch,
             source=self.ownership.stream if self.ownership is not None else None,
@@ -130,6 +138,11 @@ class Engine:
         self.working.restart(await self.store.parked_keys())
         await self.relay_pending()
 
+    def _compete(self) -> None:
+        config = self.config
+        replica = config.replica or default_replica()
+        self.peers = Peers(self.store, config.group, replica, config.lease_ttl, self.working)
+
     async def _declare(self) -> None:
         """The group's consumer, or in partitioned mode every unit's; a broker that
         cannot carry partitioned mode (RabbitMQ older than 3.8 has no single active
@@ -146,9 +159,11 @@ class Engine:
                 error=str(exc),
             )
             self.ownership = None
+            self.housekeeper.owns = None
             self.consumer.source = lambda: self.transport.consume(
                 self.topology, max_batch=self.config.max_batch
             )
+            self._compete()
             await self.transport.declare(self.topology)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -168,6 +183,8 @@ class Engine:
         loops: tuple[asyncio.Future[Any], ...] = (consumer, housekeeping, relay)
         if self.ownership is not None:
             loops += (asyncio.ensure_future(self.ownership.run(relay_stop)),)
+        if self.peers is not None:
+            loops += (asyncio.ensure_future(self.peers.run(relay_stop)),)
         try:
             await asyncio.wait({*loops, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -204,6 +221,8 @@ class Engine:
         the memory broker)."""
         if self.ownership is not None:
             return {"mode": "partitioned", **self.ownership.status()}
+        if self.peers is not None:
+            return {"mode": "competing", **self.peers.status()}
         owned = getattr(self.transport, "owned", None)
         if callable(owned):
             return {"mode": "kafka", "owns": list(owned())}
@@ -261,7 +280,8 @@ class Engine:
                 log.warning("housekeeping failed; retrying", error=str(exc))
                 nxt = None
             delay = interval
-            if nxt is not None:
+            if nxt is not None and not self.housekeeper.skipped:
+                # (due timers of partitions another replica reads: not ours to wait on)
                 delay = max(0.0, min(interval, nxt - self.clock.now()))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), timeout=delay)

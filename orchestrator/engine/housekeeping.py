@@ -8,6 +8,7 @@ parked messages, a revival), through the same stages a delivery goes through.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -57,6 +58,12 @@ class Housekeeper:
         self.clock = clock
         self.stats = stats
         self.config = config
+        self.owns: Callable[[InstanceKey], bool] | None = None
+        """In partitioned mode, whether this replica reads an instance's partition: it
+        fires only those instances' timers (every replica firing every timer would
+        meet a version conflict on all but one)."""
+        self.skipped = False
+        """The last pass left due timers to the replicas that own them."""
 
     async def fire_due(self) -> int:
         """Fire due timers, expire parked messages, and try the parked messages of the
@@ -65,6 +72,12 @@ class Housekeeper:
             await self.pipeline.drain()
             now = self.clock.now()
             timers = await self.store.due_timers(now, limit=self.config.max_batch)
+            owns = self.owns
+            self.skipped = False
+            if owns is not None and timers:  # partitioned: the other replicas fire theirs
+                mine = [t for t in timers if owns((t.saga, t.correlation_id))]
+                self.skipped = len(mine) < len(timers)
+                timers = mine
             if timers:
                 batch = Batch()
                 items = [i for i in map(self.intake.timer_item, timers) if i is not None]

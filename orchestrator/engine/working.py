@@ -33,6 +33,8 @@ class WorkingSet:
 
     def __init__(self, cache_size: int) -> None:
         self.cache_size = cache_size
+        self.limit = cache_size
+        """The cache's size now: ``cache_size``, or 0 while replicas compete (:meth:`share`)."""
         self.cache: dict[InstanceKey, Instance] = {}
         """Running instances as committed by this engine; insertion-ordered, oldest first.
         A stale entry (another replica moved the instance) is caught by the version
@@ -60,15 +62,24 @@ class WorkingSet:
         """Keep a running instance just committed; forget a finished or unknown one."""
         cache = self.cache
         cache.pop(key, None)
-        if instance is None or instance.status.final or self.cache_size <= 0:
+        if instance is None or instance.status.final or self.limit <= 0:
             return
         cache[key] = instance
-        if len(cache) > self.cache_size:
+        if len(cache) > self.limit:
             del cache[next(iter(cache))]
 
     def forget(self, key: InstanceKey) -> None:
         """Drop one cached instance: another writer moved it."""
         self.cache.pop(key, None)
+
+    def share(self, shared: bool) -> None:
+        """Other replicas compete for this one's messages (``shared``), or no longer:
+        while they do, any of them may move any instance, so nothing is cached (every
+        cached copy would be stale for every other event, a version conflict each)."""
+        limit = 0 if shared else self.cache_size
+        if limit != self.limit:
+            self.limit = limit
+            self.cache.clear()
 
     def forget_where(self, stale: Callable[[InstanceKey], bool]) -> None:
         """Drop the cached instances ``stale`` picks: a partition taken over from
