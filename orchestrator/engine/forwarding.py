@@ -61,7 +61,7 @@ class LocalRoute(Protocol):
 
     def streamed(self, destination: str, k: int, forward_id: str) -> None: ...
 
-    async def hand(self, k: int, deliveries: list[Delivery]) -> None: ...
+    async def hand(self, by_partition: dict[int, list[Delivery]]) -> None: ...
 
 
 class Forwarder:
@@ -154,10 +154,10 @@ class Forwarder:
             copies.append(c)
             originals.append(d)
         try:
-            for k, ds in direct.items():
-                await route.hand(k, ds)  # type: ignore[union-attr]
-        except BaseException:
-            await self._give_back(originals)
+            if direct:
+                await route.hand(direct)  # type: ignore[union-attr]
+        except BaseException:  # not handed on (one put, all or nothing): give all back
+            await self._give_back(originals + [d for ds in direct.values() for d in ds])
             raise
         self.handed += len(batch) - len(originals)
         if not copies:

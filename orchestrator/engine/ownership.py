@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,41 @@ def default_replica() -> str:
     """A name unique to this process: host, pid and a random suffix (a restarted
     process is a new member; its predecessor's leases lapse or were left)."""
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class _Batches:
+    """Batches waiting for the pipeline, at most ``bound`` of them, taken merged: a
+    pipeline step's commit costs about the same for one delivery as for a hundred."""
+
+    def __init__(self, bound: int) -> None:
+        self._bound = bound
+        self._items: deque[list[Delivery]] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+
+    async def put(self, batch: list[Delivery]) -> None:
+        while len(self._items) >= self._bound:
+            self._room.clear()
+            await self._room.wait()
+        self._items.append(batch)
+        self._ready.set()
+
+    async def take(self, most: int) -> list[Delivery]:
+        items = self._items
+        while not items:
+            self._ready.clear()
+            await self._ready.wait()
+        batch = items.popleft()
+        while items and len(batch) + len(items[0]) <= most:
+            batch = batch + items.popleft()
+        self._room.set()
+        return batch
+
+    def drain(self) -> list[list[Delivery]]:
+        taken = list(self._items)
+        self._items.clear()
+        self._room.set()
+        return taken
 
 
 @dataclass(slots=True)
@@ -113,7 +149,7 @@ class Ownership:
         """Who holds each unit, as the last round saw it."""
         self.members: tuple[str, ...] = ()
         """The live replicas, as the last round saw them."""
-        self._queue: asyncio.Queue[list[Delivery]] = asyncio.Queue(maxsize=partitions + 2)
+        self._batches = _Batches(partitions + 2)
         """Partitions' batches for the pipeline: one per pump at most, merged as read."""
         self._pumps: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._giving_up: dict[str, asyncio.Task[None]] = {}
@@ -152,14 +188,8 @@ class Ownership:
 
     async def stream(self) -> AsyncIterator[list[Delivery]]:
         """The batches of the partitions this replica holds, merged, for the pipeline."""
-        queue, most = self._queue, self.max_batch
         while True:
-            batch = await queue.get()
-            # every partition's batch that waits goes in one: a pipeline step's commit
-            # costs about the same for one delivery as for a hundred
-            while not queue.empty() and len(batch) + len(queue._queue[0]) <= most:  # type: ignore[attr-defined]
-                batch = batch + queue.get_nowait()
-            yield batch
+            yield await self._batches.take(self.max_batch)
 
     # -- the lease loop -------------------------------------------------------------
 
@@ -172,7 +202,9 @@ class Ownership:
                 busy = await self._round(loop.time() - last_ok)
                 if busy is not None:
                     last_ok = loop.time()
-                pause = self.ttl / 3 if busy is False else self.ttl / 12
+                # claims go out in the very next round: a dead replica's units wait
+                # for its leases to lapse, not for another pause
+                pause = 0.0 if self._claim else self.ttl / 3 if busy is False else self.ttl / 12
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), pause)
         finally:
@@ -247,11 +279,14 @@ class Ownership:
         stream.sent += 1
         stream.on_the_way.add(forward_id)
 
-    async def hand(self, k: int, deliveries: list[Delivery]) -> None:
-        """Messages of a source read here, straight to partition ``k``'s place in the
-        pipeline: settling them now belongs to the partition (its hand-over waits)."""
-        self.watch.retrack(f"p{k}", deliveries)
-        await self._queue.put(deliveries)
+    async def hand(self, by_partition: dict[int, list[Delivery]]) -> None:
+        """Messages of a source read here, straight to their partitions' place in the
+        pipeline: settling them now belongs to each partition (its hand-over waits)."""
+        batch: list[Delivery] = []
+        for k, deliveries in by_partition.items():
+            self.watch.retrack(f"p{k}", deliveries)
+            batch += deliveries
+        await self._batches.put(batch)
 
     def _forget_streams(self, unit: Unit) -> None:
         """``unit`` taken or given up: the short cuts through it start over."""
@@ -349,7 +384,7 @@ class Ownership:
                 if stream is not None:
                     stream.on_the_way.discard(d.headers.get(FORWARD_ID, ""))
         try:
-            await self._queue.put(batch)
+            await self._batches.put(batch)
         except asyncio.CancelledError:  # dropped with the batch in hand: give it back
             with contextlib.suppress(Exception):
                 await self.transport.nack(batch)
@@ -374,8 +409,8 @@ class Ownership:
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        while not self._queue.empty():
+        for batch in self._batches.drain():
             with contextlib.suppress(Exception):
-                await self.transport.nack(self._queue.get_nowait())
+                await self.transport.nack(batch)
         with contextlib.suppress(StoreError):
             await self.store.leave(self.topology.group, self.me)
