@@ -16,7 +16,9 @@ Each end-to-end test starts replicas of one consumer group (``--partitions 8
 3. ``kill -9`` of one of three replicas under load loses nothing and applies nothing
    twice, its units are owned by the survivors within 5 s, and a replica started
    after takes its share without stalling the others (the longest gap between
-   completions while it joins is printed and held under 3 s).
+   completions while it joins is printed and held under 3 s);
+4. (no broker) the hand-over itself: a unit given up is not read again before its
+   lease goes, however the settling and the lease round interleave.
 
 The kill test is a fault test: bounded by default, longer under ``SAGAWIRE_FAULTS=full``
 (:mod:`tests.faults.mode`). Figures print with ``pytest -s``.
@@ -32,7 +34,17 @@ from typing import Any
 
 import pytest
 
-from orchestrator.engine.partitioning import partition_of
+from adapters.base import OutgoingMessage, Topology, close_stream
+from adapters.memory import MemoryBroker, MemoryTransport
+from orchestrator.engine.correlate import Router
+from orchestrator.engine.intake import Intake
+from orchestrator.engine.ownership import Ownership
+from orchestrator.engine.partitioning import partition_destination, partition_of
+from orchestrator.engine.settlewatch import SettleWatch
+from orchestrator.engine.working import WorkingSet
+from orchestrator.store.base import LeaseView
+from orchestrator.store.memory import MemoryStore
+from schemas.limits import DEFAULT_LIMITS
 from tests.e2e._partitioned import (
     PARTITIONS,
     Cluster,
@@ -388,3 +400,84 @@ async def test_kill_9_of_one_of_three_loses_nothing_and_a_new_replica_takes_a_sh
         assert gap < JOIN_GAP, (
             f"completions paused {gap:.2f}s while the new replica joined\n{cluster.digests()}"
         )
+
+
+# -- 4. the hand-over itself, without a broker: a unit given up is not read again ---------
+
+
+class _HeldStore(MemoryStore):
+    """The memory store, whose next lease round, once armed, waits to be let go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.armed: tuple[asyncio.Event, asyncio.Event] | None = None
+
+    async def lease_round(self, group: str, member: str, **kw: Any) -> LeaseView:
+        if self.armed is not None and member == "a":
+            entered, go = self.armed
+            self.armed = None
+            entered.set()
+            await go.wait()
+        return await super().lease_round(group, member, **kw)
+
+
+async def _yield(times: int = 10) -> None:
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
+async def test_a_unit_given_up_while_a_lease_round_is_out_is_not_read_again() -> None:
+    """Replica ``a`` holds every unit; ``b`` joins, so ``a`` gives ``p1`` up: it stops
+    reading it and waits for a batch of ``p1`` still in its pipeline to settle, then the
+    next round releases the lease. If the batch settles while that round is out at the
+    store (the round named nothing to release yet; its view still says ``a`` holds
+    ``p1``), ``a`` must not start reading ``p1`` again: the round after releases the
+    lease, and ``b`` would read ``p1`` while ``a`` still has deliveries of it in flight
+    (one reader at a time, and so per-instance order, broken)."""
+    broker = MemoryBroker()
+    transport = MemoryTransport(broker)
+    await transport.start()
+    store = _HeldStore()
+    await store.open()
+    own = Ownership(
+        SettleWatch(transport),
+        store,
+        Topology((tick_saga.TICK,), group="g"),
+        Intake(Router([tick_saga.ticks]), DEFAULT_LIMITS),
+        WorkingSet(0),
+        partitions=2,
+        replica="a",
+        ttl=60.0,
+        max_batch=10,
+    )
+    try:
+        await own.declare()
+        for _ in range(3):
+            await own._round(0.0)
+        assert own.held() == [f"src:{tick_saga.TICK}", "p0", "p1"]
+        await transport.publish(
+            [OutgoingMessage(partition_destination("g", 1), b"{}", message_id="m1")]
+        )
+        pipeline = own.stream()
+        batch = await asyncio.wait_for(anext(pipeline), 5.0)  # p1's, in the pipeline
+        await store.lease_round("g", "b", ttl=60.0)  # b joins: a's share is one partition
+        await own._round(0.0)  # a gives p1 up: stops reading it, waits for the batch
+        await _yield()
+        assert "p1" not in own.held() and own.watch.unsettled("p1") == len(batch)
+
+        entered, go = asyncio.Event(), asyncio.Event()
+        store.armed = (entered, go)
+        out = asyncio.ensure_future(own._round(0.0))
+        await entered.wait()  # the round is at the store...
+        await own.watch.ack(batch)  # ...when the pipeline settles p1's batch
+        await _yield()  # p1 given up: the next round releases its lease
+        go.set()
+        await out
+        await close_stream(pipeline)
+        assert "p1" not in own.held(), (
+            "p1 was given up (its lease goes in the next round) but a reads it again"
+        )
+    finally:
+        await own.close()
+        await transport.close()
+        await store.close()
