@@ -246,7 +246,8 @@ class Ownership:
             if name not in mine and name not in self._giving_up:
                 log.warning("lease lost to another replica; unit dropped", unit=name)
                 self._drop(name)
-        for name in sorted(mine):
+        # (a unit given up while this round was out is still in the view: not read again)
+        for name in sorted(mine - self._given_up):
             if name not in self._pumps and name not in self._giving_up:
                 self._start(self.by_name[name])
         claim, release_now = balance(self.units, view.owners, view.members, self.me)
