@@ -406,6 +406,7 @@ class Reading:
 
     deliveries: float
     conflicts: float
+    commits: float
     cpu_s: float | None
     throttling: tuple[int, int] | None
 
@@ -419,6 +420,7 @@ class Row:
     p99_ms: float
     deliveries: int
     conflicts: int
+    commits: int = 0
     replica_cores: list[float | None] = field(default_factory=list)
     throttled: list[float | None] = field(default_factory=list)
     cancelled: int = 0
@@ -457,6 +459,7 @@ def format_row(row: Row, base: Row | None) -> str:
             f"deliveries={row.deliveries}",
             f"conflicts={row.conflicts}",
             f"conflicts_per_delivery={row.conflicts_per_delivery:.4f}",
+            f"deliveries_per_commit={row.deliveries / row.commits if row.commits else 0:.1f}",
             "replica_cores=" + ",".join(_opt(c, ".2f") for c in row.replica_cores),
             f"cpu_ms_per_saga={_opt(row.cpu_ms_per_saga, '.2f')}",
             "throttled=" + ",".join(_opt(t, ".0%") for t in row.throttled),
@@ -483,7 +486,11 @@ async def _scrape(http: httpx.AsyncClient, car: Sidecar, index: int, limit: Limi
                 ) from None
             await asyncio.sleep(0.2)
     text = response.text
-    found = {"sagawire_deliveries_total": 0.0, "sagawire_conflicts_total": 0.0}
+    found = {
+        "sagawire_deliveries_total": 0.0,
+        "sagawire_conflicts_total": 0.0,
+        "sagawire_commit_duration_seconds_count": 0.0,
+    }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in found:
@@ -491,6 +498,7 @@ async def _scrape(http: httpx.AsyncClient, car: Sidecar, index: int, limit: Limi
     return Reading(
         found["sagawire_deliveries_total"],
         found["sagawire_conflicts_total"],
+        found["sagawire_commit_duration_seconds_count"],
         process_cpu_s(car.proc.pid),
         limit.throttling(index),
     )
@@ -659,6 +667,7 @@ def _row(
             sum(b.deliveries - a.deliveries for a, b in zip(before, after, strict=True))
         ),
         conflicts=round(sum(b.conflicts - a.conflicts for a, b in zip(before, after, strict=True))),
+        commits=round(sum(b.commits - a.commits for a, b in zip(before, after, strict=True))),
         replica_cores=cores,
         throttled=throttled,
         cancelled=driver.cancelled,
