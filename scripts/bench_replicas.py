@@ -420,12 +420,12 @@ class Row:
     p99_ms: float
     deliveries: int
     conflicts: int
-    commits: int = 0
     replica_cores: list[float | None] = field(default_factory=list)
     throttled: list[float | None] = field(default_factory=list)
     cancelled: int = 0
     machine_busy: float | None = None  # cores of the whole machine busy over the window
     load: float = 0.0
+    commits: int = 0  # store commits of the replicas (deliveries per commit: the batching)
 
     @property
     def conflicts_per_delivery(self) -> float:

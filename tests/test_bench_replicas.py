@@ -28,7 +28,8 @@ LINE = re.compile(
     r"broker=(?P<broker>\w+) replicas=(?P<replicas>\d+) sagas_per_s=(?P<rate>\d+\.\d)"
     r" vs_1=(?P<vs>\d+\.\d\dx|-) p50_ms=(?P<p50>\d+) p99_ms=(?P<p99>\d+)"
     r" deliveries=(?P<deliveries>\d+) conflicts=(?P<conflicts>\d+)"
-    r" conflicts_per_delivery=(?P<cpd>\d\.\d{4}) replica_cores=(?P<cores>[-\d.,]+)"
+    r" conflicts_per_delivery=(?P<cpd>\d\.\d{4}) deliveries_per_commit=(?P<dpc>\d+\.\d)"
+    r" replica_cores=(?P<cores>[-\d.,]+)"
     r" cpu_ms_per_saga=(?P<cpu>\d+\.\d\d|-)"
     r" throttled=(?P<throttled>[-\d%,]+) cancelled=(?P<cancelled>\d+)"
     r" machine_busy=(?P<busy>\d+\.\d\d|-) load=\d+\.\d\d"
@@ -40,6 +41,7 @@ def test_arguments_and_their_defaults() -> None:
     assert args.brokers == ["kafka", "nats", "rabbitmq"]
     assert args.replicas == [1, 2, 4]
     assert (args.quota, args.in_flight, args.seconds, args.partitions) == (0.25, 200, 30.0, 4)
+    assert (args.own_partitions, args.cache_size) == (0, 20000)
     args = parse_args(["--broker", "nats", "--replicas", "1,2", "--quota", "0", "--seconds", "3"])
     assert (args.brokers, args.replicas, args.quota, args.seconds) == (["nats"], [1, 2], 0.0, 3.0)
 
