@@ -35,6 +35,7 @@ from adapters._kafka_offsets import OffsetTracker, Ticket
 from adapters._kafka_settings import KafkaSettings, translate_error
 from adapters._util import Backoff
 from adapters.base import Delivery, Topology
+from schemas.errors import TransportError
 
 __all__ = ["ConsumerRun"]
 
@@ -82,22 +83,13 @@ class ConsumerRun:
         self._report = report
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         """This run's offsets; its tickets identify the run (see KafkaTransport.ack)."""
-        self._consumer = AIOKafkaConsumer(
-            group_id=topology.group,
-            enable_auto_commit=False,
-            auto_offset_reset="latest" if settings.start == "new" else "earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            group_instance_id=instance_id,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            **settings.client_kwargs(),
-        )
+        self.group = topology.group
+        self.instance_id = instance_id
+        self.session_ms = settings.session_timeout_ms
+        self._consumer = self._new_consumer()
         self.joined = False
         """Set once the group gave this consumer its (possibly empty) assignment: until
         then nothing is being consumed, and readiness says so."""
-        self.group = topology.group
-        self.instance_id = instance_id
         self._room = asyncio.Event()
         """Set when the in-flight window or the read-ahead may have room: an ack, a nack,
         the caller taking a batch."""
@@ -111,6 +103,25 @@ class ConsumerRun:
         self.fetch_wait = FetchWait(settings.fetch_max_wait_ms, settings.busy_fetch_wait_ms)
 
     async def start(self) -> None:
+        await self._start_consumer()
+        self._committer = asyncio.create_task(self._commit_loop())
+        self._pump = asyncio.create_task(self._fetch_loop())
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        s = self._settings
+        return AIOKafkaConsumer(
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if s.start == "new" else "earliest",
+            session_timeout_ms=self.session_ms,
+            heartbeat_interval_ms=s.heartbeat_interval(self.session_ms),
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            group_instance_id=self.instance_id,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            **s.client_kwargs(),
+        )
+
+    async def _start_consumer(self) -> None:
         topics = [self._settings.topic(d) for d in self._topology.consumes]
         self._consumer.subscribe(topics, listener=_Rebalance(self))
         try:
@@ -119,8 +130,38 @@ class ConsumerRun:
             await self._consumer.stop()
             raise translate_error(err, "consumer start", self._settings.redacted_url) from err
         self.fetch_wait.attach(self._consumer)
-        self._committer = asyncio.create_task(self._commit_loop())
-        self._pump = asyncio.create_task(self._fetch_loop())
+
+    async def _longer_session(self, err: kafka_errors.InvalidSessionTimeoutError) -> None:
+        """The broker refused the session as too short (Apache Kafka's
+        ``group.min.session.timeout.ms``, 6000 unless lowered): join again with
+        ``session_fallback_ms`` if the session was the default, else raise. Nothing was
+        assigned yet (the refusal answers the first JoinGroup), so there is nothing to
+        commit or hand over: the refused consumer is replaced by a new one."""
+        fallback = self._settings.session_fallback_ms
+        if fallback is None or fallback <= self.session_ms:
+            raise TransportError(
+                f"kafka group {self.group} at {self._settings.redacted_url} refused "
+                f"session_timeout_ms={self.session_ms} ({err!r}): set ?session_timeout_ms= "
+                "within the broker's group.min/max.session.timeout.ms",
+                retryable=False,
+            ) from err
+        log.warning(
+            "kafka broker %s refused session_timeout_ms=%d for group %s (below its "
+            "group.min.session.timeout.ms); joining with %d. A replica killed with -9 then "
+            "hands its partitions over only after %d ms and a rebalance: lower "
+            "group.min.session.timeout.ms on the brokers for a faster failover, or set "
+            "?session_timeout_ms=%d to choose this",
+            self._settings.redacted_url,
+            self.session_ms,
+            self.group,
+            fallback,
+            fallback,
+            fallback,
+        )
+        refused, self.session_ms = self._consumer, fallback
+        await refused.stop()
+        self._consumer = self._new_consumer()
+        await self._start_consumer()
 
     async def batches(self) -> AsyncGenerator[list[Delivery], None]:
         """The pump's batches, in order; ends when :meth:`stop` is called (or raises
@@ -183,6 +224,9 @@ class ConsumerRun:
                 )
             except kafka_errors.ConsumerStoppedError:
                 return
+            except kafka_errors.InvalidSessionTimeoutError as err:
+                await self._longer_session(err)
+                continue
             except kafka_errors.KafkaError as err:
                 self._report(err)
                 await asyncio.sleep(backoff.next_delay())
@@ -197,6 +241,16 @@ class ConsumerRun:
                     self._ready_since = loop.time()
                 self._ready.append(batch)
                 self._arrived.set()
+
+    def owned(self) -> set[TopicPartition]:
+        """The partitions this member holds now: aiokafka's assignment, less what the
+        rebalance listener was told to give up. aiokafka keeps reporting the old
+        assignment until the next one arrives, so during a rebalance (after the
+        revocation, while every member waits for the new assignment) this is empty, as
+        it is before the first assignment and once :meth:`stop` began."""
+        if self._closing:
+            return set()
+        return self.tracker.assigned & set(self._consumer.assignment())
 
     def ack(self, tickets: Sequence[Ticket[TopicPartition]]) -> None:
         moved = [self.tracker.ack(t) for t in tickets]  # every ticket, no short-circuit

@@ -8,17 +8,26 @@ string handling; the URL is the only configuration a Kafka transport takes.
 ====================  =========  ==========================================================
 option                default    meaning
 ====================  =========  ==========================================================
-partitions            3          partitions of topics :meth:`declare` creates; 3 lets three
-                                 sidecars share a group without a re-partition on day one
+partitions            12         partitions of topics :meth:`declare` creates. 12 divides
+                                 evenly among 1, 2, 3, 4, 6 and 12 replicas (3 over 2
+                                 leaves one with twice the work); a topic's count can
+                                 only grow later, and growing it moves keys. Sizing:
+                                 ``docs/kafka.md``
 replication           1          replication factor of created topics (set 3 in production)
 topic_prefix          (none)     topic = prefix + destination, e.g. ``prod.``
 max_in_flight         2048       unacked deliveries per consumer before fetching pauses
-session_timeout_ms    6000       group session: a member silent this long (a process
-                                 killed with -9) is dropped and its partitions move to
-                                 the others. 6000 is Apache Kafka's smallest by default
-                                 (``group.min.session.timeout.ms``); heartbeats go every
-                                 second (a third of the session if that is shorter), so
-                                 a rebalance is noticed within a second
+session_timeout_ms    2000       group session (6000 with ``instance_id``, below): a
+                                 member silent this long (a process killed with -9) is
+                                 dropped and its partitions move to the others, 3.0-4.1
+                                 s after a kill -9 on Tansu (9.2-9.8 s with 6000).
+                                 Heartbeats go every second, or a third of the session
+                                 when that is shorter (666 ms), so a rebalance is
+                                 noticed within one. Apache Kafka refuses
+                                 a session under its ``group.min.session.timeout.ms``
+                                 (6000 unless lowered): left at its default, the
+                                 consumer then warns and joins with 6000; a value
+                                 given here is used as given, and a refusal of it is
+                                 an error. Trade-off and numbers: ``docs/kafka.md``
 instance_id           (none)     static membership (KIP-345, ``group.instance.id``; or
                                  ``SAGAWIRE_KAFKA_INSTANCE_ID``): a sidecar restarted
                                  with the same id within the session gets its partitions
@@ -27,10 +36,14 @@ instance_id           (none)     static membership (KIP-345, ``group.instance.id
                                  since two replicas sharing one are fenced by Kafka and,
                                  on Tansu, both consume every partition. A static member
                                  does not leave the group when it stops: its partitions
-                                 wait for it for up to the session timeout. (Tansu 0.6
-                                 holds every static JoinGroup and SyncGroup for 3 s: a
-                                 restart takes ~6 s there, and a member that does not
-                                 come back hands over after the session plus ~6 s)
+                                 wait for it for up to the session timeout, so it pays
+                                 only with a session longer than a restart; its default
+                                 session stays 6000, since 2000 is shorter than any
+                                 restart and a static member that misses its session
+                                 costs the others a rebalance after all. (Tansu 0.6
+                                 holds static joins for seconds: a restart takes ~6 s
+                                 there at 6000, ~18 s at 30000.) When to use it:
+                                 ``docs/kafka.md``
 max_poll_interval_ms  300000     longest the client may go without polling before it
                                  leaves the group (aiokafka's); the transport keeps
                                  polling, with its partitions paused, while the engine
@@ -86,7 +99,27 @@ from aiokafka import errors as kafka_errors
 from adapters._util import check_options, query_params, redact_url
 from schemas.errors import ConfigError, DeclarationError, TransportError
 
-__all__ = ["KafkaSettings", "translate_error"]
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "DEFAULT_SESSION_MS",
+    "KAFKA_MIN_SESSION_MS",
+    "STATIC_SESSION_MS",
+    "KafkaSettings",
+    "translate_error",
+]
+
+DEFAULT_PARTITIONS = 12
+"""Evenly shared by 1, 2, 3, 4, 6 or 12 replicas of one consumer group."""
+DEFAULT_SESSION_MS = 2000
+"""Short enough that a replica killed with -9 hands its partitions over within 5 s
+(issue 19's target; 3.0-4.1 s measured on Tansu, where 6000 took 9.2-9.8 s)."""
+STATIC_SESSION_MS = 6000
+"""The default session of a static member (``instance_id``), which exists to outlast a
+restart: no restart fits in 2 s, and on Tansu a static member that came back after
+its 2 s session cost the other replica a 12 s pause."""
+KAFKA_MIN_SESSION_MS = 6000
+"""Apache Kafka's default ``group.min.session.timeout.ms``: a broker left at its
+defaults refuses any shorter session, and the default one falls back to this."""
 
 _PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
 _MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
@@ -118,11 +151,14 @@ class KafkaSettings:
 
     bootstrap: str
     redacted_url: str
-    partitions: int = 3
+    partitions: int = DEFAULT_PARTITIONS
     replication: int = 1
     topic_prefix: str = ""
     max_in_flight: int = 2048
-    session_timeout_ms: int = 6000
+    session_timeout_ms: int = DEFAULT_SESSION_MS
+    session_fallback_ms: int | None = KAFKA_MIN_SESSION_MS
+    """The session to join with when the broker refuses ``session_timeout_ms`` as too
+    short; ``None`` when the URL chose the session (then a refusal is an error)."""
     instance_id: str | None = None
     max_poll_interval_ms: int = 300000
     max_message_bytes: int = 1048576
@@ -158,15 +194,26 @@ class KafkaSettings:
         start = q.get("start", "all")
         if start not in ("all", "new"):
             raise ConfigError(f"start={start!r} in {safe!r}; all or new")
+        instance_id = q.get("instance_id") or env.get("SAGAWIRE_KAFKA_INSTANCE_ID") or None
+        session = _positive(
+            q,
+            "session_timeout_ms",
+            DEFAULT_SESSION_MS if instance_id is None else STATIC_SESSION_MS,
+            safe,
+        )
+        chosen = "session_timeout_ms" in q
         return cls(
             bootstrap=hosts,
             redacted_url=safe,
-            partitions=_positive(q, "partitions", 3, safe),
+            partitions=_positive(q, "partitions", DEFAULT_PARTITIONS, safe),
             replication=_positive(q, "replication", 1, safe),
             topic_prefix=q.get("topic_prefix", ""),
             max_in_flight=_positive(q, "max_in_flight", 2048, safe),
-            session_timeout_ms=_positive(q, "session_timeout_ms", 6000, safe),
-            instance_id=q.get("instance_id") or env.get("SAGAWIRE_KAFKA_INSTANCE_ID") or None,
+            session_timeout_ms=session,
+            session_fallback_ms=(
+                None if chosen or session >= KAFKA_MIN_SESSION_MS else KAFKA_MIN_SESSION_MS
+            ),
+            instance_id=instance_id,
             max_poll_interval_ms=_positive(q, "max_poll_interval_ms", 300000, safe),
             max_message_bytes=_positive(q, "max_message_bytes", 1048576, safe),
             start=start,
@@ -214,10 +261,15 @@ class KafkaSettings:
 
     @property
     def heartbeat_interval_ms(self) -> int:
+        return self.heartbeat_interval(self.session_timeout_ms)
+
+    @staticmethod
+    def heartbeat_interval(session_ms: int) -> int:
         """Every second, or a third of the session when that is shorter: a member
         learns of a rebalance at its next heartbeat, so this bounds how long the
-        survivors of a crash take to notice it."""
-        return max(100, min(1000, self.session_timeout_ms // 3))
+        survivors of a crash take to notice it, and how long a member that has
+        stopped for a rebalance waits for the others to stop too."""
+        return max(100, min(1000, session_ms // 3))
 
     def topic(self, destination: str) -> str:
         return self.topic_prefix + destination

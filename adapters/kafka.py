@@ -32,8 +32,12 @@ URL and options: see :mod:`adapters._kafka_settings`. How it maps the protocol:
   after ``max_poll_interval_ms`` without a poll) and what the engine holds is not
   handed to another member, however long it holds it.
 * **Recovery**: a process killed with -9 is dropped from its group after
-  ``session_timeout_ms`` (6 s); with ``?instance_id=`` (static membership) a restart
-  within that time gets its partitions back with no rebalance.
+  ``session_timeout_ms`` (2 s; 6 s on a broker that refuses shorter sessions) and
+  the others take its partitions; with ``?instance_id=`` (static membership) a
+  restart within that time gets its partitions back with no rebalance. Numbers and
+  when to choose which: ``docs/kafka.md``.
+* **Ownership**: :meth:`KafkaTransport.owned` names the partitions this replica
+  holds now, for ``/readyz`` and metrics.
 * **Nack** pauses the partition and, after the delay, seeks back to the nacked
   offset. Kafka cannot redeliver a single message; records after it that were
   already acked or are still held by the engine are skipped on the way forward.
@@ -246,6 +250,15 @@ class KafkaTransport:
 
     async def dead_letter(self, delivery: Delivery, reason: str) -> None:
         await self.publish([dead_letter_message(delivery, reason)])
+
+    def owned(self) -> list[str]:
+        """The partitions this transport's consumers hold now, as ``topic[partition]``
+        (Kafka's topic names, prefix included), sorted by topic then partition number;
+        empty when nothing is being consumed. Read-only, for ``/readyz`` and metrics:
+        which replica owns what. A partition two groups of this transport both hold is
+        named once."""
+        held = {(tp.topic, tp.partition) for run in self._runs for tp in run.owned()}
+        return [f"{topic}[{partition}]" for topic, partition in sorted(held)]
 
     @property
     def readiness(self) -> Readiness:

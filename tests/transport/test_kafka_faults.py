@@ -216,7 +216,7 @@ def test_which_broker_errors_are_refusals() -> None:
 
 def test_session_heartbeat_and_static_membership_settings() -> None:
     s = KafkaSettings.from_url("kafka://h:9092", env={})
-    assert (s.session_timeout_ms, s.heartbeat_interval_ms, s.instance_id) == (6000, 1000, None)
+    assert (s.session_timeout_ms, s.heartbeat_interval_ms, s.instance_id) == (2000, 666, None)
     assert (s.max_poll_interval_ms, s.max_message_bytes) == (300000, 1048576)
     s = KafkaSettings.from_url("kafka://h:9092?session_timeout_ms=2000&instance_id=pod-0", env={})
     assert (s.heartbeat_interval_ms, s.instance_id) == (666, "pod-0")
