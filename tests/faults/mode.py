@@ -28,14 +28,13 @@ NOTICE = 5.0
 RECOVERY = 5.0
 """Seconds after a restart (the new process spawned) within which every saga that was
 in flight at the kill must move again (issue 14's target)."""
-RECOVERY_BY_BROKER = {"kafka": 8.0}
-"""Where the test broker itself keeps the target out of reach. Tansu (our Kafka) holds
-every static-member JoinGroup and SyncGroup for 3 s (``PAUSE_MS`` in its group
-coordinator), so a restarted static member takes ~6 s to get its partitions back
-whatever the client does (measured 6.0 s with a bare consumer, 6.3-6.8 s here); on
-Apache Kafka a static member restarted within its session needs no rebalance at all.
-The bound still catches a regression to the session-timeout wait (11 s measured with
-dynamic membership, 30 s before this issue)."""
+RECOVERY_BY_BROKER = {"kafka": 6.0}
+"""Where the test broker itself keeps the target in reach only narrowly. A restarted
+Kafka sidecar (dynamic membership, the 2 s session) moved every in-flight saga again
+3.4-4.4 s after its spawn on Tansu, whose group coordinator holds every rejoin for at
+least a second; the second above the target is for a loaded runner. The bound still
+catches a regression to static membership on Tansu (7.5-9.2 s), to the old 6 s session
+(11 s with dynamic membership) or to the session-timeout wait before issue 14 (30 s)."""
 RECOVERY_CAP = 40.0 if FULL else 15.0
 """How long a kill round waits for in-flight sagas before it records them as stuck."""
 SETTLE = 90.0 if FULL else 60.0
