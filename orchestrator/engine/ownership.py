@@ -31,16 +31,16 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from adapters.base import Delivery, Topology, Transport, close_stream
+from adapters.base import Delivery, Topology, close_stream
 from orchestrator.engine.forwarding import Forwarder
 from orchestrator.engine.intake import Intake
+from orchestrator.engine.merging import Batches
 from orchestrator.engine.partitioning import (
     FORWARD_ID,
     FORWARDED_FROM,
@@ -70,41 +70,6 @@ def default_replica() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
 
 
-class _Batches:
-    """Batches waiting for the pipeline, at most ``bound`` of them, taken merged: a
-    pipeline step's commit costs about the same for one delivery as for a hundred."""
-
-    def __init__(self, bound: int) -> None:
-        self._bound = bound
-        self._items: deque[list[Delivery]] = deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-
-    async def put(self, batch: list[Delivery]) -> None:
-        while len(self._items) >= self._bound:
-            self._room.clear()
-            await self._room.wait()
-        self._items.append(batch)
-        self._ready.set()
-
-    async def take(self, most: int) -> list[Delivery]:
-        items = self._items
-        while not items:
-            self._ready.clear()
-            await self._ready.wait()
-        batch = items.popleft()
-        while items and len(batch) + len(items[0]) <= most:
-            batch = batch + items.popleft()
-        self._room.set()
-        return batch
-
-    def drain(self) -> list[list[Delivery]]:
-        taken = list(self._items)
-        self._items.clear()
-        self._room.set()
-        return taken
-
-
 @dataclass(slots=True)
 class _Stream:
     """Copies of one type sent to one partition the long way, since both were taken."""
@@ -130,7 +95,6 @@ class Ownership:
         max_batch: int,
     ) -> None:
         self.watch = watch
-        self.transport: Transport = watch
         self.store = store
         self.topology = topology
         self.working = working
@@ -149,23 +113,22 @@ class Ownership:
         """Who holds each unit, as the last round saw it."""
         self.members: tuple[str, ...] = ()
         """The live replicas, as the last round saw them."""
-        self._batches = _Batches(partitions + 2)
+        self._batches = Batches(partitions + 2)
         """Partitions' batches for the pipeline: one per pump at most, merged as read."""
         self._pumps: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
         self._giving_up: dict[str, asyncio.Task[None]] = {}
         self._given_up: set[str] = set()
         self._claim: list[str] = []
         self._stopping = asyncio.Event()
-        self.rounds_failed = 0
 
     # -- what the engine asks ---------------------------------------------------------
 
     async def declare(self) -> None:
         """Every unit's consumer (queue), and what the engine publishes to."""
         for unit in self.units:
-            await self.transport.declare(unit.topology)
+            await self.watch.declare(unit.topology)
         t = self.topology
-        await self.transport.declare(Topology((), produces=t.produces, group=t.group))
+        await self.watch.declare(Topology((), produces=t.produces, group=t.group))
 
     def held(self) -> list[str]:
         """The units this replica reads now, sources first."""
@@ -221,7 +184,6 @@ class Ownership:
         except StoreError as exc:
             if not exc.retryable:
                 raise
-            self.rounds_failed += 1
             if since_ok > self.ttl * 0.9 and self._pumps:
                 log.warning(
                     "leases not renewed within their ttl; giving up every unit",
@@ -349,7 +311,7 @@ class Ownership:
         handle: Callable[[Unit, list[Delivery], asyncio.Event], Any],
     ) -> None:
         """Read ``unit`` until ``stop``; each batch to ``handle``."""
-        stream = self.transport.consume(unit.topology, max_batch=self.max_batch)
+        stream = self.watch.consume(unit.topology, max_batch=self.max_batch)
         it = aiter(stream)
         stopped = asyncio.ensure_future(stop.wait())
         nxt: asyncio.Future[list[Delivery]] | None = None
@@ -388,7 +350,7 @@ class Ownership:
             await self._batches.put(batch)
         except asyncio.CancelledError:  # dropped with the batch in hand: give it back
             with contextlib.suppress(Exception):
-                await self.transport.nack(batch)
+                await self.watch.nack(batch)
             raise
 
     async def _forward(self, unit: Unit, batch: list[Delivery], stop: asyncio.Event) -> None:
@@ -412,6 +374,6 @@ class Ownership:
             await asyncio.gather(*tasks, return_exceptions=True)
         for batch in self._batches.drain():
             with contextlib.suppress(Exception):
-                await self.transport.nack(batch)
+                await self.watch.nack(batch)
         with contextlib.suppress(StoreError):
             await self.store.leave(self.topology.group, self.me)
